@@ -1,0 +1,150 @@
+"""ServedModel: serves a registered model and promotes new versions through a gate."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from kubeloop.api.common import ApiModel, Condition, CustomResource
+
+Verdict = Literal["Pending", "Passed", "Failed"]
+
+
+class Canary(ApiModel):
+    """Gradual rollout of a promoted candidate."""
+
+    steps: list[int] = Field(default_factory=list)
+    """Traffic percentages to the candidate, in order, e.g. [10, 50]; then 100."""
+    step_seconds: int = Field(default=300, ge=0)
+    """Time each step holds before the next."""
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Canary:
+        if any(not 0 < p < 100 for p in self.steps):
+            raise ValueError("canary steps are percentages between 1 and 99")
+        if self.steps != sorted(set(self.steps)):
+            raise ValueError("canary steps must be strictly increasing")
+        return self
+
+
+class Promotion(ApiModel):
+    """How a candidate version becomes the served one."""
+
+    mode: Literal["auto", "manual"] = "auto"
+    """auto: promote when the gate passes; manual: only report the verdict."""
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    """Metric the gate compares."""
+    max_slice_regression: float = Field(default=0.02, ge=0.0, le=1.0)
+    """Largest drop of the metric any slice may show: the guard against forgetting."""
+    min_improvement: float = Field(default=0.0, ge=-1.0, le=1.0)
+    """Overall metric must change by at least this (0: must not fall)."""
+
+
+class Batching(ApiModel):
+    """Server-side micro-batching of concurrent requests."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    """Largest batch sent to onnxruntime."""
+    max_latency_ms: int = Field(default=5, ge=0, le=1000)
+    """Longest a request waits for others to fill a batch."""
+
+
+class ServedModelSpec(ApiModel):
+    """Desired state of a ServedModel."""
+
+    registered_model: str = Field(min_length=1)
+    """Registered model in MLflow."""
+    alias: str = Field(default="champion", min_length=1)
+    """MLflow alias that names the served version; moved on promotion."""
+    version: str | None = None
+    """Pin a version instead of following the alias; disables promotion."""
+    runtime: Literal["kserve", "deployment"] = "kserve"
+    """kserve: an InferenceService; deployment: a Deployment and Service (no KServe)."""
+    min_replicas: int = Field(default=1, ge=0)
+    """Fewest predictor replicas."""
+    max_replicas: int = Field(default=1, ge=1)
+    """Most predictor replicas."""
+    canary: Canary | None = None
+    """Canary rollout; promoted versions go to 100% at once when omitted."""
+    promotion: Promotion = Field(default_factory=Promotion)
+    """Quality gate and promotion mode."""
+    batching: Batching = Field(default_factory=Batching)
+    """Micro-batching in the predictor."""
+    feedback_dataset: str | None = None
+    """FeedbackDataset receiving this model's feedback and prediction log."""
+    image: str | None = None
+    """Predictor image; the operator's default predictor image when omitted."""
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> ServedModelSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) is above maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class Gate(ApiModel):
+    """The verdict of the quality gate on the latest candidate."""
+
+    verdict: Verdict = "Pending"
+    """Pending, Passed or Failed."""
+    candidate_version: str | None = None
+    """Version that was judged."""
+    baseline_version: str | None = None
+    """Version it was compared against."""
+    overall_delta: float | None = None
+    """Candidate minus baseline, overall."""
+    slice_deltas: dict[str, float] = Field(default_factory=dict)
+    """Candidate minus baseline, per slice."""
+    failed_slices: list[str] = Field(default_factory=list)
+    """Slices that regressed beyond maxSliceRegression."""
+    message: str = ""
+    """The verdict in words."""
+
+
+class ServedModelStatus(ApiModel):
+    """Observed state of a ServedModel."""
+
+    url: str | None = None
+    """Where the predictor answers."""
+    serving_version: str | None = None
+    """Model version taking the traffic."""
+    candidate_version: str | None = None
+    """Newer version under evaluation or canary."""
+    canary_percent: int = 0
+    """Traffic share of the candidate during a canary."""
+    canary_step_time: str | None = None
+    """When the current canary step began (RFC 3339)."""
+    gate: Gate | None = None
+    """Latest gate verdict."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Standard conditions: Ready, RolledOut, GateFailed."""
+    observed_generation: int = 0
+    """metadata.generation this status describes."""
+
+
+class ServedModel(CustomResource):
+    """Serves a registered ONNX model and promotes new versions through a quality gate."""
+
+    KIND: ClassVar[str] = "ServedModel"
+    PLURAL: ClassVar[str] = "servedmodels"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("sm",)
+    DESCRIPTION: ClassVar[str] = __doc__ or ""
+    PRINTER_COLUMNS: ClassVar[tuple[dict[str, str | int], ...]] = (
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        },
+        {"name": "Serving", "type": "string", "jsonPath": ".status.servingVersion"},
+        {"name": "Candidate", "type": "string", "jsonPath": ".status.candidateVersion"},
+        {"name": "Gate", "type": "string", "jsonPath": ".status.gate.verdict"},
+        {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    )
+
+    kind: Literal["ServedModel"] = "ServedModel"
+    spec: ServedModelSpec
+    status: ServedModelStatus | None = None

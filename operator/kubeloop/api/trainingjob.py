@@ -1,0 +1,157 @@
+"""TrainingJob: one run of a training plugin that registers a model version."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from kubeloop.api.common import ApiModel, Condition, CustomResource, SecretKeyRef
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+class PluginRef(ApiModel):
+    """Which training plugin runs, found by name among the installed plugins."""
+
+    name: str = Field(min_length=1, examples=["image-classifier"])
+    """Name of the plugin, as `kubeloop plugins list` shows it."""
+    version: str | None = None
+    """Required plugin version; any installed version when omitted."""
+
+
+class DatasetSource(ApiModel):
+    """One dataset the plugin trains and evaluates on: a URI or a FeedbackDataset snapshot."""
+
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Name the plugin sees this dataset under, e.g. base or feedback."""
+    uri: str | None = None
+    """Where the data is: s3://bucket/prefix, or builtin://digits for the bundled digits."""
+    feedback_dataset: str | None = None
+    """Name of a FeedbackDataset in the same namespace whose snapshot is used."""
+    generation: int | None = Field(default=None, ge=1)
+    """Snapshot generation of feedbackDataset; the latest snapshot when omitted."""
+    manifest: str | None = None
+    """URI of a frozen snapshot manifest; filled in when a FeedbackDataset creates the job."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSource:
+        if (self.uri is None) == (self.feedback_dataset is None):
+            raise ValueError(f"dataset {self.name!r}: set exactly one of uri or feedbackDataset")
+        return self
+
+
+class Evaluation(ApiModel):
+    """How the trained model is judged."""
+
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    """Metric computed overall and per slice; the quality gate compares it."""
+    slices: list[str] = Field(default_factory=list)
+    """Data slices evaluated on their own held-out split, e.g. base, new-user."""
+
+
+class Resources(ApiModel):
+    """Compute for the training pod."""
+
+    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    """CPU request and limit, as a Kubernetes quantity (e.g. 2 or 500m)."""
+    memory: str = Field(default="2Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+    """Memory request and limit, as a Kubernetes quantity (e.g. 4Gi)."""
+    gpu: int = Field(default=0, ge=0)
+    """Number of nvidia.com/gpu to request; 0 trains on the CPU."""
+
+
+class PodTemplate(ApiModel):
+    """What passes through to the training Job and its pod."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels for the Job and pod, e.g. kueue.x-k8s.io/queue-name."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations for the Job and pod."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the pod must run on."""
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """Tolerations of the pod, as in a PodSpec."""
+    service_account_name: str | None = None
+    """Service account the pod runs as."""
+
+
+class TrainingJobSpec(ApiModel):
+    """Desired state of a TrainingJob."""
+
+    plugin: PluginRef
+    """The training plugin to run."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Arguments for the plugin, checked against the arguments it declares."""
+    datasets: list[DatasetSource] = Field(min_length=1)
+    """Datasets to train and evaluate on."""
+    base_model: str | None = None
+    """MLflow model URI to fine-tune from, e.g. models:/digits@champion."""
+    registered_model: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    """Registered model in MLflow that receives the new version."""
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    """Metric and slices to evaluate."""
+    resources: Resources = Field(default_factory=Resources)
+    """CPU, memory and GPUs for the training pod."""
+    image: str | None = None
+    """Trainer image; the operator's default trainer image when omitted."""
+    backoff_limit: int = Field(default=1, ge=0, le=10)
+    """Retries of the training pod before the job fails."""
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    """Delete the finished Job after this many seconds; kept when omitted."""
+    template: PodTemplate = Field(default_factory=PodTemplate)
+    """Labels, annotations and scheduling passed to the training pod."""
+    credentials: list[SecretKeyRef] = Field(default_factory=list)
+    """Secret keys exposed to the trainer as environment variables named after the key."""
+
+
+class Metrics(ApiModel):
+    """Evaluation results of a trained model version."""
+
+    overall: float | None = None
+    """Metric over all evaluation data."""
+    slices: dict[str, float] = Field(default_factory=dict)
+    """Metric per data slice."""
+
+
+class TrainingJobStatus(ApiModel):
+    """Observed state of a TrainingJob."""
+
+    phase: Phase = "Pending"
+    """Pending, Running, Succeeded or Failed."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Standard conditions: Ready, Succeeded."""
+    job_name: str | None = None
+    """Name of the batch/v1 Job (or local process) running the trainer."""
+    mlflow_run_id: str | None = None
+    """MLflow run that logged the training."""
+    model_version: str | None = None
+    """Registered model version this job produced."""
+    metrics: Metrics | None = None
+    """Evaluation metrics overall and per slice."""
+    start_time: str | None = None
+    """When the trainer started (RFC 3339)."""
+    completion_time: str | None = None
+    """When the trainer finished (RFC 3339)."""
+    observed_generation: int = 0
+    """metadata.generation this status describes."""
+
+
+class TrainingJob(CustomResource):
+    """Runs a training plugin, evaluates per slice, exports ONNX and registers a model version."""
+
+    KIND: ClassVar[str] = "TrainingJob"
+    PLURAL: ClassVar[str] = "trainingjobs"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("tj",)
+    DESCRIPTION: ClassVar[str] = __doc__ or ""
+    PRINTER_COLUMNS: ClassVar[tuple[dict[str, str | int], ...]] = (
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Model", "type": "string", "jsonPath": ".spec.registeredModel"},
+        {"name": "Version", "type": "string", "jsonPath": ".status.modelVersion"},
+        {"name": "Accuracy", "type": "number", "jsonPath": ".status.metrics.overall"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    )
+
+    kind: Literal["TrainingJob"] = "TrainingJob"
+    spec: TrainingJobSpec
+    status: TrainingJobStatus | None = None

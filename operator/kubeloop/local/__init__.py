@@ -1,0 +1,1 @@
+"""The embedded runtime behind `kubeloop up`: the loop on one machine, no cluster."""

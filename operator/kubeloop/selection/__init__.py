@@ -1,0 +1,1 @@
+"""Active-learning strategies over prediction pools (pure numpy)."""

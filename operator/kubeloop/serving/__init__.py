@@ -1,0 +1,1 @@
+"""The predictor: onnxruntime behind kserve, the feedback API and the review queue."""

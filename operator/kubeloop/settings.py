@@ -1,0 +1,50 @@
+"""Settings of every kubeloop process, read from KUBELOOP_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One typed place for configuration; each field is KUBELOOP_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KUBELOOP_", use_attribute_docstrings=True, extra="ignore"
+    )
+
+    mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+    """MLflow tracking server (tracking + model registry)."""
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    """S3 endpoint URL for samples, snapshots and the prediction log."""
+    s3_access_key: SecretStr = SecretStr("kubeloop")
+    """S3 access key id."""
+    s3_secret_key: SecretStr = SecretStr("kubeloop")
+    """S3 secret access key."""
+    s3_region: str = "us-east-1"
+    """S3 region."""
+    s3_timeout_seconds: float = 10.0
+    """Read timeout of one S3 request."""
+    s3_retries: int = Field(default=3, ge=0)
+    """Retries, with exponential backoff, of an S3 request that could not reach the server."""
+    state_dir: Path = Path(".kubeloop")
+    """Directory of the local mode: server data, logs, model cards, plots."""
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces the operator watches; all namespaces when empty."""
+    trainer_image: str = "ghcr.io/kubeloop/trainer:0.1.0"
+    """Default image of training pods."""
+    predictor_image: str = "ghcr.io/kubeloop/predictor:0.1.0"
+    """Default image of predictor pods."""
+    metrics_port: int = Field(default=8080, ge=1, le=65535)
+    """Port of the operator's /metrics and health endpoint."""
+    poll_seconds: float = Field(default=10.0, gt=0)
+    """Interval of the idle reconcile: storage polls, registry polls, canary steps."""
+    log_level: str = "INFO"
+    """Logging level of kubeloop processes."""
+
+
+def load() -> Settings:
+    """Settings from the environment."""
+    return Settings()

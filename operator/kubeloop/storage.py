@@ -1,0 +1,160 @@
+"""Object storage (S3 / MinIO) for samples, snapshots and the prediction log.
+
+The only module that talks S3 for kubeloop's own data; MLflow reaches S3 by itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error, ServerError
+
+from kubeloop.settings import Settings
+
+T = TypeVar("T")
+
+
+class StorageUnavailable(RuntimeError):
+    """The S3 server could not be reached, or answered with a server error."""
+
+
+class ObjectNotFound(KeyError):
+    """The requested object does not exist."""
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    """s3://bucket/key, split."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Uri:
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"not an S3 URI: {uri!r} (expected s3://bucket/key)")
+        return cls(parsed.netloc, parsed.path.lstrip("/"))
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class ObjectStore:
+    """A bucket-level S3 client with bounded retries and errors that name the endpoint."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        region: str = "us-east-1",
+        retries: int = 3,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+        self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
+        self._retries = retries
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(3.0, timeout_seconds), read=timeout_seconds),
+            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=2),
+            maxsize=16,
+        )
+        self._client = Minio(
+            parsed.netloc,
+            access_key=access_key,
+            secret_key=secret_key,
+            region=region,
+            secure=parsed.scheme == "https",
+            http_client=http,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, endpoint: str | None = None) -> ObjectStore:
+        return cls(
+            endpoint or settings.s3_endpoint,
+            settings.s3_access_key.get_secret_value(),
+            settings.s3_secret_key.get_secret_value(),
+            settings.s3_region,
+            settings.s3_retries,
+            settings.s3_timeout_seconds,
+        )
+
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create `bucket` unless it exists."""
+        if not self._call(self._client.bucket_exists, bucket):
+            try:
+                self._call(self._client.make_bucket, bucket)
+            except S3Error as error:
+                if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Store `data`; returns only once the server has acknowledged the write."""
+        self._call(self._client.put_object, bucket, key, io.BytesIO(data), len(data), content_type)
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        """The object's content; ObjectNotFound when it does not exist."""
+        try:
+            response = self._call(self._client.get_object, bucket, key)
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchBucket"):
+                raise ObjectNotFound(f"s3://{bucket}/{key}") from error
+            raise
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    def put_json(self, bucket: str, key: str, value: Any) -> None:
+        self.put_bytes(bucket, key, json.dumps(value).encode(), "application/json")
+
+    def get_json(self, bucket: str, key: str) -> Any:
+        return json.loads(self.get_bytes(bucket, key))
+
+    def list_keys(self, bucket: str, prefix: str, start_after: str | None = None) -> list[str]:
+        """Keys under `prefix` in lexical order, only those after `start_after` when given.
+
+        With time-ordered keys (ULIDs) this lists only what arrived since the last call.
+        """
+
+        def listing() -> list[str]:
+            objects = self._client.list_objects(
+                bucket, prefix=prefix, recursive=True, start_after=start_after or ""
+            )
+            return [o.object_name for o in objects if o.object_name is not None]
+
+        try:
+            return self._call(listing)
+        except S3Error as error:
+            if error.code == "NoSuchBucket":
+                return []
+            raise
+
+    def _call(self, func: Callable[..., T], *args: Any) -> T:
+        """Run one client call, retrying connection failures and 5xx answers with backoff."""
+        delay = 0.2
+        for attempt in range(self._retries + 1):
+            try:
+                return func(*args)
+            except (urllib3.exceptions.HTTPError, OSError, ServerError) as error:
+                if attempt == self._retries:
+                    raise StorageUnavailable(
+                        f"object storage at {self.endpoint} failed after {attempt + 1} "
+                        f"attempts ({type(error).__name__}: {error}); check that the S3 server "
+                        "runs and KUBELOOP_S3_ENDPOINT points at it"
+                    ) from error
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""The trainer entrypoint that runs in a training pod or local subprocess."""
