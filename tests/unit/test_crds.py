@@ -6,6 +6,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
 from kubeloop import api, cli
 from kubeloop.api import crd
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kubeloop import cli, manifests
 from kubeloop.api import validation
 

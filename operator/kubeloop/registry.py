@@ -1,0 +1,165 @@
+"""The MLflow model registry: the only module that talks to MLflow for kubeloop's decisions.
+
+Model versions carry their evaluation in the logging run's metrics: `<metric>` overall and
+`<metric>.<slice>` per slice (e.g. `accuracy`, `accuracy.new-user`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubeloop.api.trainingjob import Metrics
+
+T = TypeVar("T")
+
+
+class RegistryUnavailable(RuntimeError):
+    """The MLflow server could not be reached."""
+
+
+class ModelNotFound(LookupError):
+    """The registered model, version or alias does not exist."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered model version, as kubeloop needs it."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """(name, version, alias) of models:/name/3 or models:/name@alias; no side effects."""
+    match = _URI.match(uri)
+    if match is None:
+        raise ValueError(
+            f"not a registered-model URI: {uri!r} (expected models:/NAME/VERSION or "
+            "models:/NAME@ALIAS)"
+        )
+    return match["name"], match["version"], match["alias"]
+
+
+class Registry:
+    """Reads and moves model versions in an MLflow registry, with bounded retries."""
+
+    def __init__(self, tracking_uri: str, retries: int = 3, timeout_seconds: int = 30) -> None:
+        # MLflow's HTTP client reads these at request time; its defaults retry for minutes.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_seconds))
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def get_version(self, name: str, version: str) -> ModelVersion:
+        return _version(
+            self._call(lambda: self._client.get_model_version(name, version), f"{name}/{version}")
+        )
+
+    def get_by_alias(self, name: str, alias: str) -> ModelVersion | None:
+        """The version behind `alias`, or None when the alias is not set."""
+        try:
+            found = self._call(
+                lambda: self._client.get_model_version_by_alias(name, alias), f"{name}@{alias}"
+            )
+            return _version(found)
+        except ModelNotFound:
+            return None
+
+    def resolve(self, uri: str) -> ModelVersion:
+        """The version a models:/ URI names; ModelNotFound when there is none."""
+        name, version, alias = parse_model_uri(uri)
+        if version is not None:
+            return self.get_version(name, version)
+        found = self.get_by_alias(name, alias or "")
+        if found is None:
+            raise ModelNotFound(f"{uri}: registered model {name!r} has no alias {alias!r}")
+        return found
+
+    def latest_version(self, name: str) -> ModelVersion | None:
+        """The highest version number of `name`, or None when it has no versions."""
+        versions = self._call(lambda: self._client.search_model_versions(f"name = '{name}'"), name)
+        if not versions:
+            return None
+        return _version(max(versions, key=lambda v: int(v.version)))
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(lambda: self._client.set_registered_model_alias(name, alias, version), name)
+
+    def metrics(self, model: ModelVersion, metric: str) -> Metrics:
+        """The version's evaluation: `metric` overall and per slice, from its run."""
+        run = self._call(lambda: self._client.get_run(model.run_id), f"run {model.run_id}")
+        values: dict[str, float] = dict(run.data.metrics)
+        slices = {
+            key.removeprefix(f"{metric}."): value
+            for key, value in values.items()
+            if key.startswith(f"{metric}.")
+        }
+        return Metrics(overall=values.get(metric), slices=slices)
+
+    def download_onnx(self, model: ModelVersion) -> bytes:
+        """The version's ONNX model file."""
+        import mlflow.artifacts
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self._call(
+                lambda: mlflow.artifacts.download_artifacts(
+                    artifact_uri=model.uri, dst_path=tmp, tracking_uri=self.tracking_uri
+                ),
+                model.uri,
+            )
+            files = sorted(Path(path).rglob("*.onnx"))
+            if not files:
+                raise ModelNotFound(f"{model.uri} has no .onnx file among its artifacts")
+            return files[0].read_bytes()
+
+    def _call(self, func: Callable[[], T], what: str) -> T:
+        """Run one client call; not-found and unreachable become kubeloop's errors."""
+        from mlflow.exceptions import MlflowException, RestException
+
+        try:
+            return func()
+        except RestException as error:
+            # A missing alias comes back as INVALID_PARAMETER_VALUE "... not found".
+            missing = error.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+            if missing or "not found" in error.message.lower():
+                raise ModelNotFound(
+                    f"{what} is not in the registry at {self.tracking_uri}"
+                ) from error
+            raise
+        except (MlflowException, OSError) as error:
+            raise RegistryUnavailable(
+                f"the MLflow server at {self.tracking_uri} could not be reached for {what} "
+                f"({type(error).__name__}: {str(error)[:300]}); check that it runs and that "
+                "KUBELOOP_MLFLOW_TRACKING_URI points at it"
+            ) from error
+
+
+def _version(raw: Any) -> ModelVersion:
+    return ModelVersion(
+        name=raw.name,
+        version=str(raw.version),
+        run_id=raw.run_id or "",
+        source=raw.source or "",
+        tags=dict(raw.tags or {}),
+        aliases=tuple(getattr(raw, "aliases", None) or ()),
+    )
