@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     crds = commands.add_parser("crds", help="write the CRDs generated from the API models")
-    crds.add_argument("--dir", type=Path, default=Path("crds"), help="output directory")
+    crds.add_argument(
+        "--dir",
+        type=Path,
+        action="append",
+        dest="dirs",
+        help="output directory, repeatable (default: crds and helm/kubeloop/crds)",
+    )
     crds.add_argument(
         "--check", action="store_true", help="exit 1, naming the file, when it differs"
     )
@@ -43,9 +50,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_crds(args: argparse.Namespace) -> int:
+    dirs = args.dirs or [Path("crds"), Path("helm/kubeloop/crds")]
     stale = []
-    for resource in api.RESOURCES:
-        path = args.dir / crd.crd_filename(resource)
+    for directory, resource in itertools.product(dirs, api.RESOURCES):
+        path = directory / crd.crd_filename(resource)
         text = crd.render_crd(resource)
         current = path.read_text() if path.exists() else None
         if current == text:

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 
 
-def test_committed_crds_match_the_models() -> None:
-    assert cli.main(["crds", "--check", "--dir", str(ROOT / "crds")]) == 0
+@pytest.mark.parametrize("directory", ["crds", "helm/kubeloop/crds"])
+def test_committed_crds_match_the_models(directory: str) -> None:
+    assert cli.main(["crds", "--check", "--dir", str(ROOT / directory)]) == 0
 
 
 def test_check_names_the_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
