@@ -1,0 +1,128 @@
+"""The Helm chart lints strictly, renders valid Kubernetes objects and refuses wrong values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "kubeloop"
+K8S_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
+# Kinds of other projects' CRDs: not in the Kubernetes schemas, checked by shape below.
+FOREIGN = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+
+CUSTOM: dict[str, Any] = {
+    "image": {"repository": "registry.example.com/kubeloop/operator", "tag": "1.2.3"},
+    "imagePullSecrets": [{"name": "regcred"}],
+    "watchNamespaces": ["team-a", "team-b"],
+    "replicaCount": 2,
+    "s3": {"endpoint": "https://s3.example.com", "existingSecret": "kubeloop-s3"},
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "grafanaDashboard": {"enabled": True},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(CHART)
+    rendered = chart.render(values, name="kubeloop", namespace="kubeloop-system", is_install=True)
+    documents = []
+    for path, text in rendered.items():
+        if path.endswith(".txt"):
+            continue
+        documents.extend(d for d in yaml.safe_load_all(text) if d)
+    return documents
+
+
+def by_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in documents if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("values", [{}, CUSTOM], ids=["default", "custom"])
+def test_lints_strictly(values: dict[str, Any]) -> None:
+    report = helm.lint(CHART, values, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("values", [{}, CUSTOM], ids=["default", "custom"])
+def test_rendered_objects_are_valid(values: dict[str, Any], version: str) -> None:
+    documents = render(values)
+    assert by_kind(documents, "Deployment")
+    for document in documents:
+        if document["kind"] in FOREIGN:
+            assert document["apiVersion"] in ("monitoring.coreos.com/v1", "kopf.dev/v1")
+            continue
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_chart_crds_are_valid_and_include_kubeloops() -> None:
+    names = set()
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            for version in K8S_VERSIONS:
+                kubernetes_validate.validate(document, version, strict=True)
+            names.add(document["metadata"]["name"])
+    assert {"trainingjobs.kubeloop.io", "feedbackdatasets.kubeloop.io"} <= names
+    assert {"servedmodels.kubeloop.io", "clusterkopfpeerings.kopf.dev"} <= names
+
+
+def test_operator_pod_is_locked_down() -> None:
+    (deployment,) = by_kind(render({}), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert container["livenessProbe"]["httpGet"]["port"] == "health"
+    assert container["readinessProbe"]["httpGet"]["port"] == "health"
+    assert "--all-namespaces" in container["args"]
+    assert not any("value" in e and "SECRET" in e["name"] for e in container["env"])
+
+
+def test_custom_values_reach_the_pod() -> None:
+    documents = render(CUSTOM)
+    (deployment,) = by_kind(documents, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example.com/kubeloop/operator:1.2.3"
+    assert ["--namespace=team-a", "--namespace=team-b"] == [
+        a for a in container["args"] if a.startswith("--namespace")
+    ]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["tolerations"] == CUSTOM["tolerations"]
+    secret_env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+    }
+    assert secret_env["KUBELOOP_S3_ACCESS_KEY"]["name"] == "kubeloop-s3"
+    assert by_kind(documents, "ServiceMonitor")[0]["metadata"]["labels"]["release"] == "prom"
+    (dashboard,) = [d for d in by_kind(documents, "ConfigMap") if "kubeloop.json" in d["data"]]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert {p["metadata"]["namespace"] for p in by_kind(documents, "KopfPeering")} == {
+        "team-a",
+        "team-b",
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"logLevel": "LOUD"}, "/logLevel"),
+        ({"replicaCount": -1}, "/replicaCount"),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"s3": {"endpoint": "minio:9000"}}, "/s3/endpoint"),
+        ({"metrcis": {}}, "metrcis"),
+    ],
+)
+def test_wrong_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=message):
+        helm.Chart.load(CHART).validate_schema(values)
