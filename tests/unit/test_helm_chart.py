@@ -81,7 +81,8 @@ def test_operator_pod_is_locked_down() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert container["resources"]["limits"]
+    assert container["resources"]["requests"]
     assert container["livenessProbe"]["httpGet"]["port"] == "health"
     assert container["readinessProbe"]["httpGet"]["port"] == "health"
     assert "--all-namespaces" in container["args"]
@@ -94,9 +95,8 @@ def test_custom_values_reach_the_pod() -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "registry.example.com/kubeloop/operator:1.2.3"
-    assert ["--namespace=team-a", "--namespace=team-b"] == [
-        a for a in container["args"] if a.startswith("--namespace")
-    ]
+    namespaces = [a for a in container["args"] if a.startswith("--namespace")]
+    assert namespaces == ["--namespace=team-a", "--namespace=team-b"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["tolerations"] == CUSTOM["tolerations"]
     secret_env = {
