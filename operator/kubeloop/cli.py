@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,34 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="check manifests against the CRDs and models")
     check.add_argument("-f", "--filename", type=Path, required=True, help="file or directory")
     check.set_defaults(run=_run_validate)
+
+    plugin_commands = commands.add_parser("plugins", help="training plugins").add_subparsers(
+        title="commands", metavar="COMMAND"
+    )
+    listing = plugin_commands.add_parser("list", help="installed plugins and their arguments")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=_run_plugins_list)
+
+    operator = commands.add_parser(
+        "operator", help="run the Kubernetes operator (kopf) reconciling kubeloop's resources"
+    )
+    watch = operator.add_mutually_exclusive_group()
+    watch.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        default=[],
+        help="namespace to watch, repeatable (default: KUBELOOP_NAMESPACES, else all)",
+    )
+    watch.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces")
+    peering = operator.add_mutually_exclusive_group()
+    peering.add_argument("--peering", help="kopf peering name for leader election")
+    peering.add_argument("--standalone", action="store_true", help="run without peering")
+    operator.add_argument("--priority", type=int, help="peering priority (highest leads)")
+    operator.add_argument("--liveness", help="health endpoint, e.g. http://0.0.0.0:8081/healthz")
+    operator.add_argument("-v", "--verbose", action="store_true", help="log kopf's details")
+    operator.set_defaults(run=_run_operator)
     return parser
 
 
@@ -83,6 +112,40 @@ def _run_validate(args: argparse.Namespace) -> int:
         for error in errors:
             print(f"  {error}")
     return 1 if problems else 0
+
+
+def _run_plugins_list(args: argparse.Namespace) -> int:
+    from kubeloop import plugins
+
+    infos, broken = [], []
+    for name in sorted(plugins.installed()):
+        try:
+            infos.append(plugins.load(name).info())
+        except plugins.PluginError as error:
+            broken.append(str(error))
+    if args.json:
+        print(json.dumps([info.to_json() for info in infos], indent=2))
+    else:
+        print(plugins.describe(infos))
+    for problem in broken:
+        print(problem, file=sys.stderr)
+    return 1 if broken else 0
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    from kubeloop import settings
+    from kubeloop.kube import operator  # kopf and the Kubernetes client load only here
+
+    return operator.run(
+        settings.load(),
+        namespaces=args.namespaces,
+        all_namespaces=args.all_namespaces,
+        peering=args.peering,
+        standalone=args.standalone,
+        liveness=args.liveness,
+        priority=args.priority,
+        verbose=args.verbose,
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,86 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # --- operator ---------------------------------------------------------------------------
 
+RECONCILE = Counter(
+    "kubeloop_reconcile_total",
+    "Reconciles by kind and result (ok, retry: a dependency was unavailable, error).",
+    ["kind", "result"],
+)
+RECONCILE_SECONDS = Histogram(
+    "kubeloop_reconcile_seconds",
+    "Duration of one reconcile, by kind.",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+TRAININGJOBS = Gauge("kubeloop_trainingjobs", "TrainingJobs by phase.", ["phase"])
+TRAININGJOB_SECONDS = Histogram(
+    "kubeloop_trainingjob_duration_seconds",
+    "Duration of finished TrainingJobs, from the trainer's start to its end.",
+    ["phase"],
+    buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200),
+)
+FEEDBACK_SAMPLES = Gauge(
+    "kubeloop_feedback_samples", "Feedback samples counted in storage.", ["namespace", "dataset"]
+)
+FEEDBACK_SAMPLES_SINCE_SNAPSHOT = Gauge(
+    "kubeloop_feedback_samples_since_snapshot",
+    "Feedback samples that arrived after the latest snapshot.",
+    ["namespace", "dataset"],
+)
+RETRAIN_THRESHOLD = Gauge(
+    "kubeloop_retrain_threshold",
+    "New samples that trigger a retrain (spec.retrain.threshold).",
+    ["namespace", "dataset"],
+)
+RETRAIN_TRIGGERS = Counter(
+    "kubeloop_retrain_triggers_total",
+    "TrainingJobs created by FeedbackDatasets.",
+    ["namespace", "dataset"],
+)
+GATE_VERDICTS = Counter(
+    "kubeloop_gate_verdicts_total", "Quality-gate verdicts on candidate versions.", ["result"]
+)
+GATE_SLICE_DELTA = Gauge(
+    "kubeloop_gate_slice_delta",
+    "Candidate minus serving metric per slice, at the latest gate verdict.",
+    ["namespace", "servedmodel", "slice"],
+)
+SERVING_VERSION = Gauge(
+    "kubeloop_serving_version_info",
+    "1 for the model version a ServedModel serves.",
+    ["namespace", "servedmodel", "version"],
+)
+
 # --- predictor --------------------------------------------------------------------------
+
+PREDICTOR_REQUEST_SECONDS = Histogram(
+    "kubeloop_predictor_request_seconds",
+    "Inference request latency in the predictor, batching wait included, by protocol (v1, v2).",
+    ["protocol"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+PREDICTOR_BATCH_SIZE = Histogram(
+    "kubeloop_predictor_batch_size",
+    "Rows per onnxruntime call after micro-batching.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+PREDICTIONS = Counter(
+    "kubeloop_predictions_total", "Predictions by predicted class.", ["class"]
+)
+FEEDBACK = Counter(
+    "kubeloop_feedback_total",
+    "Feedback requests by dataset, result (accepted, rejected) and reason (ok or the problem).",
+    ["dataset", "result", "reason"],
+)
+LIVE_ACCURACY = Gauge(
+    "kubeloop_live_accuracy",
+    "Share of predictions judged right by feedback, per model version.",
+    ["model", "version"],
+)
+PREDICTION_ENTROPY = Histogram(
+    "kubeloop_prediction_entropy",
+    "Entropy of each prediction over its maximum log(classes): 0 sure, 1 uniform.",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
 
 __all__ = ["Counter", "Gauge", "Histogram"]

@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     """Default image of predictor pods."""
     metrics_port: int = Field(default=8080, ge=1, le=65535)
     """Port of the operator's /metrics and health endpoint."""
+    metrics_host: str = "0.0.0.0"
+    """Address the operator's /metrics endpoint binds to (all interfaces: Prometheus scrapes
+    it from other pods)."""
+    s3_secret_name: str | None = None
+    """Secret with the S3 credentials, given by reference to training and predictor pods
+    (it must exist in their namespace); their pods get no S3 credentials when unset."""
+    s3_secret_access_key_field: str = "AWS_ACCESS_KEY_ID"
+    """Key of the access key id in that Secret (and in a FeedbackDataset's storage.secretRef)."""
+    s3_secret_secret_key_field: str = "AWS_SECRET_ACCESS_KEY"
+    """Key of the secret access key in that Secret (and in storage.secretRef)."""
     poll_seconds: float = Field(default=10.0, gt=0)
     """Interval of the idle reconcile: storage polls, registry polls, canary steps."""
     log_level: str = "INFO"

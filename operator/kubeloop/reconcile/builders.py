@@ -1,0 +1,422 @@
+"""The Kubernetes children of kubeloop's resources, as plain manifests; no side effects.
+
+Only the operator (kubeloop.kube) creates these; the local mode runs the same entrypoints
+(trainer_args, predictor_args) as processes. Every child carries a controller ownerReference
+and a deterministic name, so creating it twice is harmless.
+
+Credentials never appear literally: training and predictor pods read S3 keys through
+secretKeyRef, from the operator's configured Secret, a FeedbackDataset's storage.secretRef or
+a TrainingJob's spec.credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
+from kubeloop.api.servedmodel import ServedModel
+from kubeloop.api.trainingjob import TrainingJob
+from kubeloop.reconcile import servedmodel, trainingjob
+from kubeloop.reconcile.common import (
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_SERVEDMODEL,
+    LABEL_TRACK,
+    LABEL_TRAININGJOB,
+    MANAGED_BY,
+    Event,
+    Owner,
+    child_name,
+    format_time,
+)
+from kubeloop.settings import Settings
+
+SPEC_FILE = "trainingjob.yaml"
+SPEC_DIR = "/etc/kubeloop"
+GPU_RESOURCE = "nvidia.com/gpu"
+KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
+KSERVE_CONTAINER = "kserve-container"
+INFERENCE_SERVICE_NAME_MAX = 45
+"""KServe appends -predictor-... to the InferenceService's name; keep room for it."""
+
+
+@dataclass(frozen=True)
+class ChildDefaults:
+    """What the operator's settings give every child: images, endpoints, the S3 Secret."""
+
+    trainer_image: str
+    predictor_image: str
+    mlflow_tracking_uri: str
+    s3_endpoint: str
+    s3_region: str
+    s3_secret_name: str | None = None
+    s3_access_key_field: str = "AWS_ACCESS_KEY_ID"
+    s3_secret_key_field: str = "AWS_SECRET_ACCESS_KEY"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChildDefaults:
+        return cls(
+            trainer_image=settings.trainer_image,
+            predictor_image=settings.predictor_image,
+            mlflow_tracking_uri=settings.mlflow_tracking_uri,
+            s3_endpoint=settings.s3_endpoint,
+            s3_region=settings.s3_region,
+            s3_secret_name=settings.s3_secret_name,
+            s3_access_key_field=settings.s3_secret_access_key_field,
+            s3_secret_key_field=settings.s3_secret_secret_key_field,
+        )
+
+
+def _metadata(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    owner: Owner,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels,
+        "ownerReferences": [owner.reference()],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    return metadata
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _s3_env(
+    defaults: ChildDefaults, secret: str | None, endpoint: str | None
+) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "KUBELOOP_MLFLOW_TRACKING_URI", "value": defaults.mlflow_tracking_uri},
+        {"name": "KUBELOOP_S3_ENDPOINT", "value": endpoint or defaults.s3_endpoint},
+        {"name": "KUBELOOP_S3_REGION", "value": defaults.s3_region},
+    ]
+    if secret is not None:
+        env += [
+            _secret_env("KUBELOOP_S3_ACCESS_KEY", secret, defaults.s3_access_key_field),
+            _secret_env("KUBELOOP_S3_SECRET_KEY", secret, defaults.s3_secret_key_field),
+        ]
+    return env
+
+
+# --- TrainingJob ----------------------------------------------------------------------
+
+
+def job_name(training_job: str) -> str:
+    """Name of the batch Job (and its ConfigMap) of a TrainingJob: at most 63 characters."""
+    return child_name(training_job)
+
+
+def trainer_labels(tj: TrainingJob) -> dict[str, str]:
+    """The TrainingJob's template labels, then kubeloop's (which win)."""
+    return {
+        **tj.spec.template.labels,
+        LABEL_NAME: "kubeloop-trainer",
+        LABEL_COMPONENT: "trainer",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_TRAININGJOB: child_name(tj.metadata.name),
+    }
+
+
+def trainingjob_manifest(tj: TrainingJob) -> dict[str, Any]:
+    """The TrainingJob as the trainer reads it: apiVersion, kind, metadata and spec."""
+    metadata: dict[str, Any] = {"name": tj.metadata.name, "namespace": tj.metadata.namespace}
+    extra = tj.metadata.model_extra or {}
+    if extra.get("uid"):
+        metadata["uid"] = extra["uid"]
+    if tj.metadata.labels:
+        metadata["labels"] = dict(tj.metadata.labels)
+    return {
+        "apiVersion": tj.api_version,
+        "kind": tj.kind,
+        "metadata": metadata,
+        "spec": tj.spec.to_wire(),
+    }
+
+
+def build_configmap(tj: TrainingJob, owner: Owner) -> dict[str, Any]:
+    """The ConfigMap holding the TrainingJob manifest the trainer reads from SPEC_DIR."""
+    text = yaml.safe_dump(trainingjob_manifest(tj), sort_keys=False)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            job_name(tj.metadata.name), tj.metadata.namespace, trainer_labels(tj), owner
+        ),
+        "data": {SPEC_FILE: text},
+    }
+
+
+def trainer_env(tj: TrainingJob, defaults: ChildDefaults) -> list[dict[str, Any]]:
+    """Endpoints as values; S3 keys and spec.credentials by secretKeyRef (which win)."""
+    env = _s3_env(defaults, defaults.s3_secret_name, None)
+    own = {ref.key for ref in tj.spec.credentials}
+    env = [e for e in env if e["name"] not in own]
+    env += [_secret_env(ref.key, ref.name, ref.key) for ref in tj.spec.credentials]
+    return env
+
+
+def build_job(tj: TrainingJob, owner: Owner, defaults: ChildDefaults) -> dict[str, Any]:
+    """The batch/v1 Job running the trainer once on the TrainingJob's spec.
+
+    Template labels and annotations go to the Job and its pod, so a queueing system (Kueue's
+    kueue.x-k8s.io/queue-name) can admit it; GPUs are requested as nvidia.com/gpu limits.
+    """
+    spec, template = tj.spec, tj.spec.template
+    name = job_name(tj.metadata.name)
+    labels = trainer_labels(tj)
+    limits: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    if spec.resources.gpu > 0:
+        limits[GPU_RESOURCE] = spec.resources.gpu
+    container = {
+        "name": "trainer",
+        "image": spec.image or defaults.trainer_image,
+        "command": list(trainingjob.TRAINER_COMMAND),
+        "args": trainingjob.trainer_args(f"{SPEC_DIR}/{SPEC_FILE}", trainingjob.RESULT_PATH),
+        "env": trainer_env(tj, defaults),
+        "resources": {
+            "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+            "limits": limits,
+        },
+        "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}],
+        "terminationMessagePath": trainingjob.RESULT_PATH,
+        "terminationMessagePolicy": "File",
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "spec", "configMap": {"name": name}}],
+    }
+    if template.service_account_name:
+        pod["serviceAccountName"] = template.service_account_name
+    if template.node_selector:
+        pod["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        pod["tolerations"] = [dict(t) for t in template.tolerations]
+    pod_metadata: dict[str, Any] = {"labels": labels}
+    if template.annotations:
+        pod_metadata["annotations"] = dict(template.annotations)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "template": {"metadata": pod_metadata, "spec": pod},
+    }
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(
+            name, tj.metadata.namespace, labels, owner, dict(template.annotations) or None
+        ),
+        "spec": job_spec,
+    }
+
+
+# --- ServedModel ----------------------------------------------------------------------
+
+
+def inference_service_name(served_model: str) -> str:
+    return child_name(served_model, max_length=INFERENCE_SERVICE_NAME_MAX)
+
+
+def predictor_name(served_model: str, track: str = "stable") -> str:
+    """Deployment name of the predictor (runtime: deployment)."""
+    return child_name(served_model, "-predictor" + ("" if track == "stable" else f"-{track}"))
+
+
+def service_name(served_model: str) -> str:
+    """Service in front of the predictor Deployments (runtime: deployment)."""
+    return child_name(served_model)
+
+
+def predictor_labels(sm: ServedModel, track: str | None = None) -> dict[str, str]:
+    labels = {
+        LABEL_NAME: "kubeloop-predictor",
+        LABEL_COMPONENT: "predictor",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_SERVEDMODEL: child_name(sm.metadata.name),
+    }
+    if track is not None:
+        labels[LABEL_TRACK] = track
+    return labels
+
+
+def predictor_env(
+    defaults: ChildDefaults, feedback: FeedbackDatasetSpec | None
+) -> list[dict[str, Any]]:
+    """Endpoints as values; the feedback dataset's storage.secretRef, else the operator's
+    Secret, by secretKeyRef."""
+    if feedback is not None and feedback.storage.secret_ref:
+        return _s3_env(defaults, feedback.storage.secret_ref, feedback.storage.endpoint)
+    endpoint = feedback.storage.endpoint if feedback is not None else None
+    return _s3_env(defaults, defaults.s3_secret_name, endpoint)
+
+
+def predictor_container(
+    sm: ServedModel,
+    uri: str,
+    defaults: ChildDefaults,
+    feedback: tuple[str, FeedbackDatasetSpec] | None,
+    name: str = KSERVE_CONTAINER,
+) -> dict[str, Any]:
+    """The predictor container running `uri`, ready when the model is loaded."""
+    port = servedmodel.PREDICTOR_PORT
+    return {
+        "name": name,
+        "image": sm.spec.image or defaults.predictor_image,
+        "command": list(servedmodel.PREDICTOR_COMMAND),
+        "args": servedmodel.predictor_args(sm.metadata.name, uri, sm.spec.batching, feedback),
+        "env": predictor_env(defaults, feedback[1] if feedback else None),
+        "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": servedmodel.READINESS_PATH, "port": port},
+            "periodSeconds": 5,
+        },
+    }
+
+
+def build_inference_service(
+    sm: ServedModel,
+    owner: Owner,
+    defaults: ChildDefaults,
+    deploy: servedmodel.Deploy,
+    feedback: tuple[str, FeedbackDatasetSpec] | None = None,
+) -> dict[str, Any]:
+    """The KServe InferenceService: a custom predictor container following the alias.
+
+    During a canary the predictor runs the pinned candidate and canaryTrafficPercent sends it
+    that share; KServe keeps the previous revision (the alias URI) for the rest.
+    """
+    uri = deploy.canary_uri if deploy.canary_uri else deploy.stable_uri
+    predictor: dict[str, Any] = {
+        "minReplicas": sm.spec.min_replicas,
+        "maxReplicas": sm.spec.max_replicas,
+        "containers": [predictor_container(sm, uri, defaults, feedback)],
+    }
+    if deploy.canary_uri:
+        predictor["canaryTrafficPercent"] = deploy.canary_percent
+    return {
+        "apiVersion": KSERVE_API_VERSION,
+        "kind": "InferenceService",
+        "metadata": _metadata(
+            inference_service_name(sm.metadata.name),
+            sm.metadata.namespace,
+            predictor_labels(sm),
+            owner,
+        ),
+        "spec": {"predictor": predictor},
+    }
+
+
+def build_deployment(
+    sm: ServedModel,
+    owner: Owner,
+    defaults: ChildDefaults,
+    uri: str,
+    track: str = "stable",
+    replicas: int | None = None,
+    feedback: tuple[str, FeedbackDatasetSpec] | None = None,
+) -> dict[str, Any]:
+    """A predictor Deployment (runtime: deployment) for clusters without KServe."""
+    labels = predictor_labels(sm, track)
+    count = replicas if replicas is not None else max(sm.spec.min_replicas, 1)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(
+            predictor_name(sm.metadata.name, track), sm.metadata.namespace, labels, owner
+        ),
+        "spec": {
+            "replicas": count,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        predictor_container(sm, uri, defaults, feedback, name="predictor")
+                    ]
+                },
+            },
+        },
+    }
+
+
+def canary_replicas(stable_replicas: int, percent: int) -> int:
+    """Canary replicas whose share of all replicas is closest to `percent` (at least 1)."""
+    if percent <= 0:
+        return 0
+    return max(1, round(stable_replicas * percent / max(1, 100 - percent)))
+
+
+def build_service(sm: ServedModel, owner: Owner) -> dict[str, Any]:
+    """The Service in front of the stable and canary predictor Deployments."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(
+            service_name(sm.metadata.name), sm.metadata.namespace, predictor_labels(sm), owner
+        ),
+        "spec": {
+            "selector": predictor_labels(sm),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": 80,
+                    "targetPort": servedmodel.PREDICTOR_PORT,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def service_url(sm: ServedModel) -> str:
+    return f"http://{service_name(sm.metadata.name)}.{sm.metadata.namespace}.svc.cluster.local"
+
+
+# --- Events -----------------------------------------------------------------------------
+
+
+def build_event(
+    involved: dict[str, Any], event: Event, now: datetime, component: str = "kubeloop-operator"
+) -> dict[str, Any]:
+    """A core/v1 Event about `involved` (an object's apiVersion, kind and metadata)."""
+    metadata = involved.get("metadata", {})
+    stamp = format_time(now)
+    reference = {
+        "apiVersion": involved.get("apiVersion"),
+        "kind": involved.get("kind"),
+        "name": metadata.get("name"),
+        "namespace": metadata.get("namespace"),
+    }
+    if metadata.get("uid"):
+        reference["uid"] = metadata["uid"]
+    # Named like kubectl's events: <object>.<unique suffix>, the suffix derived, not random.
+    digest = hashlib.sha256(f"{reference}{event}{now.isoformat()}".encode()).hexdigest()[:16]
+    name = f"{str(metadata.get('name'))[:200]}.{digest}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": metadata.get("namespace")},
+        "involvedObject": reference,
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message[:1024],
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }

@@ -1,0 +1,490 @@
+"""FeedbackDataset decisions: count new samples, and retrain exactly once per threshold.
+
+Pure pieces (`count_new`, `decide_trigger`, `build_snapshot_manifest`, `build_training_job`,
+`record_snapshot`) and `reconcile`, which runs them in a crash-safe order against a runtime's
+`FeedbackPorts` (S3 and the Kubernetes API in the operator; S3 and local files in `kubeloop up`).
+
+The trigger order, and why a crash at any point is harmless:
+
+1. Count: list sample keys after `status.lastKey` (ULIDs sort by arrival: O(new) per poll).
+2. Generation n = last snapshot's generation + 1; the TrainingJob is `<dataset>-gen-<n>`.
+3. If that TrainingJob already exists (created by this dataset: its labels say so), a previous
+   run crashed after creating it: adopt it - record snapshot n from its manifest - and stop.
+4. Otherwise decide (threshold, cooldown, KPI). To trigger:
+   a. write the snapshot manifest to its deterministic key `{prefix}snapshots/gen-<n>.json`
+      (overwriting is safe: no TrainingJob refers to generation n yet);
+   b. create TrainingJob `<dataset>-gen-<n>` ("already exists" counts as created);
+   c. return the status recording snapshot n, for the runtime to write last.
+A crash before (b) leaves at most an unreferenced manifest that the next trigger overwrites; a
+crash after (b) is adopted by step 3; a lost status write is adopted the same way. No step
+creates a second TrainingJob for generation n, and the threshold stays reached until the
+status records the snapshot, so no trigger is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from kubeloop.api import conditions
+from kubeloop.api.common import API_VERSION, ConditionStatus
+from kubeloop.api.feedbackdataset import (
+    FeedbackDataset,
+    FeedbackDatasetSpec,
+    FeedbackDatasetStatus,
+    Kpi,
+    Snapshot,
+)
+from kubeloop.api.samples import SAMPLES, LiveAccuracy, SnapshotManifest, snapshot_key
+from kubeloop.api.trainingjob import DatasetSource
+from kubeloop.reconcile import trainingjob
+from kubeloop.reconcile.common import (
+    LABEL_FEEDBACKDATASET,
+    LABEL_GENERATION,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    Event,
+    Owner,
+    format_time,
+    parse_time,
+)
+
+FEEDBACK_DATASET_NAME = "feedback"
+"""Name the new snapshot gets among the TrainingJob's datasets, unless the template names it."""
+
+
+@dataclass(frozen=True)
+class LiveKpi:
+    """Live accuracy of the served version on feedback, as the predictor recorded it."""
+
+    version: str | None
+    """Model version the ServedModel serves; None when it serves none yet."""
+    accuracy: float | None
+    """Correct / judged for that version; None when nothing was judged."""
+    judged: int = 0
+    """Predictions of that version that feedback judged."""
+
+
+@dataclass(frozen=True)
+class TriggerDecision:
+    """Whether to retrain now, and why (or why not) in the Retraining condition's words."""
+
+    trigger: bool
+    reason: str
+    message: str
+
+
+class FeedbackPorts(Protocol):
+    """The I/O `reconcile` needs from a runtime; any call may raise, and `reconcile` is rerun."""
+
+    def list_sample_keys(self, start_after: str | None) -> list[str]:
+        """Keys under `{prefix}samples/` after `start_after`, in lexical (= arrival) order."""
+        ...
+
+    def read_manifest(self, generation: int) -> SnapshotManifest | None:
+        """The snapshot manifest of `generation`, or None when it is not stored."""
+        ...
+
+    def write_manifest(self, manifest: SnapshotManifest) -> None:
+        """Store `manifest` at its deterministic key, replacing what is there."""
+        ...
+
+    def get_training_job(self, name: str) -> dict[str, Any] | None:
+        """The TrainingJob manifest named `name` in the dataset's namespace, or None."""
+        ...
+
+    def create_training_job(self, manifest: dict[str, Any]) -> bool:
+        """Create the TrainingJob; False when one of that name already existed."""
+        ...
+
+    def live_kpi(self, kpi: Kpi) -> LiveKpi | None:
+        """The KPI's served model's live accuracy, or None when it cannot be known."""
+        ...
+
+
+@dataclass(frozen=True)
+class FeedbackOutcome:
+    """What `reconcile` did and the status to write."""
+
+    status: FeedbackDatasetStatus
+    events: tuple[Event, ...] = ()
+    new_samples: int = 0
+    """Samples counted by this poll."""
+    created: str | None = None
+    """TrainingJob created by this reconcile (not an adopted one)."""
+    adopted: str | None = None
+    """TrainingJob a previous, interrupted reconcile had created, now recorded."""
+
+
+def samples_prefix(spec: FeedbackDatasetSpec) -> str:
+    return f"{spec.storage.prefix}{SAMPLES}"
+
+
+def manifest_uri(spec: FeedbackDatasetSpec, generation: int) -> str:
+    return f"s3://{spec.storage.bucket}/{snapshot_key(spec.storage.prefix, generation)}"
+
+
+def training_job_name(dataset: str, generation: int) -> str:
+    """The deterministic name of the TrainingJob of snapshot `generation`."""
+    return f"{dataset}-gen-{generation}"
+
+
+def next_generation(status: FeedbackDatasetStatus) -> int:
+    return max((s.generation for s in status.snapshots), default=0) + 1
+
+
+def count_new(status: FeedbackDatasetStatus, new_keys: list[str]) -> FeedbackDatasetStatus:
+    """The status with `new_keys` (listed after status.lastKey) counted; no side effects."""
+    after = status.last_key or ""
+    keys = [k for k in new_keys if k.endswith(".json") and k > after]
+    if not keys:
+        return status
+    return status.model_copy(
+        update={
+            "samples": status.samples + len(keys),
+            "samples_since_snapshot": status.samples_since_snapshot + len(keys),
+            "last_key": max(keys),
+        }
+    )
+
+
+def live_kpi(live: LiveAccuracy, version: str | None) -> LiveKpi:
+    """The KPI reading of `version` in the predictor's live-accuracy record."""
+    counts = live.versions.get(version or "")
+    if counts is None:
+        return LiveKpi(version, None, 0)
+    return LiveKpi(version, counts.accuracy, counts.judged)
+
+
+def decide_trigger(
+    spec: FeedbackDatasetSpec,
+    status: FeedbackDatasetStatus,
+    now: datetime,
+    live: LiveKpi | None = None,
+) -> TriggerDecision:
+    """Retrain now? Threshold reached, cooldown over, and the KPI (if any) not met.
+
+    Without a reading of the KPI (`live` None, or fewer than kpi.minSamples judged) the KPI
+    holds nothing back: retraining is never skipped without evidence that the model does well.
+    """
+    retrain = spec.retrain
+    if retrain is None:
+        return TriggerDecision(False, "NotConfigured", "spec.retrain is not set: only counting")
+    since = status.samples_since_snapshot
+    if since < retrain.threshold:
+        return TriggerDecision(
+            False,
+            "BelowThreshold",
+            f"{since}/{retrain.threshold} new samples since the last snapshot",
+        )
+    last = parse_time(status.last_trigger_time)
+    if last is not None and now < last + timedelta(seconds=retrain.cooldown_seconds):
+        until = format_time(last + timedelta(seconds=retrain.cooldown_seconds))
+        return TriggerDecision(
+            False, "Cooldown", f"{since} new samples; the cooldown lasts until {until}"
+        )
+    kpi = retrain.kpi
+    if kpi is not None and live is not None and live.accuracy is not None:
+        reading = (
+            f"live accuracy {live.accuracy:.3f} of {kpi.served_model} version {live.version} "
+            f"on {live.judged} judged predictions"
+        )
+        if live.judged >= kpi.min_samples and live.accuracy >= kpi.min_accuracy:
+            return TriggerDecision(
+                False, "KpiMet", f"{reading} meets the KPI ({kpi.min_accuracy}); not retraining"
+            )
+        if live.judged >= kpi.min_samples:
+            return TriggerDecision(
+                True, "Threshold", f"{since} new samples and {reading} is below {kpi.min_accuracy}"
+            )
+    return TriggerDecision(True, "Threshold", f"{since}/{retrain.threshold} new samples")
+
+
+def build_snapshot_manifest(
+    dataset: str,
+    spec: FeedbackDatasetSpec,
+    generation: int,
+    previous_keys: list[str],
+    listed_keys: list[str],
+    cut: str | None,
+    now: datetime,
+) -> SnapshotManifest:
+    """Snapshot `generation`: the previous snapshot's keys plus the keys listed after its cut,
+    up to `cut` (the newest key counted); keys that arrive later go to the next snapshot."""
+    last = previous_keys[-1] if previous_keys else ""
+    new = [k for k in listed_keys if k.endswith(".json") and k > last and (cut is None or k <= cut)]
+    return SnapshotManifest(
+        dataset=dataset,
+        generation=generation,
+        bucket=spec.storage.bucket,
+        keys=[*previous_keys, *new],
+        created_at=format_time(now),
+    )
+
+
+def build_training_job(
+    dataset: FeedbackDataset,
+    generation: int,
+    manifest: str,
+    owner: Owner | None = None,
+) -> dict[str, Any]:
+    """The TrainingJob manifest of snapshot `generation`, from spec.retrain.trainingTemplate.
+
+    Template datasets that reference this FeedbackDataset get the generation and manifest;
+    when none does, the snapshot is added as dataset `feedback`.
+    """
+    retrain = dataset.spec.retrain
+    if retrain is None:
+        raise ValueError(f"FeedbackDataset {dataset.metadata.name} has no spec.retrain")
+    name = dataset.metadata.name
+    spec = retrain.training_template.model_copy(deep=True)
+    pinned = False
+    for source in spec.datasets:
+        if source.feedback_dataset == name:
+            source.generation, source.manifest, pinned = generation, manifest, True
+    if not pinned:
+        spec.datasets.append(
+            DatasetSource(
+                name=FEEDBACK_DATASET_NAME,
+                feedback_dataset=name,
+                generation=generation,
+                manifest=manifest,
+            )
+        )
+    metadata: dict[str, Any] = {
+        "name": training_job_name(name, generation),
+        "namespace": dataset.metadata.namespace,
+        "labels": {
+            LABEL_FEEDBACKDATASET: name,
+            LABEL_GENERATION: str(generation),
+            LABEL_MANAGED_BY: MANAGED_BY,
+        },
+        "annotations": {"kubeloop.io/snapshot-manifest": manifest},
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [owner.reference()]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TrainingJob",
+        "metadata": metadata,
+        "spec": spec.to_wire(),
+    }
+
+
+def is_own_training_job(training_job: dict[str, Any], dataset: str, generation: int) -> bool:
+    """Whether `training_job` is the one this dataset created for `generation`."""
+    labels = training_job.get("metadata", {}).get("labels") or {}
+    return bool(
+        labels.get(LABEL_FEEDBACKDATASET) == dataset
+        and labels.get(LABEL_GENERATION) == str(generation)
+    )
+
+
+def record_snapshot(
+    status: FeedbackDatasetStatus,
+    manifest: SnapshotManifest,
+    uri: str,
+    training_job: str,
+    now: datetime,
+) -> FeedbackDatasetStatus:
+    """The status with snapshot `manifest` recorded and its TrainingJob named; no side effects.
+
+    Samples after the snapshot's cut stay counted as new.
+    """
+    snapshots = [s for s in status.snapshots if s.generation != manifest.generation]
+    snapshots.append(
+        Snapshot(
+            generation=manifest.generation,
+            manifest=uri,
+            samples=len(manifest.keys),
+            created_at=manifest.created_at,
+        )
+    )
+    return status.model_copy(
+        update={
+            "snapshots": sorted(snapshots, key=lambda s: s.generation),
+            "samples": max(status.samples, len(manifest.keys)),
+            "samples_since_snapshot": max(0, status.samples - len(manifest.keys)),
+            "last_training_job": training_job,
+            "last_trigger_time": format_time(now),
+        }
+    )
+
+
+def spec_problems(spec: FeedbackDatasetSpec, name: str) -> list[str]:
+    """What is wrong with `spec` that the CRD schema could not refuse; empty when fine."""
+    problems: list[str] = []
+    if spec.retrain is None:
+        return problems
+    template = spec.retrain.training_template
+    problems += [f"retrain.trainingTemplate.{p}" for p in trainingjob.spec_problems(template)]
+    own = [d for d in template.datasets if d.feedback_dataset == name]
+    clash = [d for d in template.datasets if d.name == FEEDBACK_DATASET_NAME and d not in own]
+    if not own and clash:
+        problems.append(
+            f"retrain.trainingTemplate.datasets: the name {FEEDBACK_DATASET_NAME!r} is taken by "
+            f"another dataset; the snapshot is added under it - rename that dataset, or add "
+            f"one with feedbackDataset: {name} to choose the snapshot's name"
+        )
+    if len(training_job_name(name, 99999)) > 253:
+        problems.append("metadata.name: too long to name its TrainingJobs (<name>-gen-<n>)")
+    return problems
+
+
+def reconcile(
+    dataset: FeedbackDataset,
+    ports: FeedbackPorts,
+    now: datetime,
+    owner: Owner | None = None,
+    problems: list[str] | None = None,
+) -> FeedbackOutcome:
+    """Count new samples and trigger the next retrain, in the order the module docstring
+    explains. Calls `ports`; everything else is pure."""
+    name = dataset.metadata.name
+    spec = dataset.spec
+    before = dataset.status or FeedbackDatasetStatus()
+    status = count_new(before, ports.list_sample_keys(before.last_key)).model_copy(
+        update={"observed_generation": dataset.metadata.generation}
+    )
+    new_samples = status.samples - before.samples
+    problems = [*(problems or []), *spec_problems(spec, name)]
+    if problems:
+        message = "; ".join(problems)
+        told = _has_condition(status, "Ready", "InvalidSpec", message)
+        status = _with_conditions(status, ("False", "InvalidSpec", message), None, now)
+        events = () if told else (Event("Warning", "InvalidSpec", message),)
+        return FeedbackOutcome(status, events, new_samples)
+
+    ready = _ready(status)
+    if spec.retrain is None:
+        decision = decide_trigger(spec, status, now)
+        status = _with_conditions(status, ready, decision, now)
+        return FeedbackOutcome(status, (), new_samples)
+
+    generation = next_generation(status)
+    job_name = training_job_name(name, generation)
+    existing = ports.get_training_job(job_name)
+    if existing is not None:
+        if not is_own_training_job(existing, name, generation):
+            message = (
+                f"TrainingJob {job_name} exists but was not created by FeedbackDataset {name} "
+                "for this generation; delete or rename it so the next retrain can use the name"
+            )
+            status = _with_conditions(status, ("False", "NameConflict", message), None, now)
+            told = _has_condition(dataset.status, "Ready", "NameConflict", message)
+            return FeedbackOutcome(
+                status, () if told else (Event("Warning", "NameConflict", message),), new_samples
+            )
+        return _adopt(dataset, status, ports, generation, job_name, now, new_samples)
+
+    pre = decide_trigger(spec, status, now)
+    live = None
+    if pre.trigger and spec.retrain.kpi is not None:
+        live = ports.live_kpi(spec.retrain.kpi)
+    decision = decide_trigger(spec, status, now, live)
+    if not decision.trigger:
+        status = _with_conditions(status, ready, decision, now)
+        return FeedbackOutcome(status, (), new_samples)
+
+    previous = status.snapshots[-1] if status.snapshots else None
+    previous_keys: list[str] = []
+    if previous is not None:
+        stored = ports.read_manifest(previous.generation)
+        previous_keys = stored.keys if stored is not None else []
+    start_after = previous_keys[-1] if previous_keys else None
+    manifest = build_snapshot_manifest(
+        name,
+        spec,
+        generation,
+        previous_keys,
+        ports.list_sample_keys(start_after),
+        status.last_key,
+        now,
+    )
+    uri = manifest_uri(spec, generation)
+    ports.write_manifest(manifest)
+    created = ports.create_training_job(build_training_job(dataset, generation, uri, owner))
+    status = record_snapshot(status, manifest, uri, job_name, now)
+    triggered = TriggerDecision(
+        True,
+        "Triggered",
+        f"created TrainingJob {job_name} from snapshot {generation} "
+        f"({len(manifest.keys)} samples): {decision.message}",
+    )
+    status = _with_conditions(status, _ready(status), triggered, now)
+    events = (Event("Normal", "RetrainTriggered", triggered.message),)
+    return FeedbackOutcome(
+        status,
+        events,
+        new_samples,
+        created=job_name if created else None,
+        adopted=None if created else job_name,
+    )
+
+
+def _adopt(
+    dataset: FeedbackDataset,
+    status: FeedbackDatasetStatus,
+    ports: FeedbackPorts,
+    generation: int,
+    job_name: str,
+    now: datetime,
+    new_samples: int,
+) -> FeedbackOutcome:
+    manifest = ports.read_manifest(generation)
+    if manifest is None:
+        # The manifest is written before the TrainingJob is created; only an outside hand
+        # (a wiped bucket) gets here. Record the generation anyway so counting goes on.
+        manifest = SnapshotManifest(
+            dataset=dataset.metadata.name,
+            generation=generation,
+            bucket=dataset.spec.storage.bucket,
+            keys=[],
+            created_at=format_time(now),
+        )
+    uri = manifest_uri(dataset.spec, generation)
+    status = record_snapshot(status, manifest, uri, job_name, now)
+    message = (
+        f"recorded TrainingJob {job_name} of snapshot {generation}, created before an interruption"
+    )
+    decision = TriggerDecision(True, "Triggered", message)
+    status = _with_conditions(status, _ready(status), decision, now)
+    return FeedbackOutcome(
+        status, (Event("Normal", "RetrainAdopted", message),), new_samples, adopted=job_name
+    )
+
+
+def _ready(status: FeedbackDatasetStatus) -> tuple[ConditionStatus, str, str]:
+    last = f" since snapshot {status.snapshots[-1].generation}" if status.snapshots else ""
+    message = f"{status.samples} samples, {status.samples_since_snapshot} new{last}"
+    return ("True", "Counting", message)
+
+
+def _has_condition(
+    status: FeedbackDatasetStatus | None, type_: str, reason: str, message: str
+) -> bool:
+    found = conditions.get_condition(status.conditions, type_) if status else None
+    return found is not None and found.reason == reason and found.message == message
+
+
+def _with_conditions(
+    status: FeedbackDatasetStatus,
+    ready: tuple[ConditionStatus, str, str],
+    retraining: TriggerDecision | None,
+    now: datetime,
+) -> FeedbackDatasetStatus:
+    stamp = format_time(now)
+    generation = status.observed_generation
+    result = conditions.set_condition(status.conditions, "Ready", *ready, generation, stamp)
+    if retraining is not None:
+        result = conditions.set_condition(
+            result,
+            "Retraining",
+            "True" if retraining.trigger else "False",
+            retraining.reason,
+            retraining.message,
+            generation,
+            stamp,
+        )
+    return status.model_copy(update={"conditions": result})

@@ -1,0 +1,148 @@
+"""Read Kubernetes children's status into the runtime-neutral observations decisions take.
+
+A batch Job and its pods become a `TrainerState`; an InferenceService or a Deployment
+becomes a `ServingState`. No side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kubeloop.reconcile.servedmodel import ServingState
+from kubeloop.reconcile.trainingjob import TrainerState
+
+TRAINER_CONTAINER = "trainer"
+_WAITING_IS_NEWS = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+}
+
+
+def _true_conditions(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {
+        str(c.get("type")): c for c in status.get("conditions") or [] if c.get("status") == "True"
+    }
+
+
+def _trainer_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for container in statuses:
+        if container.get("name") == TRAINER_CONTAINER:
+            return dict(container)
+    return dict(statuses[0]) if statuses else {}
+
+
+def _newest_first(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(
+        pods,
+        key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""),
+        reverse=True,
+    )
+
+
+def trainer_state(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> TrainerState:
+    """The trainer's state from its batch Job and the Job's pods.
+
+    Success and failure come from the Job's conditions; the result and the failure's details
+    from the pods' trainer containers (their termination message); Pending reasons from
+    waiting containers, unschedulable pods, or a suspended Job (waiting for admission by a
+    queue such as Kueue).
+    """
+    status = job.get("status") or {}
+    true = _true_conditions(status)
+    start = status.get("startTime")
+    newest = _newest_first(pods)
+    if "Complete" in true:
+        result = None
+        for pod in newest:
+            terminated = (_trainer_status(pod).get("state") or {}).get("terminated") or {}
+            if terminated.get("exitCode") == 0:
+                result = terminated.get("message")
+                break
+        completed = status.get("completionTime") or true["Complete"].get("lastTransitionTime")
+        return TrainerState("Succeeded", start, completed, result=result)
+    if "Failed" in true:
+        condition = true["Failed"]
+        reason = str(condition.get("reason") or "Failed")
+        message = str(condition.get("message") or "the Job failed")
+        for pod in newest:
+            terminated = (_trainer_status(pod).get("state") or {}).get("terminated") or {}
+            if terminated and terminated.get("exitCode") != 0:
+                name = (pod.get("metadata") or {}).get("name")
+                detail = str(terminated.get("message") or "").strip()[:500]
+                message += (
+                    f"; pod {name}: the trainer exited with code {terminated.get('exitCode')} "
+                    f"({terminated.get('reason') or 'Error'})" + (f": {detail}" if detail else "")
+                )
+                break
+        return TrainerState("Failed", start, condition.get("lastTransitionTime"), reason, message)
+    if (job.get("spec") or {}).get("suspend") or "Suspended" in true:
+        return TrainerState(
+            "Pending",
+            start,
+            reason="Suspended",
+            message="the Job is suspended, e.g. waiting for admission by a queue (Kueue)",
+        )
+    for pod in newest:
+        if (pod.get("status") or {}).get("phase") == "Running":
+            return TrainerState("Running", start)
+    for pod in newest:
+        pod_status = pod.get("status") or {}
+        waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _WAITING_IS_NEWS:
+            return TrainerState(
+                "Pending",
+                start,
+                reason=str(waiting["reason"]),
+                message=str(waiting.get("message") or ""),
+            )
+        for condition in pod_status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return TrainerState(
+                    "Pending",
+                    start,
+                    reason=str(condition.get("reason") or "Unschedulable"),
+                    message=str(condition.get("message") or ""),
+                )
+    if int(status.get("ready") or 0) > 0:
+        return TrainerState("Running", start)
+    return TrainerState("Pending", start)
+
+
+def inference_service_state(isvc: Mapping[str, Any]) -> ServingState:
+    """Readiness and URL of a KServe InferenceService, from its Ready condition."""
+    status = isvc.get("status") or {}
+    url = status.get("url") or (status.get("address") or {}).get("url")
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("status") == "True":
+        return ServingState(True, url)
+    reason = str((ready or {}).get("reason") or "PredictorNotReady")
+    message = str(
+        (ready or {}).get("message") or "waiting for KServe to roll out the InferenceService"
+    )
+    return ServingState(False, url, reason, message)
+
+
+def deployment_state(deployment: Mapping[str, Any], url: str) -> ServingState:
+    """Readiness of a predictor Deployment: at least one available replica."""
+    status = deployment.get("status") or {}
+    if int(status.get("availableReplicas") or 0) > 0:
+        return ServingState(True, url)
+    for condition in status.get("conditions") or []:
+        if condition.get("status") == "False" and condition.get("type") in (
+            "Progressing",
+            "ReplicaFailure",
+            "Available",
+        ):
+            return ServingState(
+                False,
+                url,
+                str(condition.get("reason") or "PredictorNotReady"),
+                str(condition.get("message") or ""),
+            )
+    return ServingState(False, url, "PredictorNotReady", "no predictor replica is available yet")

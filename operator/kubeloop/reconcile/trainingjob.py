@@ -1,0 +1,233 @@
+"""TrainingJob decisions: what the trainer's state means for the job's status, and when to start it.
+
+A runtime observes its trainer (a batch Job and its pod on Kubernetes, a subprocess locally)
+as a `TrainerState`, then calls `decide`, which returns the new status, whether the trainer
+must be started, and the events worth telling. No side effects.
+
+    problems = trainingjob.spec_problems(tj.spec)            # plus the models' own errors
+    plan = trainingjob.decide(tj.status, generation, observed_trainer, trainer_name,
+                              problems, now)
+    if plan.start_trainer: start it (idempotently: same name, "already exists" is fine)
+    write plan.status; tell plan.events
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from kubeloop.api import conditions
+from kubeloop.api.common import ConditionStatus
+from kubeloop.api.training_result import TrainingResult
+from kubeloop.api.trainingjob import Phase, TrainingJobSpec, TrainingJobStatus
+from kubeloop.reconcile.common import Event, is_dns_subdomain, key_problems, label_problems
+
+TRAINER_COMMAND = ("python", "-m", "kubeloop.training")
+SPEC_PATH = "/etc/kubeloop/trainingjob.yaml"
+RESULT_PATH = "/dev/termination-log"
+TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+_TOLERATION_OPERATORS = {"Exists", "Equal"}
+_TOLERATION_EFFECTS = {"", "NoSchedule", "PreferNoSchedule", "NoExecute"}
+
+
+def trainer_args(spec_path: str = SPEC_PATH, result_path: str = RESULT_PATH) -> list[str]:
+    """Arguments of the trainer entrypoint: the TrainingJob manifest in, the result out."""
+    return ["--spec", spec_path, "--result", result_path]
+
+
+def parse_result(text: str) -> TrainingResult:
+    """The trainer's result (kubeloop.api.training_result); ValueError when there is none."""
+    try:
+        return TrainingResult.parse(text)
+    except ValueError as error:
+        raise ValueError(f"{error}: {text[:200]!r}") from error
+
+
+TrainerPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """What a runtime saw of its trainer, whatever runs it (batch Job, local process)."""
+
+    phase: TrainerPhase
+    start_time: str | None = None
+    """When the trainer started (RFC 3339)."""
+    completion_time: str | None = None
+    """When it finished (RFC 3339)."""
+    reason: str = ""
+    """One CamelCase word for why it waits or failed: Suspended, ImagePullBackOff, ..."""
+    message: str = ""
+    """The same for a person."""
+    result: str | None = None
+    """The trainer's result text, once it succeeded."""
+
+
+@dataclass(frozen=True)
+class TrainingJobPlan:
+    """What `decide` wants the runtime to do."""
+
+    status: TrainingJobStatus
+    """The status to write."""
+    start_trainer: bool = False
+    """Start the trainer; it is not running and the job has not finished."""
+    events: tuple[Event, ...] = ()
+    """Transitions worth telling."""
+    finished: bool = False
+    """The job reached Succeeded or Failed in this decision (it was not before)."""
+    result: TrainingResult | None = None
+    """The trainer's result, when this decision read one."""
+
+
+def spec_problems(spec: TrainingJobSpec) -> list[str]:
+    """What is wrong with `spec` that the CRD schema could not refuse; empty when fine."""
+    problems = []
+    names = [d.name for d in spec.datasets]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f"datasets: names must be unique; repeated: {', '.join(repeated)}")
+    slices = spec.evaluation.slices
+    repeated = sorted({s for s in slices if slices.count(s) > 1})
+    if repeated:
+        problems.append(f"evaluation.slices: repeated: {', '.join(repeated)}")
+    for i, ref in enumerate(spec.credentials):
+        if not _ENV_NAME.match(ref.key):
+            problems.append(
+                f"credentials[{i}].key: {ref.key!r} becomes an environment variable name, so it "
+                "must be letters, digits and '_', not starting with a digit"
+            )
+    template = spec.template
+    problems += label_problems(template.labels, "template.labels")
+    problems += label_problems(template.node_selector, "template.nodeSelector")
+    for key in template.annotations:
+        problems += key_problems(key, "template.annotations")
+    for i, toleration in enumerate(template.tolerations):
+        where = f"template.tolerations[{i}]"
+        unknown = sorted(set(toleration) - _TOLERATION_KEYS)
+        if unknown:
+            allowed = sorted(_TOLERATION_KEYS)
+            problems.append(f"{where}: unknown fields {unknown}; allowed: {allowed}")
+        if toleration.get("operator", "Equal") not in _TOLERATION_OPERATORS:
+            problems.append(f"{where}.operator: must be Exists or Equal")
+        if toleration.get("effect", "") not in _TOLERATION_EFFECTS:
+            problems.append(f"{where}.effect: must be NoSchedule, PreferNoSchedule or NoExecute")
+    account = template.service_account_name
+    if account is not None and not is_dns_subdomain(account):
+        problems.append(f"template.serviceAccountName: {account!r} is not a valid object name")
+    if spec.image is not None and (not spec.image.strip() or any(c.isspace() for c in spec.image)):
+        problems.append(f"image: {spec.image!r} is not an image reference")
+    return problems
+
+
+def decide(
+    status: TrainingJobStatus | None,
+    generation: int,
+    trainer: TrainerState | None,
+    trainer_name: str,
+    problems: list[str],
+    now: str,
+) -> TrainingJobPlan:
+    """The status that `trainer` (None: not started or gone) means; no side effects.
+
+    A finished job stays finished when its trainer disappears (a Job removed by
+    ttlSecondsAfterFinished, say), and a running one whose trainer disappears fails: a job is
+    never trained twice. A pending one is started (again). A spec with `problems` is not
+    started; the status says InvalidSpec until the spec is fixed.
+    """
+    old = status or TrainingJobStatus()
+    new = old.model_copy(deep=True)
+    new.observed_generation = generation
+    if trainer is None and old.phase in TERMINAL:
+        return TrainingJobPlan(new)
+    if trainer is None and problems:
+        message = "; ".join(problems)
+        new.phase = "Pending"
+        _set_phase_conditions(new, "InvalidSpec", message, generation, now)
+        ready = conditions.get_condition(old.conditions, "Ready")
+        told = ready is not None and ready.reason == "InvalidSpec" and ready.message == message
+        warning = () if told else (Event("Warning", "InvalidSpec", message),)
+        return TrainingJobPlan(new, events=warning)
+    if trainer is None and old.phase == "Running":
+        # Running again would train twice (and register twice): say so and stop instead.
+        message = (
+            f"trainer {trainer_name} disappeared while it ran (deleted?); create a new "
+            "TrainingJob to train again"
+        )
+        new.phase = "Failed"
+        new.completion_time = now
+        _set_phase_conditions(new, "TrainerLost", message, generation, now)
+        return TrainingJobPlan(
+            new, events=(Event("Warning", "Failed", f"TrainerLost: {message}"),), finished=True
+        )
+    if trainer is None:
+        new.phase = "Pending"
+        new.job_name = trainer_name
+        _set_phase_conditions(new, "Starting", f"starting trainer {trainer_name}", generation, now)
+        return TrainingJobPlan(
+            new,
+            start_trainer=True,
+            events=(Event("Normal", "Started", f"started trainer {trainer_name}"),),
+        )
+
+    new.job_name = trainer_name
+    new.start_time = trainer.start_time or old.start_time
+    result = None
+    phase: Phase = trainer.phase
+    reason, message = trainer.reason, trainer.message
+    if phase == "Succeeded":
+        try:
+            result = parse_result(trainer.result or "")
+        except ValueError as error:
+            phase, reason = "Failed", "ResultUnreadable"
+            message = (
+                f"the trainer exited successfully but its result could not be read: {error}; "
+                "check the training pod's termination message"
+            )
+        else:
+            new.mlflow_run_id = result.mlflow_run_id
+            new.model_version = result.model_version
+            new.metrics = result.metrics
+            metric = f", overall {result.metrics.overall:.4f}" if result.metrics.overall else ""
+            reason = "Succeeded"
+            message = f"registered {result.registered_model} version {result.model_version}{metric}"
+    if phase in TERMINAL:
+        new.completion_time = trainer.completion_time or old.completion_time or now
+    new.phase = phase
+    reason = reason or phase
+    message = message or {
+        "Pending": f"trainer {trainer_name} is waiting to run",
+        "Running": f"trainer {trainer_name} is running",
+        "Failed": f"trainer {trainer_name} failed",
+    }.get(phase, "")
+    _set_phase_conditions(new, reason, message, generation, now)
+
+    events: list[Event] = []
+    if phase != old.phase:
+        if phase == "Running":
+            events.append(Event("Normal", "Running", message))
+        elif phase == "Succeeded":
+            events.append(Event("Normal", "Succeeded", message))
+        elif phase == "Failed":
+            events.append(Event("Warning", "Failed", f"{reason}: {message}"))
+    finished = phase in TERMINAL and old.phase not in TERMINAL
+    return TrainingJobPlan(new, events=tuple(events), finished=finished, result=result)
+
+
+def _set_phase_conditions(
+    status: TrainingJobStatus, reason: str, message: str, generation: int, now: str
+) -> None:
+    """Ready (True once the model version is registered) and Succeeded, from the phase."""
+    succeeded: ConditionStatus = "Unknown"
+    if status.phase == "Succeeded":
+        succeeded = "True"
+    elif status.phase == "Failed":
+        succeeded = "False"
+    ready: ConditionStatus = "True" if status.phase == "Succeeded" else "False"
+    for type_, value in (("Ready", ready), ("Succeeded", succeeded)):
+        status.conditions = conditions.set_condition(
+            status.conditions, type_, value, reason, message, generation, now
+        )

@@ -1,0 +1,252 @@
+"""FeedbackDataset through the real operator and a real S3 server: counting new samples,
+the threshold trigger creating exactly one TrainingJob, the KPI holding retraining back, and
+an operator killed in the middle of a trigger (no duplicate TrainingJob, no lost trigger)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from typing import Any
+
+import kmock
+import pytest
+from ulid import ULID
+
+from kubeloop.api.samples import LIVE_ACCURACY, FeedbackSample, sample_key, snapshot_key
+from kubeloop.storage import ObjectStore
+from tests.api.conftest import (
+    API,
+    Cluster,
+    Operator,
+    OperatorFactory,
+    condition,
+    eventually,
+    status_of,
+)
+from tests.conftest import ACCESS_KEY, SECRET_KEY
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
+FD = f"{API}/feedbackdatasets"
+TJ = f"{API}/trainingjobs"
+PREFIX = "feedback/digits/"
+_clock = itertools.count(1_800_000_000_000, 1000)
+
+
+def feedback_dataset(name: str, bucket: str, threshold: int, **retrain: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "FeedbackDataset",
+        "metadata": {"name": name},
+        "spec": {
+            "storage": {"bucket": bucket, "prefix": PREFIX},
+            "classes": ["0", "1"],
+            "slices": ["base", "new-user"],
+            "inputShape": [2, 2],
+            "retrain": {
+                "threshold": threshold,
+                "trainingTemplate": {
+                    "plugin": {"name": "image-classifier"},
+                    "datasets": [{"name": "base", "uri": "builtin://digits"}],
+                    "baseModel": "models:/digits@champion",
+                    "registeredModel": "digits",
+                },
+                **retrain,
+            },
+        },
+    }
+
+
+async def put_samples(store: ObjectStore, bucket: str, count: int) -> list[str]:
+    """`count` feedback samples with increasing ULIDs, as the feedback API stores them."""
+    keys = []
+    for _ in range(count):
+        sample_id = str(ULID.from_timestamp(next(_clock) / 1000))
+        sample = FeedbackSample(
+            id=sample_id,
+            input=[0.0, 1.0, 1.0, 0.0],
+            shape=[2, 2],
+            label="1",
+            slice="new-user",
+            received_at="2026-01-01T00:00:00Z",
+        )
+        key = sample_key(PREFIX, sample_id)
+        await asyncio.to_thread(store.put_json, bucket, key, sample.to_wire())
+        keys.append(key)
+    return keys
+
+
+def new_bucket(store: ObjectStore) -> str:
+    bucket = f"fd-{uuid.uuid4().hex[:12]}"
+    store.ensure_bucket(bucket)
+    return bucket
+
+
+def s3_settings(store: ObjectStore) -> dict[str, str]:
+    return {
+        "KUBELOOP_S3_ENDPOINT": store.endpoint,
+        "KUBELOOP_S3_ACCESS_KEY": ACCESS_KEY,
+        "KUBELOOP_S3_SECRET_KEY": SECRET_KEY,
+    }
+
+
+async def training_jobs(cluster: Cluster) -> list[str]:
+    return sorted(tj["metadata"]["name"] for tj in await cluster.list_objects(TJ))
+
+
+async def test_threshold_creates_exactly_one_training_job(
+    cluster: Cluster, operator: OperatorFactory, object_store: ObjectStore
+) -> None:
+    bucket = new_bucket(object_store)
+    running = await operator(**s3_settings(object_store))
+    first = await put_samples(object_store, bucket, 3)
+    await cluster.create(FD, feedback_dataset("digits-fb", bucket, threshold=5))
+
+    async def counted(samples: int) -> dict[str, Any] | None:
+        status = await status_of(cluster, FD, "digits-fb")
+        return status if status.get("samples") == samples else None
+
+    status = await eventually(lambda: counted(3), "3 samples counted")
+    retraining = condition(status, "Retraining")
+    assert (retraining["status"], retraining["reason"]) == ("False", "BelowThreshold")
+    assert status["lastKey"] == first[-1]
+    assert await training_jobs(cluster) == []
+
+    second = await put_samples(object_store, bucket, 2)
+    status = await eventually(
+        lambda: _recorded(cluster, "digits-fb", 1), "the trigger recorded", timeout=20
+    )
+    assert (status["samples"], status["samplesSinceSnapshot"]) == (5, 0)
+    uri = f"s3://{bucket}/{snapshot_key(PREFIX, 1)}"
+    assert status["snapshots"][0]["manifest"] == uri
+    manifest = object_store.get_json(bucket, snapshot_key(PREFIX, 1))
+    assert manifest["keys"] == [*first, *second]
+    tj = await cluster.get(TJ, "digits-fb-gen-1")
+    assert tj is not None
+    assert tj["metadata"]["labels"]["kubeloop.io/feedbackdataset"] == "digits-fb"
+    owner = tj["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == (
+        "FeedbackDataset",
+        "uid-digits-fb",
+        True,
+    )
+    datasets = tj["spec"]["datasets"]
+    assert datasets[0] == {"name": "base", "uri": "builtin://digits"}
+    assert datasets[1] == {
+        "name": "feedback",
+        "feedbackDataset": "digits-fb",
+        "generation": 1,
+        "manifest": uri,
+    }
+    assert "RetrainTriggered" in await cluster.reasons("digits-fb")
+
+    # Polls and repeated events go on; the threshold is not reached again yet.
+    await asyncio.sleep(2)
+    await put_samples(object_store, bucket, 2)
+    status = await eventually(lambda: counted(7), "7 samples counted")
+    assert status["samplesSinceSnapshot"] == 2
+    assert await training_jobs(cluster) == ["digits-fb-gen-1"]
+    exported = await running.metrics()
+    assert 'kubeloop_feedback_samples{dataset="digits-fb",namespace="default"} 7.0' in exported
+    assert (
+        'kubeloop_retrain_triggers_total{dataset="digits-fb",namespace="default"} 1.0' in exported
+    )
+
+    # Only kopf's finalizer (it stops the poll timer); the operator lets the dataset go at once.
+    found = await cluster.get(FD, "digits-fb")
+    assert found is not None
+    assert all(f.startswith("kopf.") for f in found["metadata"].get("finalizers", []))
+    await cluster.delete(FD, "digits-fb")
+
+    async def gone() -> bool:
+        return await cluster.get(FD, "digits-fb") is None
+
+    await eventually(gone, "the deleted dataset released")
+
+
+async def test_kpi_holds_retraining_back_while_it_is_met(
+    cluster: Cluster, operator: OperatorFactory, object_store: ObjectStore
+) -> None:
+    bucket = new_bucket(object_store)
+    await operator(**s3_settings(object_store))
+    served = {
+        "apiVersion": API,
+        "kind": "ServedModel",
+        "metadata": {"name": "digits"},
+        "spec": {"registeredModel": "digits", "runtime": "deployment"},
+    }
+    await cluster.create(f"{API}/servedmodels", served)
+    await cluster.patch(
+        f"{API}/servedmodels", "digits", {"status": {"servingVersion": "3"}}, "status"
+    )
+    live = {"versions": {"3": {"judged": 20, "correct": 19}, "2": {"judged": 50, "correct": 10}}}
+    object_store.put_json(bucket, f"{PREFIX}{LIVE_ACCURACY}", live)
+    await put_samples(object_store, bucket, 4)
+    kpi = {"servedModel": "digits", "minAccuracy": 0.9, "minSamples": 10}
+    await cluster.create(FD, feedback_dataset("kpi-fb", bucket, threshold=3, kpi=kpi))
+
+    async def reason_is(reason: str) -> dict[str, Any] | None:
+        status = await status_of(cluster, FD, "kpi-fb")
+        return status if condition(status, "Retraining").get("reason") == reason else None
+
+    status = await eventually(lambda: reason_is("KpiMet"), "the KPI holding retraining back")
+    assert "0.950" in condition(status, "Retraining")["message"]
+    await asyncio.sleep(1.5)
+    assert await training_jobs(cluster) == []
+
+    live["versions"]["3"] = {"judged": 40, "correct": 20}
+    object_store.put_json(bucket, f"{PREFIX}{LIVE_ACCURACY}", live)
+    await eventually(lambda: _recorded(cluster, "kpi-fb", 1), "a retrain once the KPI is missed")
+    assert await training_jobs(cluster) == ["kpi-fb-gen-1"]
+
+
+async def test_operator_killed_mid_trigger_neither_duplicates_nor_loses_it(
+    cluster: Cluster, operator: OperatorFactory, object_store: ObjectStore
+) -> None:
+    bucket = new_bucket(object_store)
+    release = asyncio.Event()
+
+    async def stall(request: kmock.Request) -> dict[str, Any]:
+        # The emulator has stored the TrainingJob; the operator never hears back.
+        await release.wait()
+        return {}
+
+    creating = cluster.kmock["post"][kmock.resource(TJ)]
+    creating[:1] << stall
+    first = await running_with_samples(operator, object_store, bucket, 5)
+    await cluster.create(FD, feedback_dataset("crash-fb", bucket, threshold=5))
+    await eventually(lambda: cluster.get(TJ, "crash-fb-gen-1"), "the TrainingJob's creation")
+    await first.kill()
+    release.set()
+    status = await status_of(cluster, FD, "crash-fb")
+    assert status.get("snapshots") in (None, []), "the status was written before the crash"
+    assert status.get("lastTrainingJob") is None
+
+    restarted = await operator(**s3_settings(object_store))
+    status = await eventually(lambda: _recorded(cluster, "crash-fb", 1), "the trigger adopted")
+    assert (status["lastTrainingJob"], status["samplesSinceSnapshot"]) == ("crash-fb-gen-1", 0)
+    assert "RetrainAdopted" in await cluster.reasons("crash-fb")
+    await asyncio.sleep(1.5)  # more polls: still one TrainingJob
+    assert await training_jobs(cluster) == ["crash-fb-gen-1"]
+    assert len(creating) == 1, "the restarted operator tried to create the TrainingJob again"
+
+    # The next threshold still triggers: nothing was lost or stuck.
+    await put_samples(object_store, bucket, 5)
+    status = await eventually(lambda: _recorded(cluster, "crash-fb", 2), "the next trigger")
+    assert await training_jobs(cluster) == ["crash-fb-gen-1", "crash-fb-gen-2"]
+    assert [s["samples"] for s in status["snapshots"]] == [5, 10]
+    counted = 'kubeloop_retrain_triggers_total{dataset="crash-fb",namespace="default"} 2.0'
+    assert counted in await restarted.metrics()
+
+
+async def running_with_samples(
+    operator: OperatorFactory, store: ObjectStore, bucket: str, count: int
+) -> Operator:
+    await put_samples(store, bucket, count)
+    return await operator(**s3_settings(store))
+
+
+async def _recorded(cluster: Cluster, name: str, generation: int) -> dict[str, Any] | None:
+    status = await status_of(cluster, FD, name)
+    snapshots = status.get("snapshots") or []
+    return status if len(snapshots) == generation else None

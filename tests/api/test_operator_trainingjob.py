@@ -1,0 +1,241 @@
+"""TrainingJob through the real operator: Job and ConfigMap, status following the Job, failure
+reasons, InvalidSpec, and a finished job never restarted when its Job goes (TTL)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.api.conftest import API, Cluster, OperatorFactory, condition, eventually, status_of
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
+TJ = f"{API}/trainingjobs"
+RESULT = {
+    "trainingJob": "digits-base",
+    "registeredModel": "digits",
+    "modelVersion": "3",
+    "mlflowRunId": "abc123",
+    "metrics": {"overall": 0.97, "slices": {"base": 0.98, "new-user": 0.91}},
+    "onnxMaxAbsDiff": 1e-6,
+    "trainSeconds": 42.0,
+    "device": "cuda:0",
+}
+
+
+def training_job(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "plugin": {"name": "image-classifier"},
+            "datasets": [{"name": "base", "uri": "builtin://digits"}],
+            "registeredModel": "digits",
+            **spec,
+        },
+    }
+
+
+def pod(job: dict[str, Any], name: str, state: dict[str, Any], phase: str) -> dict[str, Any]:
+    """A pod of `job`, as the Job controller and the kubelet would report it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": job["spec"]["template"]["metadata"]["labels"],
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": job["metadata"]["name"],
+                    "uid": job["metadata"].get("uid", ""),
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": job["spec"]["template"]["spec"],
+        "status": {"phase": phase, "containerStatuses": [{"name": "trainer", "state": state}]},
+    }
+
+
+async def test_job_runs_the_trainer_and_status_follows_it(
+    cluster: Cluster, operator: OperatorFactory
+) -> None:
+    running = await operator()
+    spec = {
+        "resources": {"cpu": "2", "memory": "4Gi", "gpu": 1},
+        "backoffLimit": 2,
+        "ttlSecondsAfterFinished": 600,
+        "credentials": [{"name": "hf-token", "key": "HF_TOKEN"}],
+        "template": {
+            "labels": {"kueue.x-k8s.io/queue-name": "gpu-queue"},
+            "annotations": {"team": "vision"},
+            "nodeSelector": {"accelerator": "a100"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "serviceAccountName": "trainer",
+        },
+    }
+    await cluster.create(TJ, training_job("digits-base", **spec))
+    job = await eventually(lambda: cluster.get("batch/v1/jobs", "digits-base"), "the Job")
+    configmap = await cluster.get("v1/configmaps", "digits-base")
+    assert configmap is not None
+    mounted = yaml.safe_load(configmap["data"]["trainingjob.yaml"])
+    assert mounted["kind"] == "TrainingJob"
+    assert mounted["spec"]["resources"]["gpu"] == 1
+
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "TrainingJob",
+        "digits-base",
+        "uid-digits-base",
+        True,
+    )
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    template = job["spec"]["template"]
+    assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert template["metadata"]["annotations"] == {"team": "vision"}
+    assert (job["spec"]["backoffLimit"], job["spec"]["ttlSecondsAfterFinished"]) == (2, 600)
+    pod_spec = template["spec"]
+    assert pod_spec["nodeSelector"] == {"accelerator": "a100"}
+    assert pod_spec["serviceAccountName"] == "trainer"
+    (container,) = pod_spec["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "HF_TOKEN"}
+    assert env["KUBELOOP_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "kubeloop-s3"
+    assert all("value" not in e for n, e in env.items() if "KEY" in n or "TOKEN" in n)
+    status = await eventually(
+        lambda: status_of(cluster, TJ, "digits-base"), "the TrainingJob's first status"
+    )
+    assert (status["phase"], status["jobName"]) == ("Pending", "digits-base")
+
+    # The Job controller starts the pod; the trainer runs, then writes its result and exits.
+    job = await cluster.patch(
+        "batch/v1/jobs",
+        "digits-base",
+        {"status": {"active": 1, "startTime": "2026-01-01T10:00:00Z"}},
+        "status",
+    )
+    await cluster.create("v1/pods", pod(job, "digits-base-abcde", {"running": {}}, "Running"))
+    await cluster.patch("batch/v1/jobs", "digits-base", {"status": {"ready": 1}}, "status")
+    await eventually(
+        lambda: _phase_is(cluster, "digits-base", "Running"), "phase Running", timeout=15
+    )
+    terminated = {
+        "terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(RESULT)}
+    }
+    await cluster.patch(
+        "v1/pods",
+        "digits-base-abcde",
+        {
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [{"name": "trainer", "state": terminated}],
+            }
+        },
+        "status",
+    )
+    await cluster.patch(
+        "batch/v1/jobs",
+        "digits-base",
+        {
+            "status": {
+                "active": 0,
+                "succeeded": 1,
+                "completionTime": "2026-01-01T10:05:00Z",
+                "conditions": [{"type": "Complete", "status": "True"}],
+            }
+        },
+        "status",
+    )
+    status = await eventually(lambda: _phase_is(cluster, "digits-base", "Succeeded"), "Succeeded")
+    assert (status["mlflowRunId"], status["modelVersion"]) == ("abc123", "3")
+    assert status["metrics"] == {"overall": 0.97, "slices": {"base": 0.98, "new-user": 0.91}}
+    assert (status["startTime"], status["completionTime"]) == (
+        "2026-01-01T10:00:00Z",
+        "2026-01-01T10:05:00Z",
+    )
+    assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Succeeded")["observedGeneration"] == 1
+    reasons = await eventually(
+        lambda: _has(cluster, "digits-base", {"Started", "Running", "Succeeded"}), "the events"
+    )
+    assert reasons.count("Started") == 1
+
+    # ttlSecondsAfterFinished removes the Job: the finished TrainingJob must not run again.
+    await cluster.delete("batch/v1/jobs", "digits-base")
+    await cluster.patch(TJ, "digits-base", {"metadata": {"labels": {"touched": "yes"}}})
+    exported = await eventually(
+        lambda: _metric_line(running, 'kubeloop_trainingjobs{phase="Succeeded"} 1.0'),
+        "the phase gauge",
+    )
+    assert "kubeloop_trainingjob_duration_seconds_count" in exported
+    assert await cluster.get("batch/v1/jobs", "digits-base") is None
+    assert (await status_of(cluster, TJ, "digits-base"))["phase"] == "Succeeded"
+
+
+async def test_failed_job_reports_the_reason(cluster: Cluster, operator: OperatorFactory) -> None:
+    await operator()
+    await cluster.create(TJ, training_job("broken"))
+    job = await eventually(lambda: cluster.get("batch/v1/jobs", "broken"), "the Job")
+    crashed = {"terminated": {"exitCode": 1, "reason": "Error", "message": "CUDA out of memory"}}
+    await cluster.create("v1/pods", pod(job, "broken-xyz", crashed, "Failed"))
+    failed = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit",
+        "lastTransitionTime": "2026-01-01T11:00:00Z",
+    }
+    await cluster.patch("batch/v1/jobs", "broken", {"status": {"conditions": [failed]}}, "status")
+    status = await eventually(lambda: _phase_is(cluster, "broken", "Failed"), "phase Failed")
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "BackoffLimitExceeded")
+    assert "CUDA out of memory" in ready["message"]
+    assert condition(status, "Succeeded")["status"] == "False"
+    events = await eventually(lambda: _warnings(cluster, "broken"), "a Warning event")
+    assert "BackoffLimitExceeded" in events[0]["message"]
+
+
+async def test_invalid_spec_is_reported_and_nothing_runs(
+    cluster: Cluster, operator: OperatorFactory
+) -> None:
+    await operator()
+    bad_label = training_job("bad-label", template={"labels": {"not a key!": "x"}})
+    both = training_job(
+        "bad-dataset", datasets=[{"name": "d", "uri": "s3://b/k", "feedbackDataset": "fd"}]
+    )
+    for body in (bad_label, both):
+        await cluster.create(TJ, body)
+    for name, words in (("bad-label", "template.labels"), ("bad-dataset", "exactly one of")):
+        status = await eventually(lambda n=name: status_of(cluster, TJ, n), f"{name}'s status")  # type: ignore[misc]  # default binds the loop variable
+        ready = condition(status, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+        assert words in ready["message"]
+        assert "InvalidSpec" in await cluster.reasons(name)
+    assert await cluster.list_objects("batch/v1/jobs") == []
+
+
+async def _phase_is(cluster: Cluster, name: str, phase: str) -> dict[str, Any] | None:
+    status = await status_of(cluster, TJ, name)
+    return status if status.get("phase") == phase else None
+
+
+async def _has(cluster: Cluster, name: str, reasons: set[str]) -> list[str] | None:
+    found = await cluster.reasons(name)
+    return found if reasons <= set(found) else None
+
+
+async def _warnings(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    return [e for e in await cluster.events(name) if e["type"] == "Warning"]
+
+
+async def _metric_line(running: Any, line: str) -> str | None:
+    text: str = await running.metrics()
+    return text if line in text else None

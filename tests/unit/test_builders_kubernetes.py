@@ -1,0 +1,294 @@
+"""Every child manifest the builders produce, validated against the real Kubernetes schemas
+(kubernetes-validate, 1.25 and the newest bundled, strict), and the InferenceService against
+KServe's v1beta1 API models; plus the properties the operator relies on."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import kserve.models
+import kubernetes.client.models  # type: ignore[import-untyped]  # the client ships no type hints
+import kubernetes_validate
+import pytest
+import yaml
+
+from kubeloop.api import validation
+from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
+from kubeloop.api.servedmodel import ServedModel
+from kubeloop.api.trainingjob import TrainingJob
+from kubeloop.reconcile import builders, servedmodel
+from kubeloop.reconcile.common import Event, Owner, child_name
+from kubeloop.settings import Settings
+
+VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
+DEFAULTS = builders.ChildDefaults.from_settings(
+    Settings(s3_secret_name="kubeloop-s3", s3_access_key="literal-ak", s3_secret_key="literal-sk")
+)
+TJ_OWNER = Owner("kubeloop.io/v1alpha1", "TrainingJob", "digits-base", "uid-tj")
+SM_OWNER = Owner("kubeloop.io/v1alpha1", "ServedModel", "digits", "uid-sm")
+FEEDBACK = (
+    "digits-fb",
+    FeedbackDatasetSpec.model_validate(
+        {
+            "storage": {
+                "bucket": "kubeloop",
+                "prefix": "fb/",
+                "secretRef": "fb-s3",
+                "endpoint": "https://s3.example.com",
+            },
+            "classes": ["0", "1"],
+            "inputShape": [8, 8],
+        }
+    ),
+)
+
+
+def training_job(**spec: Any) -> TrainingJob:
+    return TrainingJob.model_validate(
+        {
+            "metadata": {"name": "digits-base", "namespace": "ml", "uid": "uid-tj"},
+            "spec": {
+                "plugin": {"name": "image-classifier"},
+                "datasets": [{"name": "base", "uri": "builtin://digits"}],
+                "registeredModel": "digits",
+                **spec,
+            },
+        }
+    )
+
+
+RICH = training_job(
+    resources={"cpu": "4", "memory": "16Gi", "gpu": 2},
+    backoffLimit=3,
+    ttlSecondsAfterFinished=3600,
+    image="registry.example.com/trainer:1.0",
+    credentials=[
+        {"name": "hf", "key": "HF_TOKEN"},
+        {"name": "ns-s3", "key": "KUBELOOP_S3_ACCESS_KEY"},
+    ],
+    template={
+        "labels": {"kueue.x-k8s.io/queue-name": "gpu", "team": "vision"},
+        "annotations": {"example.com/cost-center": "42"},
+        "nodeSelector": {"nvidia.com/gpu.product": "A100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "serviceAccountName": "trainer",
+    },
+)
+
+
+def served_model(**spec: Any) -> ServedModel:
+    return ServedModel.model_validate(
+        {
+            "metadata": {"name": "digits", "namespace": "ml", "uid": "uid-sm"},
+            "spec": {"registeredModel": "digits", "minReplicas": 1, "maxReplicas": 4, **spec},
+        }
+    )
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    for version in VERSIONS:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def as_pod(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod_spec}
+
+
+def test_job_is_valid_and_carries_the_spec() -> None:
+    job = builders.build_job(RICH, TJ_OWNER, DEFAULTS)
+    validate(job)
+    assert job["metadata"]["name"] == "digits-base"
+    assert job["metadata"]["ownerReferences"] == [TJ_OWNER.reference()]
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    assert job["metadata"]["annotations"] == {"example.com/cost-center": "42"}
+    template = job["spec"]["template"]
+    assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    assert template["metadata"]["annotations"] == {"example.com/cost-center": "42"}
+    assert (job["spec"]["backoffLimit"], job["spec"]["ttlSecondsAfterFinished"]) == (3, 3600)
+    pod = template["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert (pod["serviceAccountName"], pod["nodeSelector"]) == (
+        "trainer",
+        {"nvidia.com/gpu.product": "A100"},
+    )
+    assert pod["volumes"] == [{"name": "spec", "configMap": {"name": "digits-base"}}]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example.com/trainer:1.0"
+    assert container["command"] + container["args"] == [
+        "python",
+        "-m",
+        "kubeloop.training",
+        "--spec",
+        "/etc/kubeloop/trainingjob.yaml",
+        "--result",
+        "/dev/termination-log",
+    ]
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 2}
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+
+
+def test_no_gpu_requested_without_gpus() -> None:
+    job = builders.build_job(training_job(), TJ_OWNER, DEFAULTS)
+    validate(job)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert container["image"] == DEFAULTS.trainer_image
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+
+
+def test_credentials_are_references_never_values() -> None:
+    job = builders.build_job(RICH, TJ_OWNER, DEFAULTS)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert len(env) == len(container["env"]), "an environment variable is set twice"
+    assert env["HF_TOKEN"] == {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}},
+    }
+    # spec.credentials win over the operator's Secret for the same variable.
+    assert env["KUBELOOP_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "ns-s3"
+    assert env["KUBELOOP_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kubeloop-s3",
+        "key": "AWS_SECRET_ACCESS_KEY",
+    }
+    assert env["KUBELOOP_MLFLOW_TRACKING_URI"]["value"] == DEFAULTS.mlflow_tracking_uri
+    everything = yaml.safe_dump([job, builders.build_configmap(RICH, TJ_OWNER)])
+    assert "literal-ak" not in everything and "literal-sk" not in everything  # noqa: PT018
+
+
+def test_configmap_holds_a_valid_trainingjob_manifest() -> None:
+    configmap = builders.build_configmap(RICH, TJ_OWNER)
+    validate(configmap)
+    assert configmap["metadata"]["name"] == builders.job_name("digits-base")
+    manifest = yaml.safe_load(configmap["data"]["trainingjob.yaml"])
+    assert validation.manifest_errors(manifest) == []
+    assert manifest["metadata"] == {"name": "digits-base", "namespace": "ml", "uid": "uid-tj"}
+    assert manifest["spec"]["resources"]["gpu"] == 2
+
+
+def test_long_names_give_valid_deterministic_children() -> None:
+    name = "a-really-long-training-job-name-" * 4
+    assert len(builders.job_name(name)) <= 63
+    assert builders.job_name(name) == builders.job_name(name)
+    assert builders.job_name(name) != builders.job_name(name + "x")
+    assert child_name("Weird.Name_1") != "Weird.Name_1"
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", child_name("Weird.Name_1"))
+    tj = training_job()
+    tj.metadata.name = name
+    validate(builders.build_job(tj, TJ_OWNER, DEFAULTS))
+
+
+def _check_model(value: Any, type_name: str, where: str) -> list[str]:
+    """Problems of `value` against a KServe / Kubernetes client model type, recursively."""
+    primitives: dict[str, type | tuple[type, ...]] = {
+        "str": str,
+        "int": int,
+        "bool": bool,
+        "float": (int, float),
+    }
+    if type_name in primitives:
+        ok = isinstance(value, primitives[type_name])
+        return [] if ok else [f"{where}: {value!r} is not {type_name}"]
+    if type_name.startswith("list["):
+        if not isinstance(value, list):
+            return [f"{where}: not a list"]
+        inner = type_name[5:-1]
+        return [p for i, v in enumerate(value) for p in _check_model(v, inner, f"{where}[{i}]")]
+    if type_name.startswith("dict("):
+        inner = type_name[5:-1].split(", ", 1)[1]
+        return [p for k, v in value.items() for p in _check_model(v, inner, f"{where}.{k}")]
+    model = getattr(kserve.models, type_name, None) or getattr(
+        kubernetes.client.models, type_name, None
+    )
+    if model is None:
+        return []  # free-form (object, ResourceQuantity, IntOrString)
+    if not isinstance(value, dict):
+        return [f"{where}: {value!r} is not a {type_name} object"]
+    fields = {wire: attr for attr, wire in model.attribute_map.items()}
+    problems = []
+    for key, item in value.items():
+        if key not in fields:
+            problems.append(f"{where}.{key}: not a field of {type_name}")
+        else:
+            problems += _check_model(item, model.openapi_types[fields[key]], f"{where}.{key}")
+    return problems
+
+
+@pytest.mark.parametrize(
+    "deploy",
+    [
+        servedmodel.Deploy("models:/digits@champion"),
+        servedmodel.Deploy("models:/digits@champion", "models:/digits/7", 20),
+    ],
+    ids=["stable", "canary"],
+)
+def test_inference_service_matches_kserve_and_its_pod_is_valid(deploy: servedmodel.Deploy) -> None:
+    sm = served_model(batching={"maxBatchSize": 64, "maxLatencyMs": 10})
+    isvc = builders.build_inference_service(sm, SM_OWNER, DEFAULTS, deploy, FEEDBACK)
+    assert _check_model(isvc, "V1beta1InferenceService", "isvc") == []
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    predictor = isvc["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container"
+    validate(as_pod({"containers": predictor["containers"]}))
+    args = container["args"]
+    if deploy.canary_uri:
+        assert predictor["canaryTrafficPercent"] == 20
+        assert args[args.index("--model-uri") + 1] == "models:/digits/7"
+    else:
+        assert "canaryTrafficPercent" not in predictor
+        assert args[args.index("--model-uri") + 1] == "models:/digits@champion"
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 4)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KUBELOOP_S3_ENDPOINT"]["value"] == "https://s3.example.com"
+    assert env["KUBELOOP_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fb-s3",
+        "key": "AWS_ACCESS_KEY_ID",
+    }
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_kserve_model_check_catches_a_wrong_field() -> None:
+    isvc = builders.build_inference_service(
+        served_model(), SM_OWNER, DEFAULTS, servedmodel.Deploy("models:/d@c")
+    )
+    isvc["spec"]["predictor"]["canaryPercent"] = 10
+    assert _check_model(isvc, "V1beta1InferenceService", "isvc") == [
+        "isvc.spec.predictor.canaryPercent: not a field of V1beta1PredictorSpec"
+    ]
+
+
+def test_deployments_and_service_are_valid_and_select_each_other() -> None:
+    sm = served_model(runtime="deployment", minReplicas=3)
+    stable = builders.build_deployment(sm, SM_OWNER, DEFAULTS, "models:/digits@champion")
+    canary = builders.build_deployment(
+        sm, SM_OWNER, DEFAULTS, "models:/digits/7", "canary", builders.canary_replicas(3, 25)
+    )
+    service = builders.build_service(sm, SM_OWNER)
+    for manifest in (stable, canary, service):
+        validate(manifest)
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (3, 1)
+    assert stable["metadata"]["name"] != canary["metadata"]["name"]
+    selector = service["spec"]["selector"].items()
+    for deployment in (stable, canary):
+        assert selector <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert builders.canary_replicas(1, 50) == 1
+    assert builders.canary_replicas(4, 50) == 4
+    assert builders.canary_replicas(4, 0) == 0
+
+
+def test_event_is_valid() -> None:
+    involved = {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "ServedModel",
+        "metadata": {"name": "digits", "namespace": "ml", "uid": "uid-sm"},
+    }
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    event = builders.build_event(involved, Event("Warning", "GateFailed", "slice x fell"), now)
+    validate(event)
+    assert event["involvedObject"]["uid"] == "uid-sm"
+    again = builders.build_event(involved, Event("Warning", "GateFailed", "slice x fell"), now)
+    assert event == again

@@ -1,0 +1,300 @@
+"""ServedModel decisions as pure functions: the quality gate, the rollout (first version,
+promotion, gate failure, manual promotion, canary steps, pinned versions) and readiness."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kubeloop.api import conditions
+from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
+from kubeloop.api.servedmodel import Batching, Gate, Promotion, ServedModelSpec, ServedModelStatus
+from kubeloop.api.trainingjob import Metrics
+from kubeloop.reconcile import observations, servedmodel
+from kubeloop.reconcile.servedmodel import Deploy, ServingState
+from kubeloop.serving import config as serving_config
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+BASE = Metrics(overall=0.90, slices={"base": 0.95, "new-user": 0.60})
+
+
+def spec(**fields: Any) -> ServedModelSpec:
+    return ServedModelSpec.model_validate({"registeredModel": "digits", **fields})
+
+
+def gate(candidate: Metrics, **promotion: Any) -> Gate:
+    return servedmodel.evaluate_gate(BASE, candidate, Promotion(**promotion), "1", "2")
+
+
+def cond(status: ServedModelStatus, type_: str) -> tuple[str, str]:
+    found = conditions.get_condition(status.conditions, type_)
+    assert found is not None
+    return found.status, found.reason
+
+
+def test_gate_passes_when_nothing_falls() -> None:
+    verdict = gate(Metrics(overall=0.92, slices={"base": 0.94, "new-user": 0.75, "extra": 0.1}))
+    assert verdict.verdict == "Passed"
+    assert verdict.overall_delta == pytest.approx(0.02)
+    assert verdict.slice_deltas == pytest.approx({"base": -0.01, "new-user": 0.15})
+    assert verdict.failed_slices == []
+    assert "worst slice base -0.0100" in verdict.message
+
+
+def test_gate_fails_on_a_slice_that_drops_too_far_even_if_overall_rises() -> None:
+    verdict = gate(Metrics(overall=0.95, slices={"base": 0.99, "new-user": 0.55}))
+    assert verdict.verdict == "Failed"
+    assert verdict.failed_slices == ["new-user"]
+    assert "slice new-user fell 0.0500" in verdict.message
+
+
+def test_gate_boundaries() -> None:
+    exactly = Metrics(overall=0.90, slices={"base": 0.93, "new-user": 0.60})
+    assert gate(exactly).verdict == "Passed"  # a drop of exactly maxSliceRegression is allowed
+    assert gate(exactly, max_slice_regression=0.019).verdict == "Failed"
+    lower = Metrics(overall=0.899, slices=BASE.slices)
+    assert gate(lower).verdict == "Failed"  # overall must not fall
+    assert gate(lower, min_improvement=-0.01).verdict == "Passed"
+    assert (
+        gate(Metrics(overall=0.905, slices=BASE.slices), min_improvement=0.01).verdict == "Failed"
+    )
+
+
+def test_gate_without_metrics() -> None:
+    missing = gate(Metrics(overall=0.99, slices={"base": 0.99}))
+    assert (missing.verdict, missing.failed_slices) == ("Failed", ["new-user"])
+    assert "not evaluated" in missing.message
+    assert gate(Metrics()).verdict == "Failed"
+    unjudged = servedmodel.evaluate_gate(Metrics(), Metrics(overall=0.5), Promotion(), "1", "2")
+    assert unjudged.verdict == "Passed"
+    assert "nothing to compare" in unjudged.message
+
+
+def test_gate_needed_only_for_a_new_pair() -> None:
+    s = spec()
+    assert not servedmodel.gate_needed(s, None, "2", "2")
+    assert not servedmodel.gate_needed(s, None, None, "1")
+    assert servedmodel.gate_needed(s, None, "1", "2")
+    judged = ServedModelStatus(
+        gate=Gate(verdict="Failed", candidate_version="2", baseline_version="1")
+    )
+    assert not servedmodel.gate_needed(s, judged, "1", "2")
+    assert servedmodel.gate_needed(s, judged, "1", "3")
+    assert not servedmodel.gate_needed(spec(version="1"), None, "1", "2")
+
+
+def test_no_version_yet() -> None:
+    plan = servedmodel.decide_rollout(spec(), None, 1, None, None, None, NOW)
+    assert plan.deploy is None
+    assert cond(plan.status, "RolledOut") == ("False", "NoModelVersion")
+    status = servedmodel.decide_ready(plan, None, 1, NOW)
+    assert cond(status, "Ready") == ("False", "NoModelVersion")
+
+
+def test_first_version_is_promoted_without_a_gate() -> None:
+    plan = servedmodel.decide_rollout(spec(), None, 1, None, "1", None, NOW)
+    assert plan.set_alias == "1"
+    assert plan.deploy == Deploy("models:/digits@champion")
+    assert plan.status.serving_version == "1"
+    assert cond(plan.status, "RolledOut") == ("True", "FirstVersion")
+    assert "nothing to compare" in plan.events[0].message
+
+
+def test_steady_state_deploys_the_alias() -> None:
+    plan = servedmodel.decide_rollout(spec(), None, 1, "3", "3", None, NOW)
+    assert (plan.set_alias, plan.deploy, plan.events) == (
+        None,
+        Deploy("models:/digits@champion"),
+        (),
+    )
+    assert cond(plan.status, "RolledOut") == ("True", "RolledOut")
+    assert cond(plan.status, "GateFailed") == ("False", "NoCandidate")
+
+
+def test_a_passed_candidate_is_promoted_and_the_verdict_counted_once() -> None:
+    passed = gate(Metrics(overall=0.92, slices={"base": 0.95, "new-user": 0.7}))
+    plan = servedmodel.decide_rollout(
+        spec(), ServedModelStatus(serving_version="1"), 1, "1", "2", passed, NOW
+    )
+    assert plan.set_alias == "2"
+    assert (plan.status.serving_version, plan.status.candidate_version) == ("2", None)
+    assert [e.reason for e in plan.events] == ["GatePassed", "Promoted"]
+    assert plan.new_verdict == passed
+    # The alias has moved: the next poll sees serving == latest.
+    after = servedmodel.decide_rollout(spec(), plan.status, 1, "2", "2", None, NOW)
+    assert (after.set_alias, after.events, after.new_verdict) == (None, (), None)
+
+
+def test_a_failed_candidate_keeps_serving_and_warns_once() -> None:
+    failed = gate(Metrics(overall=0.95, slices={"base": 0.99, "new-user": 0.5}))
+    plan = servedmodel.decide_rollout(spec(), None, 1, "1", "2", failed, NOW)
+    assert plan.set_alias is None
+    assert plan.deploy == Deploy("models:/digits@champion")
+    assert (plan.status.serving_version, plan.status.candidate_version) == ("1", "2")
+    assert cond(plan.status, "GateFailed") == ("True", "SliceRegression")
+    assert cond(plan.status, "RolledOut") == ("False", "GateFailed")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "GateFailed")]
+    again = servedmodel.decide_rollout(spec(), plan.status, 1, "1", "2", plan.status.gate, NOW)
+    assert (again.events, again.new_verdict) == ((), None)
+
+
+def test_manual_promotion_only_reports() -> None:
+    passed = gate(Metrics(overall=0.92, slices=BASE.slices))
+    plan = servedmodel.decide_rollout(
+        spec(promotion={"mode": "manual"}), None, 1, "1", "2", passed, NOW
+    )
+    assert plan.set_alias is None
+    assert cond(plan.status, "RolledOut") == ("False", "AwaitingPromotion")
+
+
+def test_canary_steps_hold_then_advance_then_promote() -> None:
+    s = spec(canary={"steps": [10, 50], "stepSeconds": 60})
+    passed = gate(Metrics(overall=0.92, slices=BASE.slices))
+    start = servedmodel.decide_rollout(s, None, 1, "1", "2", passed, NOW)
+    assert start.deploy == Deploy("models:/digits@champion", "models:/digits/2", 10)
+    assert (start.status.canary_percent, start.status.canary_step_time) == (
+        10,
+        "2026-01-01T12:00:00Z",
+    )
+    assert [e.reason for e in start.events] == ["GatePassed", "CanaryStarted"]
+    assert cond(start.status, "RolledOut") == ("False", "Canary")
+    hold = servedmodel.decide_rollout(
+        s, start.status, 1, "1", "2", passed, NOW + timedelta(seconds=59)
+    )
+    assert (hold.status.canary_percent, hold.events) == (10, ())
+    step = servedmodel.decide_rollout(
+        s, hold.status, 1, "1", "2", passed, NOW + timedelta(seconds=60)
+    )
+    assert step.deploy == Deploy("models:/digits@champion", "models:/digits/2", 50)
+    assert [e.reason for e in step.events] == ["CanaryStep"]
+    done = servedmodel.decide_rollout(
+        s, step.status, 1, "1", "2", passed, NOW + timedelta(seconds=121)
+    )
+    assert done.set_alias == "2"
+    assert done.deploy == Deploy("models:/digits@champion")
+    assert (done.status.canary_percent, done.status.serving_version) == (0, "2")
+
+
+def test_a_newer_candidate_during_a_canary_starts_over() -> None:
+    s = spec(canary={"steps": [10, 50], "stepSeconds": 60})
+    passed2 = gate(Metrics(overall=0.92, slices=BASE.slices))
+    canary = servedmodel.decide_rollout(s, None, 1, "1", "2", passed2, NOW).status
+    passed3 = servedmodel.evaluate_gate(
+        BASE, Metrics(overall=0.93, slices=BASE.slices), Promotion(), "1", "3"
+    )
+    plan = servedmodel.decide_rollout(s, canary, 1, "1", "3", passed3, NOW + timedelta(seconds=90))
+    assert plan.deploy == Deploy("models:/digits@champion", "models:/digits/3", 10)
+
+
+def test_pinned_version_is_served_as_is() -> None:
+    plan = servedmodel.decide_rollout(spec(version="4"), None, 1, None, "9", None, NOW)
+    assert plan.deploy == Deploy("models:/digits/4")
+    assert plan.set_alias is None
+    assert cond(plan.status, "RolledOut") == ("True", "Pinned")
+
+
+def test_deciding_without_the_needed_verdict_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="gate_needed"):
+        servedmodel.decide_rollout(spec(), None, 1, "1", "2", None, NOW)
+
+
+def test_ready_follows_the_predictor() -> None:
+    plan = servedmodel.decide_rollout(spec(), None, 3, "1", "1", None, NOW)
+    waiting = servedmodel.decide_ready(
+        plan, ServingState(False, None, "RevisionMissing", "x"), 3, NOW
+    )
+    assert cond(waiting, "Ready") == ("False", "RevisionMissing")
+    ready = servedmodel.decide_ready(plan, ServingState(True, "http://m"), 3, NOW)
+    assert cond(ready, "Ready") == ("True", "Serving")
+    assert ready.url == "http://m"
+    found = conditions.get_condition(ready.conditions, "Ready")
+    assert found is not None
+    assert found.observed_generation == 3
+
+
+def test_predictor_args_follow_the_contract() -> None:
+    feedback = FeedbackDatasetSpec.model_validate(
+        {
+            "storage": {"bucket": "bkt", "prefix": "p/"},
+            "classes": ["0", "1"],
+            "inputShape": [8, 8],
+            "slices": ["base", "new-user"],
+        }
+    )
+    args = servedmodel.predictor_args(
+        "sm", "models:/m@champion", Batching(max_batch_size=64), ("fd", feedback)
+    )
+    assert args == [
+        "--name",
+        "sm",
+        "--model-uri",
+        "models:/m@champion",
+        "--host",
+        "0.0.0.0",
+        "--http-port",
+        "8080",
+        "--max-batch-size",
+        "64",
+        "--max-latency-ms",
+        "5",
+        "--feedback-dataset",
+        "fd",
+        "--feedback-bucket",
+        "bkt",
+        "--feedback-prefix",
+        "p/",
+        "--classes",
+        "0,1",
+        "--input-shape",
+        "8,8",
+        "--slices",
+        "base,new-user",
+        "--review-strategy",
+        "least-confidence",
+        "--review-budget",
+        "50",
+    ]
+    # The predictor's own command line accepts them (the serving side of the contract).
+    parsed = serving_config.parser().parse_args(args)
+    assert (parsed.model_uri, parsed.classes, parsed.max_batch_size) == (
+        "models:/m@champion",
+        ("0", "1"),
+        64,
+    )
+    assert "--feedback-dataset" not in servedmodel.predictor_args("sm", "u", Batching())
+
+
+def test_spec_problems() -> None:
+    assert servedmodel.spec_problems(spec()) == []
+    problems = servedmodel.spec_problems(
+        spec(version="v2", canary={"steps": [10]}, promotion={"mode": "manual"})
+    )
+    assert len(problems) == 2
+
+
+def test_inference_service_and_deployment_states() -> None:
+    isvc = {"status": {"url": "http://x", "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert observations.inference_service_state(isvc) == ServingState(True, "http://x")
+    failing = {
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "RevisionFailed", "message": "crash"}
+            ]
+        }
+    }
+    assert observations.inference_service_state(failing) == ServingState(
+        False, None, "RevisionFailed", "crash"
+    )
+    assert not observations.inference_service_state({}).ready
+    available = {"status": {"availableReplicas": 1}}
+    assert observations.deployment_state(available, "http://svc").ready
+    stuck = {
+        "status": {
+            "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+            ]
+        }
+    }
+    assert observations.deployment_state(stuck, "u").reason == "ProgressDeadlineExceeded"
