@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kubeloop import __version__, api, manifests
+from kubeloop import __version__, api, manifests, settings
 from kubeloop.api import crd, validation
 
 
@@ -75,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     operator.add_argument("--liveness", help="health endpoint, e.g. http://0.0.0.0:8081/healthz")
     operator.add_argument("-v", "--verbose", action="store_true", help="log kopf's details")
     operator.set_defaults(run=_run_operator)
+
+    up = commands.add_parser("up", help="run manifests on this machine, no cluster needed")
+    up.add_argument("-f", "--filename", type=Path, action="append", required=True)
+    up.add_argument("--state-dir", type=Path, help="state directory (default: .kubeloop)")
+    up.set_defaults(run=_run_up)
+
+    demo = commands.add_parser("demo", help="the whole loop on the digits, end to end")
+    demo.add_argument("--quick", action="store_true", help="fewer epochs (CI)")
+    demo.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
+    demo.add_argument("--state-dir", type=Path, help="state directory (default: .kubeloop)")
+    demo.set_defaults(run=_run_demo)
     return parser
 
 
@@ -146,6 +157,49 @@ def _run_operator(args: argparse.Namespace) -> int:
         priority=args.priority,
         verbose=args.verbose,
     )
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from kubeloop.local import services, up
+
+    state_dir = args.state_dir or settings.load().state_dir
+    try:
+        return up.run(state_dir, args.filename, Console())
+    except (services.ServiceError, ValueError, OSError) as error:
+        print(f"kubeloop up: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from kubeloop.local import demo, services
+    from kubeloop.registry import RegistryUnavailable
+    from kubeloop.storage import StorageUnavailable
+
+    state_dir = args.state_dir or settings.load().state_dir
+    console = Console(stderr=args.json)
+    try:
+        summary = demo.run(state_dir, demo.Options(quick=args.quick), console)
+    except KeyboardInterrupt:
+        console.print("demo interrupted; its state is in " + str(state_dir / "demo"))
+        return 130
+    except (
+        demo.DemoError,
+        services.ServiceError,
+        RegistryUnavailable,
+        StorageUnavailable,
+        OSError,
+    ) as error:
+        console.print(f"[red]kubeloop demo failed:[/red] {error}")
+        return 1
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        console.print_json(data=summary)
+    return 0
 
 
 if __name__ == "__main__":

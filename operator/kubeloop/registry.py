@@ -102,6 +102,23 @@ class Registry:
             return None
         return _version(max(versions, key=lambda v: int(v.version)))
 
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version number behind `alias`, or None when it is not set."""
+        found = self.get_by_alias(name, alias)
+        return found.version if found is not None else None
+
+    def latest_version_number(self, name: str) -> str | None:
+        """The highest version number of `name`, or None when it has none."""
+        found = self.latest_version(name)
+        return found.version if found is not None else None
+
+    def version_metrics(self, name: str, version: str, metric: str) -> Metrics:
+        """`metrics` of version `version`; empty when the version or its run is gone."""
+        try:
+            return self.metrics(self.get_version(name, version), metric)
+        except ModelNotFound:
+            return Metrics()
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call(lambda: self._client.set_registered_model_alias(name, alias, version), name)
 
@@ -120,10 +137,16 @@ class Registry:
         """The version's ONNX model file."""
         import mlflow.artifacts
 
+        # MLflow resolves a models:/ URI in its global registry (a local file by default),
+        # not this client's: ask this registry where the version's files are instead.
+        location = self._call(
+            lambda: self._client.get_model_version_download_uri(model.name, model.version),
+            model.uri,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             path = self._call(
                 lambda: mlflow.artifacts.download_artifacts(
-                    artifact_uri=model.uri, dst_path=tmp, tracking_uri=self.tracking_uri
+                    artifact_uri=location, dst_path=tmp, tracking_uri=self.tracking_uri
                 ),
                 model.uri,
             )
@@ -131,6 +154,81 @@ class Registry:
             if not files:
                 raise ModelNotFound(f"{model.uri} has no .onnx file among its artifacts")
             return files[0].read_bytes()
+
+    def check_reachable(self) -> None:
+        """RegistryUnavailable unless the server answers: a cheap check before long work."""
+        self._call(lambda: self._client.search_registered_models(max_results=1), "a check")
+
+    def download_run_artifact(self, model: ModelVersion, path: str) -> bytes:
+        """A file the version's run logged, e.g. checkpoint/model.pt; ModelNotFound if none."""
+        import mlflow.artifacts
+
+        listed = self._call(
+            lambda: self._client.list_artifacts(model.run_id, path.rpartition("/")[0] or None),
+            f"the artifacts of run {model.run_id}",
+        )
+        if path not in {item.path for item in listed}:
+            raise ModelNotFound(f"{model.uri}: its run {model.run_id} has no artifact {path}")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self._call(
+                lambda: mlflow.artifacts.download_artifacts(
+                    run_id=model.run_id,
+                    artifact_path=path,
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
+                ),
+                f"{path} of run {model.run_id}",
+            )
+            return Path(local).read_bytes()
+
+    def register_version(
+        self,
+        name: str,
+        source: str,
+        run_id: str,
+        tags: dict[str, str],
+        description: str = "",
+        model_id: str | None = None,
+    ) -> ModelVersion:
+        """A new version of `name` (created when missing) from the logged model at `source`.
+
+        The tags come with the version in one request, so no version exists without them.
+        """
+        from mlflow.exceptions import RestException
+
+        try:
+            self._call(lambda: self._client.create_registered_model(name), name)
+        except RestException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        created = self._call(
+            lambda: self._client.create_model_version(
+                name,
+                source,
+                run_id=run_id,
+                tags=tags,
+                description=description,
+                model_id=model_id,
+            ),
+            f"a new version of {name}",
+        )
+        return _version(created)
+
+    def run_text(self, model: ModelVersion, artifact: str) -> str:
+        """A text artifact of the version's run, e.g. its model card."""
+        import mlflow.artifacts
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self._call(
+                lambda: mlflow.artifacts.download_artifacts(
+                    run_id=model.run_id,
+                    artifact_path=artifact,
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
+                ),
+                f"{model.uri} {artifact}",
+            )
+            return Path(path).read_text()
 
     def _call(self, func: Callable[[], T], what: str) -> T:
         """Run one client call; not-found and unreachable become kubeloop's errors."""

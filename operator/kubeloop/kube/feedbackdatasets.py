@@ -19,41 +19,23 @@ from kubeloop.api.feedbackdataset import (
     FeedbackDatasetStatus,
     Kpi,
 )
-from kubeloop.api.samples import LIVE_ACCURACY, LiveAccuracy, SnapshotManifest, snapshot_key
+from kubeloop.feedback_store import DatasetStore
 from kubeloop.kube.client import FEEDBACKDATASETS, SERVEDMODELS, TRAININGJOBS, Conflict
-from kubeloop.kube.runtime import Retry, Runtime, generation, read_status, spec_body
+from kubeloop.kube.runtime import Retry, Runtime
 from kubeloop.reconcile import feedbackdataset
-from kubeloop.reconcile.common import Event, Owner, format_time
-from kubeloop.storage import ObjectNotFound, ObjectStore, StorageUnavailable
+from kubeloop.reconcile.common import Event, Owner, format_time, generation, read_status, spec_body
+from kubeloop.storage import ObjectStore, StorageUnavailable
 
 KIND = "FeedbackDataset"
 
 
-class _Ports:
-    """S3 and the Kubernetes API, as reconcile.feedbackdataset asks for them."""
+class _Ports(DatasetStore):
+    """S3 (through DatasetStore) and the Kubernetes API, as reconcile.feedbackdataset asks."""
 
     def __init__(self, rt: Runtime, dataset: FeedbackDataset, store: ObjectStore) -> None:
-        self._rt, self._dataset, self._store = rt, dataset, store
-        self._spec = dataset.spec
+        super().__init__(store, dataset.spec)
+        self._rt = rt
         self._namespace = dataset.metadata.namespace
-
-    def list_sample_keys(self, start_after: str | None) -> list[str]:
-        return self._store.list_keys(
-            self._spec.storage.bucket, feedbackdataset.samples_prefix(self._spec), start_after
-        )
-
-    def read_manifest(self, generation: int) -> SnapshotManifest | None:
-        key = snapshot_key(self._spec.storage.prefix, generation)
-        try:
-            return SnapshotManifest.model_validate(
-                self._store.get_json(self._spec.storage.bucket, key)
-            )
-        except ObjectNotFound:
-            return None
-
-    def write_manifest(self, manifest: SnapshotManifest) -> None:
-        key = snapshot_key(self._spec.storage.prefix, manifest.generation)
-        self._store.put_json(self._spec.storage.bucket, key, manifest.to_wire())
 
     def get_training_job(self, name: str) -> dict[str, Any] | None:
         return self._rt.client.get(TRAININGJOBS, self._namespace, name)
@@ -67,15 +49,10 @@ class _Ports:
 
     def live_kpi(self, kpi: Kpi) -> feedbackdataset.LiveKpi | None:
         served = self._rt.client.get(SERVEDMODELS, self._namespace, kpi.served_model)
-        if served is None:
+        live = self.live_accuracy()
+        if served is None or live is None:
             return None
-        version = (served.get("status") or {}).get("servingVersion")
-        key = f"{self._spec.storage.prefix}{LIVE_ACCURACY}"
-        try:
-            live = LiveAccuracy.model_validate(self._store.get_json(self._spec.storage.bucket, key))
-        except ObjectNotFound:
-            return None
-        return feedbackdataset.live_kpi(live, version)
+        return feedbackdataset.live_kpi(live, (served.get("status") or {}).get("servingVersion"))
 
 
 def reconcile(rt: Runtime, namespace: str, name: str) -> None:

@@ -9,21 +9,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import Any
 
 from kubeloop.api.common import ApiModel
 from kubeloop.kube.client import EVENTS, ApiError, KubeClient, Resource
-from kubeloop.reconcile import builders
+from kubeloop.reconcile import builders, common
 from kubeloop.reconcile.common import Event, merge_patch
 from kubeloop.registry import Registry
 from kubeloop.settings import Settings
 from kubeloop.storage import ObjectStore
 
 logger = logging.getLogger("kubeloop.operator")
-
-StatusT = TypeVar("StatusT", bound=BaseModel)
 
 
 class Retry(Exception):
@@ -99,7 +95,7 @@ class Runtime:
 
         Only the model's fields are compared: keys others keep in the status stay.
         """
-        known = _field_names(type(new))
+        known = common.field_names(type(new))
         stored = {k: v for k, v in (body.get("status") or {}).items() if k in known}
         patch = merge_patch(stored, new.to_wire())
         if not patch:
@@ -135,33 +131,6 @@ class Runtime:
                 )
             except ApiError as error:
                 logger.warning("could not post event %s: %s", event.reason, error)
-
-
-def _field_names(model: type[BaseModel]) -> set[str]:
-    return {f.alias or n for n, f in model.model_fields.items()} | set(model.model_fields)
-
-
-def read_status(model: type[StatusT], body: dict[str, Any]) -> StatusT:
-    """The object's status as `model`, ignoring keys the model does not know (kopf's own).
-
-    A status that no longer parses (edited by hand, say) starts over rather than blocking.
-    """
-    raw = body.get("status") or {}
-    known = _field_names(model)
-    try:
-        return model.model_validate({k: v for k, v in raw.items() if k in known})
-    except ValidationError as error:
-        logger.warning("ignoring an unreadable status of %s: %s", _ref(body), error)
-        return model()
-
-
-def spec_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a custom object the API models read (no status)."""
-    return {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
-
-
-def generation(body: dict[str, Any]) -> int:
-    return int(body.get("metadata", {}).get("generation") or 0)
 
 
 def _ref(body: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ from kubeloop import metrics
 from kubeloop.api import conditions, validation
 from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetSpec
 from kubeloop.api.servedmodel import Gate, ServedModel, ServedModelStatus
-from kubeloop.api.trainingjob import Metrics
 from kubeloop.kube.client import (
     DEPLOYMENTS,
     FEEDBACKDATASETS,
@@ -20,10 +19,18 @@ from kubeloop.kube.client import (
     Conflict,
     Resource,
 )
-from kubeloop.kube.runtime import Retry, Runtime, generation, is_owned_by, read_status, spec_body
+from kubeloop.kube.runtime import Retry, Runtime, is_owned_by
 from kubeloop.reconcile import builders, observations, servedmodel
-from kubeloop.reconcile.common import Event, Owner, is_subset, without_nulls
-from kubeloop.registry import ModelNotFound, RegistryUnavailable
+from kubeloop.reconcile.common import (
+    Event,
+    Owner,
+    generation,
+    is_subset,
+    read_status,
+    spec_body,
+    without_nulls,
+)
+from kubeloop.registry import RegistryUnavailable
 
 KIND = "ServedModel"
 
@@ -57,27 +64,8 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> None:
         return
     feedback, events = _feedback(rt, sm, old)
 
-    registry = rt.registry()
     try:
-        serving = None
-        if spec.version is None:
-            behind = registry.get_by_alias(spec.registered_model, spec.alias)
-            serving = behind.version if behind is not None else None
-        latest_version = registry.latest_version(spec.registered_model)
-        latest = latest_version.version if latest_version is not None else None
-        gate = old.gate
-        needed = servedmodel.gate_needed(spec, old, serving, latest)
-        if needed and serving is not None and latest is not None:
-            gate = servedmodel.evaluate_gate(
-                _metrics(rt, spec.registered_model, serving, spec.promotion.metric),
-                _metrics(rt, spec.registered_model, latest, spec.promotion.metric),
-                spec.promotion,
-                serving,
-                latest,
-            )
-        plan = servedmodel.decide_rollout(spec, old, generation(body), serving, latest, gate, now)
-        if plan.set_alias is not None:
-            registry.set_alias(spec.registered_model, spec.alias, plan.set_alias)
+        plan = servedmodel.roll_out(spec, old, generation(body), rt.registry(), now)
     except RegistryUnavailable as error:
         status = servedmodel.registry_unavailable(old, generation(body), str(error), now)
         rt.write_status(SERVEDMODELS, body, status)
@@ -98,15 +86,6 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> None:
     rt.write_status(SERVEDMODELS, body, status)
     rt.emit(body, [*events, *plan.events])
     _observe(namespace, name, status, plan.new_verdict)
-
-
-def _metrics(rt: Runtime, model: str, version: str, metric: str) -> Metrics:
-    """A version's evaluation; empty when its run is gone (the gate then says so)."""
-    registry = rt.registry()
-    try:
-        return registry.metrics(registry.get_version(model, version), metric)
-    except ModelNotFound:
-        return Metrics()
 
 
 def _feedback(

@@ -12,9 +12,17 @@ from kubeloop import metrics
 from kubeloop.api import validation
 from kubeloop.api.trainingjob import Phase, TrainingJob, TrainingJobStatus
 from kubeloop.kube.client import CONFIGMAPS, JOBS, PODS, TRAININGJOBS, Conflict
-from kubeloop.kube.runtime import Runtime, generation, is_owned_by, read_status, spec_body
+from kubeloop.kube.runtime import Runtime, is_owned_by
 from kubeloop.reconcile import builders, observations, trainingjob
-from kubeloop.reconcile.common import LABEL_TRAININGJOB, Owner, format_time, parse_time
+from kubeloop.reconcile.common import (
+    LABEL_TRAININGJOB,
+    Owner,
+    format_time,
+    generation,
+    parse_time,
+    read_status,
+    spec_body,
+)
 
 KIND = "TrainingJob"
 _PHASES: tuple[Phase, ...] = ("Pending", "Running", "Succeeded", "Failed")

@@ -6,6 +6,7 @@ server on SQLite whose artifacts go to that S3 server.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,8 +16,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 MLFLOW_BUCKET = "mlflow"
@@ -88,8 +91,8 @@ def start_s3(data_dir: Path, port: int | None = None, timeout: float = 60.0) -> 
         "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
     url = f"http://{HOST}:{port}"
-    service = _spawn("s3", command, url, data_dir / "s3.log", cwd=data_dir)
-    _wait_ready(service, url + "/", timeout)
+    service = spawn("s3", command, url, data_dir / "s3.log", cwd=data_dir)
+    wait_ready(service, url + "/", timeout)
     return service
 
 
@@ -121,8 +124,8 @@ def start_mlflow(
         "--host", HOST, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     url = f"http://{HOST}:{port}"
-    service = _spawn("mlflow", command, url, state_dir / "mlflow.log", cwd=state_dir, env=env)
-    _wait_ready(service, url + "/health", timeout)
+    service = spawn("mlflow", command, url, state_dir / "mlflow.log", cwd=state_dir, env=env)
+    wait_ready(service, url + "/health", timeout)
     return service
 
 
@@ -132,7 +135,7 @@ def _create_bucket(s3_url: str, access_key: str, secret_key: str, bucket: str) -
     ObjectStore(s3_url, access_key, secret_key).ensure_bucket(bucket)
 
 
-def _spawn(
+def spawn(
     name: str,
     command: list[str],
     url: str,
@@ -154,7 +157,26 @@ def _spawn(
     return Service(name, url, process, log_path, env or {})
 
 
-def _wait_ready(service: Service, health_url: str, timeout: float) -> None:
+def post(url: str, body: Any, timeout: float = 30.0) -> Any:
+    """POST `body` as JSON to `url`; the decoded answer (raises on an HTTP error)."""
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read() or b"null")
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    """Whether `url` answers below 500."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status < 500)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_ready(service: Service, health_url: str, timeout: float) -> None:
+    """Wait until `health_url` answers; ServiceError with the log tail when it never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
@@ -162,15 +184,50 @@ def _wait_ready(service: Service, health_url: str, timeout: float) -> None:
                 f"the {service.name} server exited with code {service.process.returncode} "
                 f"while starting; log tail ({service.log_path}):\n{log_tail(service.log_path)}"
             )
-        try:
-            with urllib.request.urlopen(health_url, timeout=2) as response:
-                if response.status < 500:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+        if is_healthy(health_url):
+            return
         time.sleep(0.25)
     service.stop()
     raise ServiceError(
         f"the {service.name} server did not answer at {health_url} within {timeout:.0f}s; "
         f"log tail ({service.log_path}):\n{log_tail(service.log_path)}"
     )
+
+
+@dataclass
+class Servers:
+    """The S3 and MLflow servers of a state directory, started here or reused."""
+
+    s3_url: str
+    mlflow_url: str
+    started: list[Service] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the servers this process started; reused ones belong to whoever started them."""
+        for service in reversed(self.started):
+            service.stop()
+
+
+def ensure_servers(state_dir: Path, say: Callable[[str], None] = print) -> Servers:
+    """The servers recorded in `state_dir/servers.json` when they still answer, else new ones.
+
+    Data stays in the state directory (s3/ and mlflow.db), so a new server continues where
+    the last one stopped.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    record = state_dir / "servers.json"
+    known = json.loads(record.read_text()) if record.exists() else {}
+    s3_url, mlflow_url = known.get("s3"), known.get("mlflow")
+    if s3_url and mlflow_url and is_healthy(s3_url + "/") and is_healthy(mlflow_url + "/health"):
+        say(f"reusing the S3 server at {s3_url} and MLflow at {mlflow_url}")
+        return Servers(s3_url, mlflow_url)
+    s3 = start_s3(state_dir / "s3")
+    say(f"started the S3 server (SeaweedFS) at {s3.url}")
+    try:
+        mlflow = start_mlflow(state_dir, s3.url)
+    except ServiceError:
+        s3.stop()
+        raise
+    say(f"started MLflow at {mlflow.url}")
+    record.write_text(json.dumps({"s3": s3.url, "mlflow": mlflow.url}))
+    return Servers(s3.url, mlflow.url, [s3, mlflow])

@@ -6,11 +6,14 @@ No side effects.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -176,3 +179,34 @@ def without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [without_nulls(v) for v in value]
     return value
+
+
+StatusT = TypeVar("StatusT", bound=BaseModel)
+logger = logging.getLogger(__name__)
+
+
+def field_names(model: type[BaseModel]) -> set[str]:
+    return {f.alias or n for n, f in model.model_fields.items()} | set(model.model_fields)
+
+
+def read_status(model: type[StatusT], body: dict[str, Any]) -> StatusT:
+    """The object's status as `model`, ignoring keys the model does not know (kopf's own).
+
+    A status that no longer parses (edited by hand, say) starts over rather than blocking.
+    """
+    raw = body.get("status") or {}
+    known = field_names(model)
+    try:
+        return model.model_validate({k: v for k, v in raw.items() if k in known})
+    except ValidationError as error:
+        logger.warning("ignoring an unreadable status of %s: %s", body.get("metadata"), error)
+        return model()
+
+
+def spec_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a custom object the API models read (no status)."""
+    return {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+
+
+def generation(body: dict[str, Any]) -> int:
+    return int(body.get("metadata", {}).get("generation") or 0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from kubeloop.api import conditions
 from kubeloop.api.common import ConditionStatus
@@ -335,6 +336,52 @@ def decide_rollout(
     rolled_out("False", "Canary", f"candidate {latest} takes {percent}% of traffic")
     deploy = Deploy(alias_uri, model_uri(model, version=latest), percent)
     return RolloutPlan(new, deploy=deploy, events=tuple(events), new_verdict=verdict)
+
+
+class RegistryPort(Protocol):
+    """The registry reads and the alias move `roll_out` needs; any call may raise."""
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version behind `alias`, or None when it is not set."""
+        ...
+
+    def latest_version_number(self, name: str) -> str | None:
+        """The highest version of `name`, or None when it has none."""
+        ...
+
+    def version_metrics(self, name: str, version: str, metric: str) -> Metrics:
+        """The version's evaluation; empty when its run is gone."""
+        ...
+
+    def set_alias(self, name: str, alias: str, version: str) -> None: ...
+
+
+def roll_out(
+    spec: ServedModelSpec,
+    status: ServedModelStatus | None,
+    generation: int,
+    registry: RegistryPort,
+    now: datetime,
+) -> RolloutPlan:
+    """Read the registry, judge a newer version when needed, decide the next rollout step and
+    move the alias when it says so. Calls `registry`; the decisions are the pure ones above."""
+    model = spec.registered_model
+    serving = registry.alias_version(model, spec.alias) if spec.version is None else None
+    latest = registry.latest_version_number(model)
+    gate = status.gate if status is not None else None
+    if gate_needed(spec, status, serving, latest) and serving is not None and latest is not None:
+        metric = spec.promotion.metric
+        gate = evaluate_gate(
+            registry.version_metrics(model, serving, metric),
+            registry.version_metrics(model, latest, metric),
+            spec.promotion,
+            serving,
+            latest,
+        )
+    plan = decide_rollout(spec, status, generation, serving, latest, gate, now)
+    if plan.set_alias is not None:
+        registry.set_alias(model, spec.alias, plan.set_alias)
+    return plan
 
 
 @dataclass(frozen=True)
