@@ -8,22 +8,29 @@ from pathlib import Path
 from rich.console import Console
 
 from kubeloop import manifests
+from kubeloop.api import validation
 from kubeloop.local import services
-from kubeloop.local.loop import InvalidManifest, LocalLoop
+from kubeloop.local.loop import LocalLoop
 
 
 def run(state_dir: Path, paths: list[Path], console: Console, poll_seconds: float = 2.0) -> int:
     """Start or reuse the servers, apply `paths` and reconcile until Ctrl-C; the exit code."""
     documents = [doc for path in paths for _, doc in manifests.load(path)]
+    refused = [
+        f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}: {error}"
+        for doc in documents
+        for error in validation.schema_errors(doc)
+    ]
+    if refused:
+        for line in refused:
+            console.print(f"refused {line}", markup=False)
+        console.print("nothing was started; fix the manifests and run `kubeloop up` again")
+        return 2
     servers = services.ensure_servers(state_dir, say=console.print)
     loop = LocalLoop(state_dir, servers.s3_url, servers.mlflow_url, say=console.print)
     try:
         for document in documents:
-            try:
-                outcome = loop.apply(document)
-            except InvalidManifest as error:
-                console.print(f"[red]refused[/red] {error}")
-                return 2
+            outcome = loop.apply(document)
             console.print(
                 f"{document['kind'].lower()}.kubeloop.io/{document['metadata']['name']} {outcome}"
             )

@@ -1,0 +1,74 @@
+"""The local runtime: manifests refused before anything starts, and a crashing trainer
+reported with its log tail instead of a stack trace."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubeloop import cli, manifests
+from kubeloop.local import services
+from kubeloop.local.loop import InvalidManifest, LocalLoop
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "digits"
+
+
+def _example(kind: str) -> dict[str, Any]:
+    docs = [doc for _, doc in manifests.load(EXAMPLES)]
+    return copy.deepcopy(next(doc for doc in docs if doc["kind"] == kind))
+
+
+def test_up_refuses_invalid_manifests_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = _example("ServedModel")
+    served["spec"]["runtime"] = "knative"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(served))
+    state = tmp_path / "state"
+    assert cli.main(["up", "-f", str(bad), "--state-dir", str(state)]) == 2
+    out = capsys.readouterr().out
+    assert "spec.runtime: 'knative' is not one of" in out
+    assert "nothing was started" in out
+    assert not (state / "servers.json").exists()
+
+
+def test_trainer_crash_is_reported_with_its_log_tail(
+    tmp_path: Path, s3_server: services.Service, mlflow_server: services.Service
+) -> None:
+    said: list[str] = []
+    loop = LocalLoop(tmp_path, s3_server.url, mlflow_server.url, say=said.append)
+    job = _example("TrainingJob")
+    job["metadata"]["name"] = "crashes"
+    job["spec"]["plugin"]["name"] = "no-such-plugin"
+    try:
+        assert loop.apply(job) == "created"
+        deadline = time.monotonic() + 120
+        while loop.status("TrainingJob", "crashes").get("phase") not in ("Failed", "Succeeded"):
+            assert time.monotonic() < deadline, said
+            loop.step()
+            time.sleep(0.5)
+    finally:
+        loop.close()
+    status = loop.status("TrainingJob", "crashes")
+    assert status["phase"] == "Failed"
+    message = " ".join(c["message"] for c in status["conditions"])
+    assert "exited with code 2" in message
+    assert "no-such-plugin" in message  # the trainer's own words, from its log tail
+    assert not any("Traceback" in line for line in said)
+
+
+def test_apply_refuses_what_the_api_server_would(
+    tmp_path: Path, s3_server: services.Service, mlflow_server: services.Service
+) -> None:
+    loop = LocalLoop(tmp_path, s3_server.url, mlflow_server.url, say=lambda _: None)
+    dataset = _example("FeedbackDataset")
+    dataset["spec"]["retrain"]["threshold"] = -1
+    with pytest.raises(InvalidManifest, match="threshold: -1 is less than the minimum of 1"):
+        loop.apply(dataset)
+    assert loop.objects == {}
