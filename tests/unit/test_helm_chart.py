@@ -1,4 +1,5 @@
-"""The Helm chart lints strictly, renders valid Kubernetes objects and refuses wrong values."""
+"""The Helm chart lints strictly, renders valid objects, configures the operator through real
+Settings fields (credentials only from a Secret) and refuses wrong values."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import SecretStr
+
+from kubeloop.settings import Settings
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "kubeloop"
 K8S_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
@@ -20,7 +24,12 @@ CUSTOM: dict[str, Any] = {
     "imagePullSecrets": [{"name": "regcred"}],
     "watchNamespaces": ["team-a", "team-b"],
     "replicaCount": 2,
-    "s3": {"endpoint": "https://s3.example.com", "existingSecret": "kubeloop-s3"},
+    "s3": {
+        "endpoint": "https://s3.example.com",
+        "existingSecret": "kubeloop-s3",
+        "accessKeyKey": "access",
+        "secretKeyKey": "secret",
+    },
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "grafanaDashboard": {"enabled": True},
     "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -31,7 +40,7 @@ CUSTOM: dict[str, Any] = {
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     chart = helm.Chart.load(CHART)
     rendered = chart.render(values, name="kubeloop", namespace="kubeloop-system", is_install=True)
-    documents = []
+    documents: list[dict[str, Any]] = []
     for path, text in rendered.items():
         if path.endswith(".txt"):
             continue
@@ -41,6 +50,16 @@ def render(values: dict[str, Any]) -> list[dict[str, Any]]:
 
 def by_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in documents if d["kind"] == kind]
+
+
+def settings_env(field: str) -> str:
+    prefix = Settings.model_config.get("env_prefix") or ""
+    return f"{prefix}{field}".upper()
+
+
+CREDENTIALS = {
+    settings_env(n) for n, f in Settings.model_fields.items() if f.annotation is SecretStr
+}
 
 
 @pytest.mark.parametrize("values", [{}, CUSTOM], ids=["default", "custom"])
@@ -86,7 +105,21 @@ def test_operator_pod_is_locked_down() -> None:
     assert container["livenessProbe"]["httpGet"]["port"] == "health"
     assert container["readinessProbe"]["httpGet"]["port"] == "health"
     assert "--all-namespaces" in container["args"]
-    assert not any("value" in e and "SECRET" in e["name"] for e in container["env"])
+    assert {"KUBELOOP_S3_ACCESS_KEY", "KUBELOOP_S3_SECRET_KEY"} == CREDENTIALS
+    assert not [e for e in container["env"] if e["name"] in CREDENTIALS]
+
+
+@pytest.mark.parametrize("values", [{}, CUSTOM], ids=["default", "custom"])
+def test_operator_env_names_settings_fields(values: dict[str, Any]) -> None:
+    """Settings ignores unknown KUBELOOP_* variables: a misspelt one would do nothing."""
+    (deployment,) = by_kind(render(values), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    names = [e["name"] for e in container["env"]]
+    assert len(names) == len(set(names))
+    assert set(names) <= {settings_env(field) for field in Settings.model_fields}
+    for env in container["env"]:
+        if env["name"] in CREDENTIALS:
+            assert set(env) == {"name", "valueFrom"}, "credentials only by secretKeyRef"
 
 
 def test_custom_values_reach_the_pod() -> None:
@@ -102,7 +135,12 @@ def test_custom_values_reach_the_pod() -> None:
     secret_env = {
         e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
     }
-    assert secret_env["KUBELOOP_S3_ACCESS_KEY"]["name"] == "kubeloop-s3"
+    assert secret_env["KUBELOOP_S3_ACCESS_KEY"] == {"name": "kubeloop-s3", "key": "access"}
+    assert secret_env["KUBELOOP_S3_SECRET_KEY"] == {"name": "kubeloop-s3", "key": "secret"}
+    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert plain["KUBELOOP_S3_SECRET_NAME"] == "kubeloop-s3"
+    assert plain["KUBELOOP_S3_SECRET_ACCESS_KEY_FIELD"] == "access"
+    assert plain["KUBELOOP_S3_SECRET_SECRET_KEY_FIELD"] == "secret"
     assert by_kind(documents, "ServiceMonitor")[0]["metadata"]["labels"]["release"] == "prom"
     (dashboard,) = [d for d in by_kind(documents, "ConfigMap") if "kubeloop.json" in d["data"]]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -110,6 +148,11 @@ def test_custom_values_reach_the_pod() -> None:
         "team-a",
         "team-b",
     }
+
+
+def test_metrics_and_health_ports_must_differ() -> None:
+    with pytest.raises(helm.HelmRenderError, match="must differ"):
+        render({"metrics": {"port": 8080, "healthPort": 8080}})
 
 
 @pytest.mark.parametrize(

@@ -40,3 +40,56 @@ app.kubernetes.io/component: operator
 {{- define "kubeloop.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+RBAC rules in the namespaces the operator watches (every namespace without watchNamespaces).
+Each rule names the code that needs it; tests/unit/test_helm_rbac.py keeps them exact.
+*/}}
+{{- define "kubeloop.namespacedRules" -}}
+# kopf watches and annotates the three kinds (handler progress, timers' finalizer); kubeloop
+# reads them, and a FeedbackDataset creates the next TrainingJob.
+- apiGroups: [kubeloop.io]
+  resources: [trainingjobs]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [kubeloop.io]
+  resources: [feedbackdatasets, servedmodels]
+  verbs: [get, list, watch, patch]
+# Runtime.write_status.
+- apiGroups: [kubeloop.io]
+  resources: [trainingjobs/status, feedbackdatasets/status, servedmodels/status]
+  verbs: [patch]
+# Children carry ownerReferences with blockOwnerDeletion, which clusters enforcing
+# OwnerReferencesPermissionEnforcement (OpenShift) allow only with this.
+- apiGroups: [kubeloop.io]
+  resources: [trainingjobs/finalizers, feedbackdatasets/finalizers, servedmodels/finalizers]
+  verbs: [update]
+# A TrainingJob's trainer: its Job (kopf watches the Jobs too), pods and spec ConfigMap.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [create, patch]
+# A FeedbackDataset's storage.secretRef.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+# Events of kubeloop and of kopf.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+# A ServedModel's predictor: a KServe InferenceService, or a Deployment (stable and canary)
+# and a Service.
+- apiGroups: [serving.kserve.io]
+  resources: [inferenceservices]
+  verbs: [get, create, patch, delete]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, create, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch, delete]
+{{- end }}
