@@ -1,0 +1,90 @@
+"""The trainer's command line: run one TrainingJob, report the result, exit with a code.
+
+    python -m kubeloop.training --spec FILE [--result FILE]
+
+FILE is a TrainingJob manifest (YAML or JSON). Connections come from KUBELOOP_* settings.
+On success the result (kubeloop.api.training_result) is written to --result and printed
+as the last line of stdout; logs go to stderr. Exit codes:
+
+    0  a model version was registered
+    1  training failed (bad data, a plugin error, an ONNX mismatch, ...)
+    2  the spec or its arguments are invalid, or the base model does not exist
+    3  MLflow or S3 could not be reached, after bounded retries
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubeloop import plugins, registry, settings, storage
+from kubeloop.training import checks, datasets, onnx_check, run
+
+OK, FAILED, INVALID, UNREACHABLE = 0, 1, 2, 3
+_EXIT_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
+    ((checks.InvalidSpec, plugins.InvalidArguments, registry.ModelNotFound), INVALID),
+    ((registry.RegistryUnavailable, storage.StorageUnavailable), UNREACHABLE),
+)
+
+_EXPECTED = (
+    checks.InvalidSpec,
+    plugins.PluginError,
+    registry.ModelNotFound,
+    registry.RegistryUnavailable,
+    storage.StorageUnavailable,
+    datasets.DatasetError,
+    onnx_check.OnnxMismatch,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the trainer; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m kubeloop.training",
+        description="Train, evaluate, export and register the model a TrainingJob describes.",
+    )
+    parser.add_argument("--spec", type=Path, required=True, help="TrainingJob manifest file")
+    parser.add_argument("--result", type=Path, help="also write the result JSON to this file")
+    args = parser.parse_args(argv)
+    config = settings.load()
+    log = _logger(config.log_level)
+    job_name = str(args.spec)
+    try:
+        job = checks.load_job(args.spec)
+        job_name = f"{job.metadata.namespace}/{job.metadata.name}"
+        result = run.train_job(job, config, log)
+    except Exception as error:  # every failure ends in one readable paragraph and a code
+        code = exit_code(error)
+        message = " ".join(str(error).split())
+        if not isinstance(error, _EXPECTED):
+            log.error("unexpected error", exc_info=error)  # a bug: keep the traceback
+            message = f"{type(error).__name__}: {message}"
+        print(f"kubeloop trainer: TrainingJob {job_name} failed: {message}", file=sys.stderr)
+        return code
+    line = result.to_line()
+    if args.result is not None:
+        args.result.write_text(line + "\n")
+    print(line, flush=True)
+    return OK
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code that tells the operator what kind of failure `error` is."""
+    for kinds, code in _EXIT_CODES:
+        if isinstance(error, kinds):
+            return code
+    return FAILED
+
+
+def _logger(level: str) -> logging.Logger:
+    log = logging.getLogger("kubeloop.training")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(level.upper())
+    return log

@@ -1,0 +1,220 @@
+"""One TrainingJob, start to finish: check, load, train, evaluate, export, log, register.
+
+The order keeps failures cheap and nothing half-done: every check and the reachability of
+MLflow come before any data is read or any epoch is trained, and the model version is
+registered last, once its ONNX model, checkpoint, card and metrics are all logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from kubeloop import plugins
+from kubeloop.api.training_result import TrainingResult
+from kubeloop.api.trainingjob import Metrics, TrainingJob
+from kubeloop.registry import ModelVersion, Registry
+from kubeloop.settings import Settings
+from kubeloop.storage import ObjectStore
+from kubeloop.training import card, checks, datasets, onnx_check, splits, tracking
+
+CHECKPOINT = "checkpoint/model.pt"
+"""Run artifact a later fine-tune starts from."""
+MODEL_CARD = "model_card.md"
+"""Run artifact with the model card; also the version's description."""
+_CHECK_BATCH = 64
+_DESCRIPTION_LIMIT = 5000  # MLflow keeps at most this many characters of a description
+
+# Model version tags.
+TAG_JOB = "kubeloop.trainingJob"
+TAG_NAMESPACE = "kubeloop.namespace"
+TAG_JOB_UID = "kubeloop.trainingJobUid"
+TAG_PLUGIN = "kubeloop.plugin"
+TAG_PLUGIN_VERSION = "kubeloop.pluginVersion"
+TAG_CLASSES = "kubeloop.classes"
+TAG_INPUT_SHAPE = "kubeloop.inputShape"
+TAG_SNAPSHOT = "kubeloop.snapshotGeneration"
+TAG_PARENT = "kubeloop.parentVersion"
+TAG_BASE_MODEL = "kubeloop.baseModel"
+
+
+def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> TrainingResult:
+    """Run `job` and register its model version; raises on the first thing that fails."""
+    plugin, args = checks.check_job(job)
+    info = plugin.info()
+    spec = job.spec
+    registry = Registry(settings.mlflow_tracking_uri)
+    registry.check_reachable()
+    parent: ModelVersion | None = None
+    base_model = None
+    if spec.base_model is not None:
+        parent = registry.resolve(spec.base_model)
+        checkpoint = registry.download_run_artifact(parent, CHECKPOINT)
+        base_model = plugins.BaseModel(spec.base_model, parent.version, checkpoint)
+        log.info("fine-tuning from %s (version %s)", spec.base_model, parent.version)
+    assembled = _load(job, settings, log)
+    for name in assembled.unevaluated:
+        log.warning("slice %r is not evaluated: no dataset provides held-out data for it", name)
+    metric = spec.evaluation.metric
+    name = job.metadata.name
+    run_tags = {TAG_JOB: name, TAG_NAMESPACE: job.metadata.namespace, TAG_PLUGIN: info.name}
+    with tracking.Run(settings.mlflow_tracking_uri).start(
+        spec.registered_model, name, run_tags
+    ) as run:
+        log.info("MLflow run %s at %s", run.run_id, settings.mlflow_tracking_uri)
+        run.log_params(_params(job, info, args))
+        epochs: list[dict[str, float]] = []
+
+        def progress(report: plugins.Progress) -> None:
+            epochs.append(dict(report.metrics))
+            shown = " ".join(f"{k}={v:.4f}" for k, v in report.metrics.items())
+            log.info("epoch %d/%d %s", report.epoch, report.epochs, shown)
+
+        context = plugins.TrainingContext(
+            args=args,
+            datasets=assembled.datasets,
+            metric=metric,
+            base_model=base_model,
+            logger=log,
+            progress=progress,
+        )
+        started = time.perf_counter()
+        trained = plugin.train(context)
+        train_seconds = time.perf_counter() - started
+        run.log_epochs(epochs)
+        evaluation = plugin.evaluate(trained, assembled.evaluation, metric)
+        slices = {k: v for k, v in evaluation.slices.items() if k in spec.evaluation.slices}
+        onnx_model = plugin.export(trained)
+        batch = _check_batch(assembled.datasets)
+        reference = plugin.predict(trained, batch)
+        diff = onnx_check.max_abs_diff(onnx_model, batch, trained.input_shape, reference)
+        log.info("ONNX export matches the trained model (max abs diff %.2e)", diff)
+        run.log_metrics(
+            {
+                metric: evaluation.overall,
+                **{f"{metric}.{k}": v for k, v in slices.items()},
+                "onnx_max_abs_diff": diff,
+                "train_seconds": train_seconds,
+                "best_epoch": trained.best_epoch,
+            }
+        )
+        embedding = int(np.asarray(reference[plugins.EMBEDDING]).shape[1])
+        logged = run.log_onnx(onnx_model, trained.input_shape, len(trained.classes), embedding)
+        run.log_file(plugin.checkpoint(trained), CHECKPOINT)
+        text = card.render(
+            card.Facts(
+                training_job=f"{job.metadata.namespace}/{name}",
+                registered_model=spec.registered_model,
+                plugin=info,
+                args=args,
+                lineage=assembled.lineage,
+                metric=metric,
+                evaluation=plugins.Evaluation(evaluation.overall, slices),
+                slice_sizes={k: len(v) for k, v in assembled.evaluation.items()},
+                unevaluated=assembled.unevaluated,
+                parent=parent.uri if parent else None,
+                classes=trained.classes,
+                input_shape=trained.input_shape,
+                embedding_size=embedding,
+                onnx_max_abs_diff=diff,
+                train_seconds=train_seconds,
+                device=trained.device,
+                best_epoch=trained.best_epoch,
+                epochs=len(trained.history),
+            )
+        )
+        run.log_file(text.encode(), MODEL_CARD)
+        tags = version_tags(job, info, trained, assembled, parent)
+        version = registry.register_version(
+            spec.registered_model,
+            logged.model_uri,
+            run.run_id,
+            tags,
+            description=text[:_DESCRIPTION_LIMIT],
+            model_id=logged.model_id,
+        )
+    log.info("registered %s", version.uri)
+    return TrainingResult(
+        training_job=name,
+        registered_model=spec.registered_model,
+        model_version=version.version,
+        mlflow_run_id=run.run_id,
+        metrics=Metrics(
+            overall=round(evaluation.overall, 6), slices={k: round(v, 6) for k, v in slices.items()}
+        ),
+        onnx_max_abs_diff=float(f"{diff:.3g}"),
+        train_seconds=round(train_seconds, 3),
+        device=trained.device,
+    )
+
+
+def version_tags(
+    job: TrainingJob,
+    info: plugins.PluginInfo,
+    trained: plugins.TrainedModel[Any],
+    assembled: splits.Assembled,
+    parent: ModelVersion | None,
+) -> dict[str, str]:
+    """The new version's tags: lineage and interface; no side effects."""
+    tags = {
+        TAG_JOB: job.metadata.name,
+        TAG_NAMESPACE: job.metadata.namespace,
+        TAG_PLUGIN: info.name,
+        TAG_PLUGIN_VERSION: info.version,
+        TAG_CLASSES: json.dumps(list(trained.classes)),
+        TAG_INPUT_SHAPE: json.dumps(list(trained.input_shape)),
+    }
+    uid = (job.metadata.model_extra or {}).get("uid")
+    if uid:
+        tags[TAG_JOB_UID] = str(uid)
+    generations = [str(d.generation) for d in assembled.lineage if d.generation is not None]
+    if generations:
+        tags[TAG_SNAPSHOT] = ",".join(generations)
+    if parent is not None:
+        tags[TAG_PARENT] = parent.version
+        tags[TAG_BASE_MODEL] = parent.uri
+    return tags
+
+
+def _load(job: TrainingJob, settings: Settings, log: logging.Logger) -> splits.Assembled:
+    references, feedback = [], []
+    store: ObjectStore | None = None
+    for source in job.spec.datasets:
+        if not datasets.is_feedback(source):
+            references.append(datasets.load_reference(source))
+            continue
+        store = store or ObjectStore.from_settings(settings)
+        snapshot = datasets.load_feedback(source, store)
+        log.info(
+            "dataset %s: %d feedback samples from %s",
+            source.name,
+            len(snapshot.ids),
+            snapshot.source,
+        )
+        feedback.append(snapshot)
+    return splits.assemble(references, feedback, job.spec.evaluation.slices)
+
+
+def _check_batch(loaded: tuple[plugins.Dataset, ...]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Up to 64 validation images (training images when there are none) for the ONNX check."""
+    parts = [d.validation for d in loaded if len(d.validation)] or [
+        d.train for d in loaded if len(d.train)
+    ]
+    return plugins.LabelledImages.concat(parts).images[:_CHECK_BATCH]
+
+
+def _params(job: TrainingJob, info: plugins.PluginInfo, args: dict[str, Any]) -> dict[str, Any]:
+    spec = job.spec
+    return {
+        **{f"args.{k}": v for k, v in args.items()},
+        "plugin": f"{info.name} {info.version}",
+        "baseModel": spec.base_model or "",
+        "datasets": json.dumps([d.to_wire() for d in spec.datasets]),
+        "metric": spec.evaluation.metric,
+        "slices": ",".join(spec.evaluation.slices),
+        "trainingJob": f"{job.metadata.namespace}/{job.metadata.name}",
+    }

@@ -1,0 +1,291 @@
+"""`python -m kubeloop.training` against real MLflow and S3 servers on 127.0.0.1.
+
+The digits example's base TrainingJob registers a version that is loaded back by URI and
+run with onnxruntime; the example's retraining template, on a feedback snapshot in S3,
+registers its child, which must learn the new user and keep the base digits (the demo's
+promise). Bad data and unreachable servers fail with the documented exit codes and
+register nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.artifacts
+import numpy as np
+import onnxruntime
+import pytest
+import yaml
+from ulid import ULID
+
+from kubeloop import digits, manifests
+from kubeloop.api import samples
+from kubeloop.api.training_result import TrainingResult
+from kubeloop.local import services
+from kubeloop.registry import Registry
+from kubeloop.storage import ObjectStore
+from kubeloop_image_classifier import network
+from tests.conftest import ACCESS_KEY, SECRET_KEY, unused_url
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MODEL = "tj-digits"
+BUCKET = "tj-feedback"
+PREFIX = "feedback/digits/"
+
+
+@pytest.fixture(scope="module")
+def env(s3_server: services.Service, mlflow_server: services.Service) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KUBELOOP_MLFLOW_TRACKING_URI": mlflow_server.url,
+        "KUBELOOP_S3_ENDPOINT": s3_server.url,
+        "KUBELOOP_S3_ACCESS_KEY": ACCESS_KEY,
+        "KUBELOOP_S3_SECRET_KEY": SECRET_KEY,
+    }
+
+
+@pytest.fixture(scope="module")
+def store(s3_server: services.Service) -> ObjectStore:
+    store = ObjectStore(s3_server.url, ACCESS_KEY, SECRET_KEY, retries=1)
+    store.ensure_bucket(BUCKET)
+    return store
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("trainer")
+
+
+def _job(name: str, model: str = MODEL, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": "tests", "uid": f"uid-{name}"},
+        "spec": {
+            "plugin": {"name": "image-classifier"},
+            "args": {"epochs": 2},
+            "datasets": [{"name": "base", "uri": "builtin://digits"}],
+            "registeredModel": model,
+            "evaluation": {"metric": "accuracy", "slices": ["base", "new-user"]},
+            **spec,
+        },
+    }
+
+
+def _example(kind: str) -> dict[str, Any]:
+    """The digits example's TrainingJob spec, or its FeedbackDataset's training template."""
+    for _, manifest in manifests.load(EXAMPLES / "digits"):
+        if manifest["kind"] == kind == "TrainingJob":
+            return copy.deepcopy(manifest["spec"])
+        if manifest["kind"] == kind == "FeedbackDataset":
+            return copy.deepcopy(manifest["spec"]["retrain"]["trainingTemplate"])
+    raise AssertionError(f"no {kind} in the digits example")
+
+
+def _train(
+    workdir: Path, job: dict[str, Any], env: dict[str, str], timeout: float = 300
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    name = job["metadata"]["name"]
+    spec = workdir / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump(job))
+    result = workdir / f"{name}.result.json"
+    command = [sys.executable, "-m", "kubeloop.training", "--spec", str(spec)]
+    process = subprocess.run(
+        [*command, "--result", str(result)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return process, result
+
+
+def _snapshot(store: ObjectStore, generation: int, images: Any, labels: Any) -> str:
+    keys = []
+    for image, label in zip(images, labels, strict=True):
+        sample = samples.FeedbackSample(
+            id=str(ULID()),
+            input=[float(v) for v in np.asarray(image).ravel()],
+            shape=list(np.asarray(image).shape),
+            label=str(label),
+            slice=digits.NEW_USER,
+            received_at="2026-01-01T00:00:00Z",
+        )
+        key = samples.sample_key(PREFIX, sample.id)
+        store.put_json(BUCKET, key, sample.to_wire())
+        keys.append(key)
+    manifest = samples.SnapshotManifest(
+        dataset="digits-feedback",
+        generation=generation,
+        bucket=BUCKET,
+        keys=keys,
+        created_at="2026-01-01T00:00:00Z",
+    )
+    key = samples.snapshot_key(PREFIX, generation)
+    store.put_json(BUCKET, key, manifest.to_wire())
+    return f"s3://{BUCKET}/{key}"
+
+
+@pytest.fixture(scope="module")
+def base(workdir: Path, env: dict[str, str]) -> TrainingResult:
+    """The example's base TrainingJob, as `kubectl apply -f examples/digits` would run it."""
+    spec = {**_example("TrainingJob"), "registeredModel": MODEL}
+    process, result_file = _train(workdir, _job("digits-base", **spec), env)
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = TrainingResult.parse(process.stdout)
+    assert process.stdout.strip().splitlines()[-1] == result.to_line()
+    assert TrainingResult.parse(result_file.read_text()) == result
+    return result
+
+
+def test_base_version_is_registered_complete(base: TrainingResult, registry: Registry) -> None:
+    assert (base.training_job, base.registered_model, base.device) == ("digits-base", MODEL, "cpu")
+    assert base.onnx_max_abs_diff <= 1e-4
+    # The demo's starting point: good on the digits it knows, poor on the new user's.
+    assert base.metrics.slices["base"] > 0.95
+    assert base.metrics.slices["new-user"] < 0.6
+    version = registry.resolve(f"models:/{MODEL}/{base.model_version}")
+    assert version.run_id == base.mlflow_run_id
+    assert version.tags["kubeloop.trainingJob"] == "digits-base"
+    assert version.tags["kubeloop.trainingJobUid"] == "uid-digits-base"
+    assert version.tags["kubeloop.plugin"] == "image-classifier"
+    assert version.tags["kubeloop.classes"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
+    assert "kubeloop.parentVersion" not in version.tags
+    assert "kubeloop.snapshotGeneration" not in version.tags
+    metrics = registry.metrics(version, "accuracy")
+    assert metrics.slices == pytest.approx(base.metrics.slices, abs=1e-6)
+    assert metrics.overall == pytest.approx(base.metrics.overall, abs=1e-6)
+
+    # The registered ONNX file, loaded back by URI, is the model that was evaluated.
+    session = onnxruntime.InferenceSession(registry.download_onnx(version))
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "embedding"]
+    for slice_ in digits.SLICES:
+        images, labels = digits.load_slice(slice_)
+        probabilities, embedding = session.run(None, {"input": images[:, None]})
+        assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+        assert embedding.shape[0] == len(labels)
+        accuracy = float(np.mean(np.asarray(digits.CLASSES)[probabilities.argmax(1)] == labels))
+        assert accuracy == pytest.approx(base.metrics.slices[slice_], abs=1e-6)
+
+    checkpoint = network.load(registry.download_run_artifact(version, "checkpoint/model.pt"))
+    assert checkpoint.shape.classes == digits.CLASSES
+
+
+def test_run_holds_epochs_signature_and_card(
+    base: TrainingResult, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
+    client = mlflow.MlflowClient(registry.tracking_uri)
+    epochs = _example("TrainingJob")["args"]["epochs"]
+    losses = client.get_metric_history(base.mlflow_run_id, "train_loss")
+    assert sorted(m.step for m in losses) == list(range(1, epochs + 1))
+    assert len(client.get_metric_history(base.mlflow_run_id, "val_accuracy")) == epochs
+    run = client.get_run(base.mlflow_run_id)
+    assert run.data.params["args.epochs"] == str(epochs)
+    assert run.info.status == "FINISHED"
+    uri = f"models:/{MODEL}/{base.model_version}"
+    signature = mlflow.models.get_model_info(uri).signature.to_dict()
+    assert '"name": "input"' in signature["inputs"]
+    assert "[-1, 1, 8, 8]" in signature["inputs"]
+    assert '"name": "probabilities"' in signature["outputs"]
+    card_path = mlflow.artifacts.download_artifacts(
+        run_id=base.mlflow_run_id, artifact_path="model_card.md", tracking_uri=registry.tracking_uri
+    )
+    card = Path(card_path).read_text()
+    assert "trained from scratch" in card
+    assert f"| new-user | {base.metrics.slices['new-user']:.4f} | " in card
+    description = client.get_model_version(MODEL, base.model_version).description
+    assert description == card
+
+
+def test_fine_tune_on_a_feedback_snapshot(
+    base: TrainingResult, workdir: Path, env: dict[str, str], store: ObjectStore, registry: Registry
+) -> None:
+    """The example's retraining template on 100 new-user samples, from the champion."""
+    registry.set_alias(MODEL, "champion", base.model_version)
+    manifest = _snapshot(store, 1, *digits.new_user_feedback(100, seed=0))
+    spec = _example("FeedbackDataset")
+    spec["registeredModel"] = MODEL
+    spec["baseModel"] = f"models:/{MODEL}@champion"
+    spec["datasets"].append(
+        {"name": "feedback", "feedbackDataset": "digits-feedback", "manifest": manifest}
+    )
+    process, _ = _train(workdir, _job("digits-feedback-1", **spec), env)
+    assert process.returncode == 0, process.stderr[-3000:]
+    tuned = TrainingResult.parse(process.stdout)
+    assert int(tuned.model_version) == int(base.model_version) + 1
+    version = registry.resolve(f"models:/{MODEL}/{tuned.model_version}")
+    assert version.tags["kubeloop.parentVersion"] == base.model_version
+    assert version.tags["kubeloop.snapshotGeneration"] == "1"
+    assert version.tags["kubeloop.trainingJob"] == "digits-feedback-1"
+    # The demo's promise: the new user is learnt, the base digits are kept.
+    assert tuned.metrics.slices["new-user"] > 0.85
+    assert tuned.metrics.slices["base"] >= base.metrics.slices["base"] - 0.02
+    card = registry.download_run_artifact(version, "model_card.md").decode()
+    assert f"fine-tuned from `models:/{MODEL}/{base.model_version}`" in card
+    assert f"`{manifest}` | digits-feedback | 1 |" in card
+
+
+def test_a_label_outside_the_base_classes_registers_nothing(
+    base: TrainingResult, workdir: Path, env: dict[str, str], store: ObjectStore, registry: Registry
+) -> None:
+    before = registry.latest_version(MODEL)
+    images, labels = digits.new_user_feedback(3, seed=9)
+    manifest = _snapshot(store, 2, images, [*labels[:2], "eleven"])
+    job = _job(
+        "tj-bad-label",
+        args={"epochs": 1},
+        baseModel=f"models:/{MODEL}/{base.model_version}",
+        datasets=[{"name": "feedback", "feedbackDataset": "digits-feedback", "manifest": manifest}],
+    )
+    process, result_file = _train(workdir, job, env)
+    assert process.returncode == 2, process.stderr[-3000:]
+    assert "labels ['eleven'] are not among the base model's classes" in process.stderr
+    assert not result_file.exists()
+    assert registry.latest_version(MODEL) == before
+    runs = mlflow.MlflowClient(registry.tracking_uri).search_runs(
+        [mlflow.MlflowClient(registry.tracking_uri).get_experiment_by_name(MODEL).experiment_id],
+        filter_string="tags.`kubeloop.trainingJob` = 'tj-bad-label'",
+    )
+    assert [run.info.status for run in runs] == ["FAILED"]
+
+
+def test_unreachable_mlflow_exits_3_naming_it(workdir: Path, env: dict[str, str]) -> None:
+    url = unused_url()
+    started = time.monotonic()
+    process, result_file = _train(
+        workdir, _job("tj-no-mlflow"), {**env, "KUBELOOP_MLFLOW_TRACKING_URI": url}, timeout=120
+    )
+    assert process.returncode == 3, process.stderr[-3000:]
+    assert f"the MLflow server at {url} could not be reached" in process.stderr
+    assert "epoch 1/" not in process.stderr  # nothing was trained
+    assert not result_file.exists()
+    assert time.monotonic() - started < 90  # retries are bounded
+
+
+def test_unreachable_s3_exits_3_and_registers_nothing(
+    workdir: Path, env: dict[str, str], registry: Registry
+) -> None:
+    url = unused_url()
+    job = _job(
+        "tj-no-s3",
+        model="tj-no-s3",
+        datasets=[{"name": "feedback", "uri": f"s3://{BUCKET}/{PREFIX}"}],
+    )
+    process, _ = _train(
+        workdir, job, {**env, "KUBELOOP_S3_ENDPOINT": url, "KUBELOOP_S3_RETRIES": "1"}
+    )
+    assert process.returncode == 3, process.stderr[-3000:]
+    assert f"object storage at {url} failed after 2 attempts" in process.stderr
+    assert registry.latest_version("tj-no-s3") is None

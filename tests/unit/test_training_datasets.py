@@ -1,0 +1,76 @@
+"""Loading feedback snapshots from a real S3 server, and the bundled digits."""
+
+import numpy as np
+import pytest
+
+from kubeloop import digits
+from kubeloop.api import samples
+from kubeloop.api.trainingjob import DatasetSource
+from kubeloop.storage import ObjectStore
+from kubeloop.training import datasets
+
+BUCKET = "tj-datasets"
+
+
+def _put_samples(store: ObjectStore, prefix: str, count: int) -> list[str]:
+    images, labels = digits.new_user_feedback(count, seed=2)
+    keys = []
+    for n, (image, label) in enumerate(zip(images, labels, strict=True)):
+        sample = samples.FeedbackSample(
+            id=f"01JTEST{n:019d}",
+            input=image.ravel().tolist(),
+            shape=[1, 8, 8],  # a channel axis of 1 is still a grayscale image
+            label=str(label),
+            slice="new-user" if n % 2 else None,
+            received_at="2026-01-01T00:00:00Z",
+        )
+        keys.append(samples.sample_key(prefix, sample.id))
+        store.put_json(BUCKET, keys[-1], sample.to_wire())
+    return keys
+
+
+def test_a_manifest_and_a_prefix_load_the_same_samples(object_store: ObjectStore) -> None:
+    object_store.ensure_bucket(BUCKET)
+    prefix = "loading/"
+    keys = _put_samples(object_store, prefix, 6)
+    manifest = samples.SnapshotManifest(
+        dataset="fd", generation=4, bucket=BUCKET, keys=keys[:4], created_at="2026-01-01T00:00:00Z"
+    )
+    object_store.put_json(BUCKET, samples.snapshot_key(prefix, 4), manifest.to_wire())
+    uri = f"s3://{BUCKET}/{samples.snapshot_key(prefix, 4)}"
+
+    frozen = datasets.load_feedback(
+        DatasetSource(name="feedback", feedback_dataset="fd", manifest=uri), object_store
+    )
+    assert frozen.generation == 4
+    assert len(frozen.ids) == 4
+    assert frozen.samples.images.shape == (4, 8, 8)
+    assert frozen.samples.slices.tolist() == ["", "new-user", "", "new-user"]
+    expected, labels = digits.new_user_feedback(6, seed=2)
+    assert np.array_equal(frozen.samples.images, expected[:4])
+    assert frozen.samples.labels.tolist() == labels[:4].tolist()
+
+    everything = datasets.load_feedback(
+        DatasetSource(name="feedback", uri=f"s3://{BUCKET}/loading"), object_store
+    )
+    assert everything.ids == tuple(key.rsplit("/", 1)[1].removesuffix(".json") for key in keys)
+    assert everything.generation is None
+
+
+def test_broken_data_is_named(object_store: ObjectStore) -> None:
+    object_store.ensure_bucket(BUCKET)
+    object_store.put_json(BUCKET, "broken/samples/01JBAD.json", {"id": "01JBAD", "label": "3"})
+    with pytest.raises(datasets.DatasetError, match=r"s3://tj-datasets/broken/samples/01JBAD"):
+        datasets.load_feedback(DatasetSource(name="f", uri=f"s3://{BUCKET}/broken/"), object_store)
+    with pytest.raises(datasets.DatasetError, match="does not exist"):
+        datasets.load_feedback(
+            DatasetSource(name="f", uri=f"s3://{BUCKET}/absent/gen-1.json"), object_store
+        )
+
+
+def test_the_bundled_digits_provide_both_slices() -> None:
+    reference = datasets.load_reference(DatasetSource(name="base", uri="builtin://digits"))
+    assert set(reference.slices) == {"base", "new-user"}
+    assert set(reference.train.slices) == {"base"}
+    assert len(reference.train) + len(reference.validation) + len(reference.test) == 1797
+    assert datasets.source_problems(DatasetSource(name="base", uri="builtin://digits")) == []
