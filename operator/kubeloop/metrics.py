@@ -73,9 +73,7 @@ PREDICTOR_BATCH_SIZE = Histogram(
     "Rows per onnxruntime call after micro-batching.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
-PREDICTIONS = Counter(
-    "kubeloop_predictions_total", "Predictions by predicted class.", ["class"]
-)
+PREDICTIONS = Counter("kubeloop_predictions_total", "Predictions by predicted class.", ["class"])
 FEEDBACK = Counter(
     "kubeloop_feedback_total",
     "Feedback requests by dataset, result (accepted, rejected) and reason (ok or the problem).",

@@ -101,7 +101,10 @@ class ObjectStore:
         self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> None:
         """Store `data`; returns only once the server has acknowledged the write."""
-        self._call(self._client.put_object, bucket, key, io.BytesIO(data), len(data), content_type)
+        # A fresh stream per attempt: a retry must not resume the one a failed attempt read.
+        self._call(
+            lambda: self._client.put_object(bucket, key, io.BytesIO(data), len(data), content_type)
+        )
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
         """The object's content; ObjectNotFound when it does not exist."""

@@ -1,0 +1,142 @@
+"""Server-side micro-batching: concurrent requests share one onnxruntime call.
+
+Requests queue their rows; one worker takes the first waiting request, adds whatever else
+arrives until the batch holds `max_batch_size` rows or the first request has waited
+`max_latency` (time spent queued behind the previous batch counts, so a busy server adds
+no wait at all), runs the batch in its own thread and hands every request its slice. Knows
+nothing of HTTP or of models: `run` maps a batch to something that can be sliced by rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, Self, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class Sliceable(Protocol):
+    def rows(self, start: int, stop: int) -> Self:
+        """The part of a batch's output that belongs to rows start..stop."""
+        ...
+
+
+T = TypeVar("T", bound=Sliceable)
+
+
+class BatcherClosed(RuntimeError):
+    """The server is shutting down."""
+
+
+@dataclass
+class _Request(Generic[T]):
+    rows: NDArray[np.float32]
+    future: asyncio.Future[T]
+    queued_at: float = field(default=0.0)
+
+
+class MicroBatcher(Generic[T]):
+    """Collects rows from concurrent callers into batches for `run`."""
+
+    def __init__(
+        self,
+        run: Callable[[NDArray[np.float32]], T],
+        max_batch_size: int,
+        max_latency_seconds: float,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
+        self._run = run
+        self._max_batch_size = max_batch_size
+        self._max_latency = max_latency_seconds
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Request[T]] = asyncio.Queue()
+        # One thread: batches run one at a time, each using onnxruntime's own thread pool.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def submit(self, rows: NDArray[np.float32]) -> T:
+        """The output for `rows` (N inputs), computed in some batch with other callers' rows."""
+        if self._closed:
+            raise BatcherClosed("the predictor is shutting down")
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done():  # first call, or a worker that died
+            self._worker = loop.create_task(self._work(), name="micro-batcher")
+        request: _Request[T] = _Request(rows, loop.create_future(), loop.time())
+        self._queue.put_nowait(request)
+        return await request.future
+
+    async def close(self) -> None:
+        """Stop the worker; callers still waiting get BatcherClosed."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
+            if not request.future.done():
+                request.future.set_exception(BatcherClosed("the predictor is shutting down"))
+        self._executor.shutdown(wait=False)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        held: _Request[T] | None = None
+        while True:
+            first = held if held is not None else await self._queue.get()
+            batch, held = await self._collect(first, loop)
+            batch = [r for r in batch if not r.future.done()]  # callers that gave up
+            if not batch:
+                continue
+            rows = batch[0].rows if len(batch) == 1 else np.concatenate([r.rows for r in batch])
+            try:
+                output = await loop.run_in_executor(self._executor, self._run, rows)
+            except asyncio.CancelledError:
+                for request in [*batch, *([held] if held else [])]:
+                    if not request.future.done():
+                        request.future.set_exception(BatcherClosed("the predictor stopped"))
+                raise
+            except Exception as error:  # the batch's callers get the error, the worker lives on
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(error)
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(rows))
+            start = 0
+            for request in batch:
+                stop = start + len(request.rows)
+                if not request.future.done():
+                    request.future.set_result(output.rows(start, stop))
+                start = stop
+
+    async def _collect(
+        self, first: _Request[T], loop: asyncio.AbstractEventLoop
+    ) -> tuple[list[_Request[T]], _Request[T] | None]:
+        """`first` plus later requests up to the size limit or `first`'s deadline; the
+        request that did not fit, if any, is held for the next batch."""
+        batch, size = [first], len(first.rows)
+        deadline = first.queued_at + self._max_latency
+        while size < self._max_batch_size:
+            try:
+                request = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    request = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if size + len(request.rows) > self._max_batch_size:
+                return batch, request
+            batch.append(request)
+            size += len(request.rows)
+        return batch, None

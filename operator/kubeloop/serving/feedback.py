@@ -1,0 +1,288 @@
+"""The feedback API's logic: validate a labelled input, store it, judge the prediction.
+
+A request is a JSON object or a raw PNG body (its fields then come as query parameters):
+
+    {"input": [[...], ...] | null, "image_png": "<base64>" | null, "label": "7",
+     "prediction_id": "01J..." | null, "slice": "new-user" | null}
+
+The input may be left out when `prediction_id` names a prediction this replica still
+holds: the logged input is used. A sample is acknowledged only once S3 has acknowledged
+its write (`{prefix}samples/{ULID}.json`, api.samples.FeedbackSample); when storage is
+down the answer is 503 and nothing is counted. Every refusal is a `Rejected` with an HTTP
+status, a one-word reason (a metric label) and a message naming the problem. No HTTP here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from ulid import ULID
+
+from kubeloop import metrics
+from kubeloop.api import samples
+from kubeloop.serving import inputs
+from kubeloop.serving.live_accuracy import LiveAccuracy
+from kubeloop.serving.prediction_log import PredictionPool
+from kubeloop.storage import ObjectStore, StorageUnavailable
+
+RETRY_AFTER_SECONDS = 5
+_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_FIELDS = {"input", "image_png", "label", "prediction_id", "slice"}
+
+
+class Rejected(Exception):
+    """The request is refused; `status` is the HTTP status, `reason` a bounded label."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a FeedbackDataset accepts."""
+
+    dataset: str
+    classes: tuple[str, ...]
+    input_shape: tuple[int, ...] | None
+    """None: the serving model's input shape."""
+    slices: tuple[str, ...] = ()
+    """Allowed slice tags; any tag when empty."""
+    max_payload_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    """A validated request, before storage."""
+
+    label: str
+    input: NDArray[np.float32] | None
+    prediction_id: str | None
+    slice: str | None
+
+
+def parse_json(body: bytes, policy: Policy, shape: tuple[int, ...]) -> FeedbackRequest:
+    """A JSON feedback body; `shape` is the shape one input must have."""
+    _check_size(len(body), policy)
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise Rejected(400, "bad-json", f"the body is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise Rejected(400, "bad-json", "the body must be a JSON object")
+    unknown = sorted(set(document) - _FIELDS)
+    if unknown:
+        raise Rejected(
+            400, "bad-json", f"unknown fields {unknown}; known: {', '.join(sorted(_FIELDS))}"
+        )
+    fields = _fields(document.get("label"), document, policy)
+    array: NDArray[np.float32] | None = None
+    try:
+        if document.get("input") is not None and document.get("image_png") is not None:
+            raise Rejected(422, "bad-shape", "give either input or image_png, not both")
+        if document.get("input") is not None:
+            array = inputs.one(document["input"], shape)
+        elif document.get("image_png") is not None:
+            array = inputs.png(_base64(document["image_png"]), shape)
+    except inputs.InputError as error:
+        raise Rejected(_input_status(error), error.reason, str(error)) from None
+    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice)
+
+
+def parse_png(
+    body: bytes, params: Mapping[str, str], policy: Policy, shape: tuple[int, ...]
+) -> FeedbackRequest:
+    """A raw PNG body with label, prediction_id and slice as query parameters."""
+    _check_size(len(body), policy)
+    fields = _fields(params.get("label"), params, policy)
+    try:
+        array = inputs.png(body, shape)
+    except inputs.InputError as error:
+        raise Rejected(_input_status(error), error.reason, str(error)) from None
+    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice)
+
+
+def check_size(content_length: str | None, policy: Policy) -> None:
+    """Refuse a body whose declared length exceeds the limit, before reading it."""
+    if content_length is not None and content_length.isdigit():
+        _check_size(int(content_length), policy)
+
+
+class FeedbackService:
+    """Stores validated feedback and judges the predictions it names."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        store: ObjectStore,
+        bucket: str,
+        prefix: str,
+        pool: PredictionPool,
+        live_accuracy: LiveAccuracy,
+    ) -> None:
+        self.policy = policy
+        self.bucket = bucket
+        self.prefix = prefix
+        self._store = store
+        self._pool = pool
+        self._live_accuracy = live_accuracy
+
+    async def submit(self, request: FeedbackRequest, shape: tuple[int, ...]) -> dict[str, Any]:
+        """Store the sample (inputs of `shape`); the acknowledgement names its key and the
+        judgement, if any."""
+        logged = self._pool.find(request.prediction_id) if request.prediction_id else None
+        array = request.input
+        if array is None:
+            if logged is None:
+                raise Rejected(
+                    422,
+                    "missing-input",
+                    "no input given, and prediction_id names no prediction this predictor "
+                    "still holds: send the input",
+                )
+            array = np.asarray(logged["input"], dtype=np.float32)
+            if array.size != int(np.prod(shape)):
+                raise Rejected(
+                    422,
+                    "missing-input",
+                    f"the logged input of {request.prediction_id} does not have shape "
+                    f"{list(shape)}: send the input",
+                )
+            array = array.reshape(shape)
+        sample = samples.FeedbackSample(
+            id=str(ULID()),
+            input=array.reshape(-1).tolist(),
+            shape=list(array.shape),
+            label=request.label,
+            slice=request.slice,
+            prediction_id=request.prediction_id,
+            predicted_label=logged["predicted_label"] if logged else None,
+            model_version=logged["model_version"] if logged else None,
+            received_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        )
+        key = samples.sample_key(self.prefix, sample.id)
+        body = json.dumps(sample.to_wire()).encode()
+        try:
+            await asyncio.to_thread(self._put, key, body)
+        except StorageUnavailable as error:
+            raise Rejected(
+                503,
+                "storage-unavailable",
+                f"the sample was not stored, retry later: {error}",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from None
+        except Exception as error:  # e.g. a missing bucket: nothing stored, nothing acknowledged
+            raise Rejected(
+                503,
+                "storage-error",
+                f"the sample was not stored ({type(error).__name__}: {error})",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from None
+        correct: bool | None = None
+        if logged is not None:
+            correct = request.label == logged["predicted_label"]
+            if not logged["reviewed"]:  # a prediction counts once, however often it is labelled
+                self._live_accuracy.record(logged["model_version"], correct)
+                self._pool.mark_reviewed(logged["prediction_id"])
+        metrics.FEEDBACK.labels(dataset=self.policy.dataset, result="accepted", reason="ok").inc()
+        return {
+            "id": sample.id,
+            "bucket": self.bucket,
+            "key": key,
+            "label": sample.label,
+            "prediction_id": sample.prediction_id,
+            "predicted_label": sample.predicted_label,
+            "model_version": sample.model_version,
+            "correct": correct,
+        }
+
+    def _put(self, key: str, body: bytes) -> None:
+        """Blocking: store one sample; a missing bucket is created and the write retried."""
+        try:
+            self._store.put_bytes(self.bucket, key, body, "application/json")
+        except StorageUnavailable:
+            raise
+        except Exception:  # e.g. NoSuchBucket: nobody created it yet
+            self._store.ensure_bucket(self.bucket)
+            self._store.put_bytes(self.bucket, key, body, "application/json")
+
+    def reject(self, error: Rejected) -> None:
+        """Count a refusal."""
+        metrics.FEEDBACK.labels(
+            dataset=self.policy.dataset, result="rejected", reason=error.reason
+        ).inc()
+
+
+def _fields(label: Any, fields: Mapping[str, Any], policy: Policy) -> FeedbackRequest:
+    """Label, prediction id and slice checked; the input comes after."""
+    if not isinstance(label, str) or not label:
+        raise Rejected(422, "bad-label", "label is required: one of " + _listing(policy.classes))
+    if label not in policy.classes:
+        raise Rejected(
+            422,
+            "bad-label",
+            f"label {label!r} is not one of the dataset's classes: {_listing(policy.classes)}",
+        )
+    prediction_id = fields.get("prediction_id")
+    if prediction_id is not None and (
+        not isinstance(prediction_id, str) or not _ULID.match(prediction_id)
+    ):
+        raise Rejected(
+            422, "bad-prediction-id", f"prediction_id {prediction_id!r} is not a prediction id"
+        )
+    tag = fields.get("slice")
+    if tag is not None and (not isinstance(tag, str) or not tag):
+        raise Rejected(422, "bad-slice", "slice must be a non-empty string")
+    if tag is not None and policy.slices and tag not in policy.slices:
+        raise Rejected(422, "bad-slice", f"slice {tag!r} is not one of {_listing(policy.slices)}")
+    return FeedbackRequest(label=label, input=None, prediction_id=prediction_id, slice=tag)
+
+
+def _check_size(size: int, policy: Policy) -> None:
+    if size > policy.max_payload_bytes:
+        raise Rejected(
+            413,
+            "too-large",
+            f"the body has {size} bytes; the limit is {policy.max_payload_bytes}",
+        )
+
+
+def _base64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise inputs.InputError("bad-image", "image_png must be a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise inputs.InputError("bad-image", "image_png is not valid base64") from None
+
+
+def _input_status(error: inputs.InputError) -> int:
+    return 400 if error.reason == "bad-image" else 422
+
+
+def _listing(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:20])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > 20 else "")
+
+
+def expected_shape(policy: Policy, model_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The shape feedback inputs must have: the dataset's, else the serving model's."""
+    if policy.input_shape is not None:
+        return policy.input_shape
+    if model_shape is None:
+        raise Rejected(
+            503, "not-ready", "no model is loaded yet to tell the input shape", retry_after=2
+        )
+    return model_shape

@@ -1,0 +1,142 @@
+"""The served model version, and following an MLflow alias with atomic swaps.
+
+A new version is downloaded, opened in onnxruntime and warmed up in a worker thread while
+the old one keeps serving; only then is one reference replaced. Batches read the reference
+once when they start, so in-flight requests finish on the version they began with and none
+fails during a swap. The alias is polled (MLflow sends no notifications) with one cheap
+registry call; POST /v1/models/{name}/reload asks for a check at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from kubeloop.registry import ModelVersion, Registry, parse_model_uri
+from kubeloop.serving import onnx_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model version ready to run."""
+
+    version: ModelVersion
+    classes: tuple[str, ...]
+    onnx: onnx_model.OnnxModel
+    loaded_at: float
+    """Unix time the version started serving."""
+
+
+class ModelHolder:
+    """The one reference to the serving version; replacing it is atomic."""
+
+    def __init__(self) -> None:
+        self.current: LoadedModel | None = None
+
+    def swap(self, model: LoadedModel) -> LoadedModel | None:
+        """Serve `model` from now on; returns the version it replaced."""
+        previous, self.current = self.current, model
+        return previous
+
+
+class ModelFollower:
+    """Keeps `holder` on the version `uri` names: once for a version, continuously for an alias."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        uri: str,
+        holder: ModelHolder,
+        poll_seconds: float,
+        input_shape: tuple[int, ...] | None = None,
+        fallback_classes: tuple[str, ...] | None = None,
+        warm_up_rows: int = 1,
+    ) -> None:
+        self.uri = uri
+        self.model_name, _, alias = parse_model_uri(uri)
+        self.follows_alias = alias is not None
+        self.holder = holder
+        self.poll_seconds = poll_seconds
+        self.last_error: str | None = None
+        self.last_check: float | None = None
+        self._registry = registry
+        self._input_shape = input_shape
+        self._fallback_classes = fallback_classes
+        self._warm_up_rows = warm_up_rows
+        self._refused: dict[str, str] = {}  # version -> why it cannot be served
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    async def refresh(self) -> bool:
+        """Check the registry now and swap if the URI names another version; True if swapped."""
+        async with self._lock:
+            try:
+                loaded = await asyncio.to_thread(self._check)
+            except Exception as error:
+                self.last_error = f"{type(error).__name__}: {error}"
+                raise
+            finally:
+                self.last_check = time.time()
+            self.last_error = None
+            if loaded is None:
+                return False
+            previous = self.holder.swap(loaded)
+            log.info(
+                "serving %s version %s (was %s)",
+                self.model_name,
+                loaded.version.version,
+                previous.version.version if previous else "nothing",
+            )
+            return True
+
+    def wake(self) -> None:
+        """Make the polling loop check at once."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Load the first version (retrying), then follow the alias until cancelled."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception as error:  # the loop must outlive any one failed load
+                level = logging.WARNING if self.holder.current else logging.ERROR
+                log.log(level, "cannot load %s: %s", self.uri, error)
+            if self.holder.current is not None and not self.follows_alias:
+                return  # a pinned version never changes
+            # Until something is served, retry sooner than the poll interval.
+            delay = self.poll_seconds if self.holder.current else min(self.poll_seconds, 2.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+
+    def _check(self) -> LoadedModel | None:
+        """Blocking: resolve the URI; load the version it names unless it already serves."""
+        version = self._registry.resolve(self.uri)
+        current = self.holder.current
+        if current is not None and current.version.version == version.version:
+            return None
+        if version.version in self._refused:
+            raise onnx_model.ModelFormatError(self._refused[version.version])
+        try:
+            return self._load(version, current)
+        except onnx_model.ModelFormatError as error:
+            self._refused[version.version] = f"version {version.version}: {error}"
+            raise
+
+    def _load(self, version: ModelVersion, current: LoadedModel | None) -> LoadedModel:
+        data = self._registry.download_onnx(version)
+        model = onnx_model.OnnxModel(data, self._input_shape)
+        if current is not None and model.instance_size != current.onnx.instance_size:
+            # Requests already validated against the serving shape would fail on this one.
+            raise onnx_model.ModelFormatError(
+                f"its input shape {list(model.input_shape)} differs from the serving version's "
+                f"{list(current.onnx.input_shape)}; restart the predictor to switch"
+            )
+        n_classes = model.warm_up(self._warm_up_rows)
+        classes = onnx_model.class_names(version.tags, n_classes, self._fallback_classes)
+        return LoadedModel(version=version, classes=classes, onnx=model, loaded_at=time.time())

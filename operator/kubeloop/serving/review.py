@@ -1,0 +1,119 @@
+"""The review queue and the similarity search over the pool of logged predictions.
+
+The queue offers the predictions a person should label next, chosen by an active-learning
+strategy (kubeloop.selection), each with the model's answer as a pre-annotation. Labelled
+ones (feedback named them) leave the queue. Embeddings are only comparable within one
+model version, so k-center, k-means and the similarity search look at the rows of one
+version: the newest for the queue, the query's for the search. Selection runs in a worker
+thread on a copy of the pool, so serving goes on meanwhile. No HTTP here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from kubeloop import selection
+from kubeloop.selection import scores
+from kubeloop.serving.prediction_log import PoolView, PredictionPool
+
+
+class UnknownPrediction(LookupError):
+    """The prediction id is not (or no longer) in this predictor's pool."""
+
+
+class ReviewQueue:
+    """Picks predictions to label from `pool`."""
+
+    def __init__(self, pool: PredictionPool, strategy: str, budget: int) -> None:
+        self.pool = pool
+        self.strategy = strategy
+        self.budget = budget
+
+    async def select(
+        self,
+        strategy: str | None = None,
+        budget: int | None = None,
+        include_reviewed: bool = False,
+        **options: object,
+    ) -> dict[str, Any]:
+        """Up to `budget` predictions to label, most useful first; ValueError for bad options."""
+        strategy = strategy or self.strategy
+        budget = self.budget if budget is None else budget
+        if strategy not in selection.STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {strategy!r}; known: {', '.join(selection.STRATEGIES)}"
+            )
+        view = self.pool.view(include_reviewed)
+        if strategy in selection.EMBEDDING_STRATEGIES and len(view):
+            view = view.where(view.versions == view.versions[-1])
+        if len(view) == 0:
+            picked = np.empty(0, dtype=np.intp)
+        else:
+            picked = await asyncio.to_thread(
+                selection.select,
+                strategy,
+                view.probabilities,
+                view.embeddings,
+                budget,
+                times=view.times,
+                **options,
+            )
+        return {
+            "strategy": strategy,
+            "budget": budget,
+            "pool": len(view),
+            "items": _items(view, picked),
+        }
+
+    async def similar(self, prediction_id: str, k: int) -> dict[str, Any]:
+        """The `k` logged predictions nearest to `prediction_id` by embedding, nearest first."""
+        query = self.pool.find(prediction_id)
+        if query is None:
+            raise UnknownPrediction(
+                f"prediction {prediction_id} is not in this predictor's pool (it holds the "
+                f"latest {self.pool.capacity} predictions of this replica)"
+            )
+        view = self.pool.view(include_reviewed=True)
+        view = view.where((view.versions == query["model_version"]) & (view.ids != prediction_id))
+        distances, picked = await asyncio.to_thread(_nearest, view, query["embedding"], k)
+        items = _items(view, picked)
+        for item, distance in zip(items, distances.tolist(), strict=True):
+            item["distance"] = distance
+        return {
+            "prediction_id": prediction_id,
+            "model_version": query["model_version"],
+            "predicted_label": query["predicted_label"],
+            "pool": len(view),
+            "items": items,
+        }
+
+
+def _nearest(
+    view: PoolView, embedding: np.ndarray[Any, Any], k: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Euclidean distances and indices of the k rows nearest `embedding`, nearest first."""
+    if len(view) == 0 or k <= 0:
+        return np.empty(0), np.empty(0, dtype=np.intp)
+    difference = view.embeddings - embedding[None, :]
+    squared = np.einsum("ij,ij->i", difference, difference)
+    k = min(k, len(view))
+    candidates = np.argpartition(squared, k - 1)[:k] if k < len(view) else np.arange(len(view))
+    order = candidates[np.argsort(squared[candidates], kind="stable")]
+    return np.sqrt(squared[order]), order
+
+
+def _items(view: PoolView, picked: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
+    if len(picked) == 0:
+        return []
+    probabilities = view.probabilities[picked]
+    entropy = scores.entropy(probabilities).tolist()
+    margin = scores.margin(probabilities).tolist()
+    items = []
+    for rank, i in enumerate(picked.tolist()):
+        item = view.item(i)
+        item.update(rank=rank, entropy=entropy[rank], margin=margin[rank])
+        items.append(item)
+    return items

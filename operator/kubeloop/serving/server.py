@@ -1,0 +1,271 @@
+"""The predictor process: a kserve ModelServer with kubeloop's model, routes and loops.
+
+Differences from `kserve.ModelServer.start`: the address to bind is configurable (kserve
+always binds 0.0.0.0); the server starts before the model is loaded and /v2/health/ready
+answers 503 until it is (kserve reports ready as soon as it runs); no gRPC port; and the
+background loops (alias follower, prediction log, live accuracy) run beside uvicorn and
+flush what they hold when it stops (SIGTERM/SIGINT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+from typing import Any
+
+import kserve
+import kserve.model_server
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
+from kserve.model_repository import ModelRepository
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.rest.server import RESTServer
+
+from kubeloop import settings as kubeloop_settings
+from kubeloop.registry import Registry, parse_model_uri
+from kubeloop.serving import config as serving_config
+from kubeloop.serving import feedback, routes
+from kubeloop.serving.holder import ModelFollower, ModelHolder
+from kubeloop.serving.kserve_model import KServeModel
+from kubeloop.serving.live_accuracy import LiveAccuracy
+from kubeloop.serving.prediction_log import PredictionLog, PredictionPool
+from kubeloop.serving.predictor import Predictor
+from kubeloop.serving.review import ReviewQueue
+from kubeloop.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_FLUSH_SECONDS = 15.0
+
+Step = Callable[[], Coroutine[Any, Any, None]]
+"""A coroutine to start: a background loop or a shutdown step."""
+
+
+class _ReadyWhenLoaded(DataPlane):  # type: ignore[misc]  # kserve ships no type information
+    """Server readiness is every registered model's readiness, not just "the server runs"."""
+
+    async def ready(self) -> bool:
+        models = list(self.model_registry.get_models().values())
+        return bool(models) and all([await model.healthy() for model in models])
+
+
+class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships no type information
+    """kserve's ModelServer, bound to a chosen host, with kubeloop's routes and loops."""
+
+    def __init__(
+        self,
+        config: serving_config.ServingConfig,
+        components: routes.Components,
+        background: list[Step],
+        shutdown: list[Step],
+    ) -> None:
+        super().__init__(
+            http_port=config.http_port,
+            enable_grpc=False,
+            workers=1,
+            enable_latency_logging=False,
+            registered_models=ModelRepository(),
+            grace_period=10,
+        )
+        self.dataplane = _ReadyWhenLoaded(model_registry=self.registered_models)
+        self.host = config.host
+        self._components = components
+        self._background = background
+        self._shutdown = shutdown
+        self._serving = False
+
+    def start(self, models: list[Any]) -> None:
+        for model in models:
+            self.register_model(model)
+        self._rest_server = RESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            access_log_format=self.access_log_format,
+            workers=1,
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+        )
+        self._rest_server.config.host = self.host
+        kserve.model_server.app.include_router(routes.router(self._components))
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._on_signal)
+        asyncio.run(self._serve())
+
+    def _on_signal(self, number: int, frame: FrameType | None) -> None:
+        # While uvicorn serves it handles the signal itself, then re-raises it here once it
+        # has stopped: ignoring it lets _serve flush. Before that, stop at once.
+        if not self._serving:
+            raise SystemExit(128 + number)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=8, thread_name_prefix="io"))
+        tasks = [loop.create_task(start()) for start in self._background]
+        self._serving = True
+        try:
+            await self._rest_server.start()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("stopping: flushing the prediction log and live accuracy")
+            try:
+                await asyncio.wait_for(self._run_shutdown(), SHUTDOWN_FLUSH_SECONDS)
+            except TimeoutError:
+                log.error("flushing at shutdown took over %ss; gave up", SHUTDOWN_FLUSH_SECONDS)
+
+    async def _run_shutdown(self) -> None:
+        for step in self._shutdown:  # in order: the batcher stops, then the flushes
+            await step()
+
+
+def build(
+    config: serving_config.ServingConfig, settings: kubeloop_settings.Settings
+) -> PredictorServer:
+    """Wire the predictor's parts together; starts nothing."""
+    registered_model, _, _ = parse_model_uri(config.model_uri)
+    fb = config.feedback
+    holder = ModelHolder()
+    follower = ModelFollower(
+        Registry(settings.mlflow_tracking_uri),
+        config.model_uri,
+        holder,
+        config.alias_poll_seconds,
+        input_shape=fb.input_shape if fb else None,
+        fallback_classes=fb.classes if fb else None,
+        warm_up_rows=config.max_batch_size,
+    )
+    pool = PredictionPool(config.pool_size)
+    prediction_log: PredictionLog | None = None
+    live: LiveAccuracy | None = None
+    service: feedback.FeedbackService | None = None
+    background: list[Step] = [follower.run]
+    shutdown: list[Step] = []
+    if fb is not None:
+        store = ObjectStore.from_settings(settings)
+        prediction_log = PredictionLog(
+            store, fb.bucket, fb.prefix, config.log_batch_size, config.log_flush_seconds
+        )
+        live = LiveAccuracy(store, fb.bucket, fb.prefix, registered_model)
+        policy = feedback.Policy(
+            dataset=fb.dataset,
+            classes=fb.classes,
+            input_shape=fb.input_shape,
+            slices=fb.slices,
+            max_payload_bytes=config.max_payload_bytes,
+        )
+        service = feedback.FeedbackService(policy, store, fb.bucket, fb.prefix, pool, live)
+        stats_seconds = config.stats_flush_seconds
+        background += [
+            prediction_log.run,
+            lambda: live.run(stats_seconds),
+            lambda: _prepare_storage(store, fb.bucket, live, prediction_log, pool, config),
+        ]
+    predictor = Predictor(
+        holder, config.max_batch_size, config.max_latency_ms / 1000, pool, prediction_log
+    )
+    shutdown.append(predictor.close)
+    if prediction_log is not None and live is not None:
+        log_flush, live_flush = prediction_log.flush, live.flush
+        shutdown += [
+            lambda: _flush("prediction log", log_flush),
+            lambda: _flush("live accuracy", live_flush),
+        ]
+    components = routes.Components(
+        name=config.name,
+        predictor=predictor,
+        follower=follower,
+        review=ReviewQueue(pool, config.review_strategy, config.review_budget),
+        feedback=service,
+        token=config.feedback_token,
+    )
+    server = PredictorServer(config, components, background, shutdown)
+    server.model = KServeModel(config.name, predictor)
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The predictor image's entrypoint."""
+    config = serving_config.parse_args(argv, token=os.environ.get(serving_config.TOKEN_ENV))
+    settings = kubeloop_settings.load()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _quiet_kserve()
+    server = build(config, settings)
+    log.info(
+        "predictor %s for %s on http://%s:%d%s",
+        config.name,
+        config.model_uri,
+        config.host,
+        config.http_port,
+        f", feedback for {config.feedback.dataset}" if config.feedback else "",
+    )
+    server.start([server.model])
+    return 0
+
+
+class _ExpectedErrors(logging.Filter):
+    """Drops kserve's tracebacks for answers that are no server fault (400, 503 not ready)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, (InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady))
+
+
+def _quiet_kserve() -> None:
+    logging.getLogger("kserve").addFilter(_ExpectedErrors())
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a timing line per request
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")  # kserve's use
+
+
+async def _prepare_storage(
+    store: ObjectStore,
+    bucket: str,
+    live: LiveAccuracy,
+    prediction_log: PredictionLog,
+    pool: PredictionPool,
+    config: serving_config.ServingConfig,
+) -> None:
+    """At start, retried until storage answers: the bucket, the stored live accuracy; then,
+    once, the recent predictions back into the review pool."""
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(store.ensure_bucket, bucket)
+            await asyncio.to_thread(live.load)
+            break
+        except Exception as error:  # serving goes on; feedback answers 503 meanwhile
+            log.warning("storage not ready (%s); retrying in %.0fs", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 30.0)
+    if config.warm_start_seconds > 0:
+        try:
+            batches = await asyncio.to_thread(
+                prediction_log.read_recent, config.warm_start_seconds, config.pool_size
+            )
+        except Exception as error:  # the pool fills from new predictions instead
+            log.warning("the prediction log could not be read back: %s", error)
+            return
+        for batch in batches:
+            pool.add(batch)
+        log.info("review pool: %d predictions read back from the log", len(pool))
+
+
+async def _flush(what: str, flush: Callable[[], object]) -> None:
+    try:
+        await asyncio.to_thread(flush)
+    except Exception as error:  # shutdown goes on; the log says what was lost
+        log.error("could not write the %s at shutdown: %s", what, error)
