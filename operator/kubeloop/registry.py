@@ -214,22 +214,6 @@ class Registry:
         )
         return _version(created)
 
-    def run_text(self, model: ModelVersion, artifact: str) -> str:
-        """A text artifact of the version's run, e.g. its model card."""
-        import mlflow.artifacts
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = self._call(
-                lambda: mlflow.artifacts.download_artifacts(
-                    run_id=model.run_id,
-                    artifact_path=artifact,
-                    dst_path=tmp,
-                    tracking_uri=self.tracking_uri,
-                ),
-                f"{model.uri} {artifact}",
-            )
-            return Path(path).read_text()
-
     def _call(self, func: Callable[[], T], what: str) -> T:
         """Run one client call; not-found and unreachable become kubeloop's errors."""
         from mlflow.exceptions import MlflowException, RestException

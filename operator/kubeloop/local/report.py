@@ -30,7 +30,9 @@ def summary(
     for number in range(1, int(latest.version) + 1 if latest else 1):
         version = loop.registry.get_version(model, str(number))
         metrics = loop.registry.metrics(version, "accuracy")
-        (cards / f"{model}-v{number}.md").write_text(loop.registry.run_text(version, MODEL_CARD))
+        (cards / f"{model}-v{number}.md").write_text(
+            loop.registry.download_run_artifact(version, MODEL_CARD).decode()
+        )
         versions.append(
             {
                 "version": version.version,
