@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from kubeloop.api import validation
+from kubeloop.api import conditions, validation
 from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetStatus, Kpi
 from kubeloop.api.servedmodel import ServedModel, ServedModelStatus
 from kubeloop.api.trainingjob import TrainingJob, TrainingJobStatus
@@ -274,8 +274,18 @@ class LocalLoop:
         old = read_status(FeedbackDatasetStatus, body)
         problems = validation.model_errors(body)
         if problems:
-            body["status"] = {**body.get("status", {}), "conditions": []}
-            self.say(f"! FeedbackDataset/{body['metadata']['name']}: {'; '.join(problems)}")
+            message = "; ".join(problems)
+            old.conditions = conditions.set_condition(
+                old.conditions,
+                "Ready",
+                "False",
+                "InvalidSpec",
+                message,
+                body["metadata"]["generation"],
+                format_time(self.now()),
+            )
+            body["status"] = old.to_wire()
+            self.say(f"! FeedbackDataset/{body['metadata']['name']}: {message}")
             return
         dataset = FeedbackDataset.model_validate({**spec_body(body), "status": old.to_wire()})
         try:
