@@ -132,6 +132,24 @@ async def test_micro_batcher_groups_concurrent_requests_and_splits_answers() -> 
 
 
 @pytest.mark.asyncio
+async def test_micro_batcher_does_not_make_a_lone_caller_wait_for_company() -> None:
+    sizes: list[int] = []
+
+    def run(batch: np.ndarray) -> Rows:
+        sizes.append(len(batch))
+        return Rows(batch, len(sizes))
+
+    # A 30 s batching window: a lone caller that waited for it would time out below.
+    batcher: MicroBatcher[Rows] = MicroBatcher(run, max_batch_size=8, max_latency_seconds=30)
+    for value in range(3):
+        rows = np.full((1, 2), value, dtype=np.float32)
+        answer = await asyncio.wait_for(batcher.submit(rows), timeout=5)
+        assert answer.values == pytest.approx(rows)
+    assert sizes == [1, 1, 1]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
 async def test_micro_batcher_passes_errors_to_the_batch_and_lives_on() -> None:
     def run(batch: np.ndarray) -> Rows:
         if (batch < 0).any():

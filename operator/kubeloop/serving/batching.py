@@ -3,7 +3,10 @@
 Requests queue their rows; one worker takes the first waiting request, adds whatever else
 arrives until the batch holds `max_batch_size` rows or the first request has waited
 `max_latency` (time spent queued behind the previous batch counts, so a busy server adds
-no wait at all), runs the batch in its own thread and hands every request its slice. Knows
+no wait at all), runs the batch in its own thread and hands every request its slice.
+The wait is only worth it under concurrent load: while the last batch served a single
+request, a request that finds the queue empty goes at once (a lone caller would otherwise
+pay the whole `max_latency` on every call: bench/README.md, predictor batch 1). Knows
 nothing of HTTP or of models: `run` maps a batch to something that can be sliced by rows.
 """
 
@@ -61,6 +64,7 @@ class MicroBatcher(Generic[T]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._concurrent = False  # the last batch held more than one request
 
     async def submit(self, rows: NDArray[np.float32]) -> T:
         """The output for `rows` (N inputs), computed in some batch with other callers' rows."""
@@ -108,6 +112,7 @@ class MicroBatcher(Generic[T]):
                     if not request.future.done():
                         request.future.set_exception(error)
                 continue
+            self._concurrent = len(batch) > 1
             if self._on_batch is not None:
                 self._on_batch(len(rows))
             start = 0
@@ -129,7 +134,7 @@ class MicroBatcher(Generic[T]):
                 request = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or not (self._concurrent or len(batch) > 1):
                     break
                 try:
                     request = await asyncio.wait_for(self._queue.get(), remaining)
