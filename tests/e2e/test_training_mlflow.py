@@ -31,6 +31,7 @@ from kubeloop.api.training_result import TrainingResult
 from kubeloop.local import services
 from kubeloop.registry import Registry
 from kubeloop.storage import ObjectStore
+from kubeloop.training import splits
 from kubeloop_image_classifier import network
 from tests.conftest import ACCESS_KEY, SECRET_KEY, unused_url
 
@@ -110,11 +111,13 @@ def _train(
     return process, result
 
 
-def _snapshot(store: ObjectStore, generation: int, images: Any, labels: Any) -> str:
+def _snapshot(
+    store: ObjectStore, generation: int, images: Any, labels: Any, last_id: str | None = None
+) -> str:
     keys = []
-    for image, label in zip(images, labels, strict=True):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         sample = samples.FeedbackSample(
-            id=str(ULID()),
+            id=last_id if last_id and index == len(labels) - 1 else str(ULID()),
             input=[float(v) for v in np.asarray(image).ravel()],
             shape=list(np.asarray(image).shape),
             label=str(label),
@@ -237,14 +240,23 @@ def test_fine_tune_on_a_feedback_snapshot(
     assert f"`{manifest}` | digits-feedback | 1 |" in card
 
 
+@pytest.mark.parametrize("part", ["train", "test"])
 def test_a_label_outside_the_base_classes_registers_nothing(
-    base: TrainingResult, workdir: Path, env: dict[str, str], store: ObjectStore, registry: Registry
+    part: str,
+    base: TrainingResult,
+    workdir: Path,
+    env: dict[str, str],
+    store: ObjectStore,
+    registry: Registry,
 ) -> None:
+    """Wherever the bad sample's id hashes to (trained on, or held out for the new-user
+    slice, which the plugin never sees), the trainer refuses it before registering."""
     before = registry.latest_version(MODEL)
     images, labels = digits.new_user_feedback(3, seed=9)
-    manifest = _snapshot(store, 2, images, [*labels[:2], "eleven"])
+    bad_id = next(i for i in (str(ULID()) for _ in range(1000)) if splits.feedback_part(i) == part)
+    manifest = _snapshot(store, 2, images, [*labels[:2], "eleven"], last_id=bad_id)
     job = _job(
-        "tj-bad-label",
+        f"tj-bad-label-{part}",
         args={"epochs": 1},
         baseModel=f"models:/{MODEL}/{base.model_version}",
         datasets=[{"name": "feedback", "feedbackDataset": "digits-feedback", "manifest": manifest}],
@@ -256,7 +268,7 @@ def test_a_label_outside_the_base_classes_registers_nothing(
     assert registry.latest_version(MODEL) == before
     runs = mlflow.MlflowClient(registry.tracking_uri).search_runs(
         [mlflow.MlflowClient(registry.tracking_uri).get_experiment_by_name(MODEL).experiment_id],
-        filter_string="tags.`kubeloop.trainingJob` = 'tj-bad-label'",
+        filter_string=f"tags.`kubeloop.trainingJob` = 'tj-bad-label-{part}'",
     )
     assert [run.info.status for run in runs] == ["FAILED"]
 

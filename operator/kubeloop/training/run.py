@@ -85,6 +85,7 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
         started = time.perf_counter()
         trained = plugin.train(context)
         train_seconds = time.perf_counter() - started
+        _check_labels(assembled, trained.classes, base_model is not None)
         run.log_epochs(epochs)
         evaluation = plugin.evaluate(trained, assembled.evaluation, metric)
         slices = {k: v for k, v in evaluation.slices.items() if k in spec.evaluation.slices}
@@ -218,3 +219,17 @@ def _params(job: TrainingJob, info: plugins.PluginInfo, args: dict[str, Any]) ->
         "slices": ",".join(spec.evaluation.slices),
         "trainingJob": f"{job.metadata.namespace}/{job.metadata.name}",
     }
+
+
+def _check_labels(assembled: splits.Assembled, classes: tuple[str, ...], fine_tuned: bool) -> None:
+    """Every label, held-out evaluation data included, must be one the model can answer:
+    a plugin sees only training and validation data, so it cannot check the held-out part."""
+    parts = [*assembled.evaluation.values()]
+    parts += [p for d in assembled.datasets for p in (d.train, d.validation)]
+    unknown = {str(label) for part in parts for label in part.labels} - set(classes)
+    if unknown:
+        whose = "the base model's" if fine_tuned else "the model's"
+        raise plugins.InvalidArguments(
+            f"labels {sorted(unknown)} are not among {whose} classes {list(classes)}; "
+            "fix the samples' labels, or train from scratch (fineTune: none) to add classes"
+        )
