@@ -152,3 +152,17 @@ def _round_all(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_round_all(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """An HTTP load benchmark's size: seconds per run, rounds, callers, model epochs."""
+
+    seconds: float
+    rounds: int
+    concurrency: int
+    model_epochs: int = 5
+
+    @classmethod
+    def of(cls, quick: bool, concurrency: int) -> LoadSettings:
+        return cls(1.0, 1, concurrency) if quick else cls(4.0, 2, concurrency)

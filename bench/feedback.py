@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
@@ -23,7 +22,7 @@ from minio import Minio
 from ulid import ULID
 
 from bench import load, models
-from bench.common import Latencies, Result, compare, interleaved, log
+from bench.common import Latencies, LoadSettings, Result, compare, interleaved, log
 from bench.predictor import EXAMPLE_BATCHING
 from bench.servers import ACCESS_KEY, BUCKET, DATASET, PREFIX, SECRET_KEY, Stack
 from kubeloop import digits
@@ -34,20 +33,8 @@ SUBJECT = "kubeloop feedback API: POST /v1/feedback/DATASET (JSON), 201 after th
 BASELINE = "raw S3 put_object (minio client) of the same sample JSON, same S3 server"
 
 
-@dataclass(frozen=True)
-class Settings:
-    seconds: float
-    rounds: int
-    concurrency: int = 16
-    model_epochs: int = 5
-
-    @classmethod
-    def of(cls, quick: bool) -> Settings:
-        return cls(1.0, 1) if quick else cls(4.0, 2)
-
-
 def run(stack: Stack, quick: bool) -> list[Result]:
-    settings = Settings.of(quick)
+    settings = LoadSettings.of(quick, concurrency=16)
     model = models.digits_model(settings.model_epochs)
     predictor = stack.predictor(model.onnx, *EXAMPLE_BATCHING)
     ObjectStore(stack.s3(), ACCESS_KEY, SECRET_KEY).ensure_bucket(BUCKET)

@@ -14,12 +14,11 @@ Scenarios: batch 1 (one caller, one row per request, sequential) and concurrent 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 
 from bench import load, models
-from bench.common import Latencies, Result, compare, interleaved, log
+from bench.common import Latencies, LoadSettings, Result, compare, interleaved, log
 from bench.plain_kserve import session as onnx_session
 from bench.servers import Stack
 
@@ -30,20 +29,8 @@ EXAMPLE_BATCHING = ("--max-batch-size", "64", "--max-latency-ms", "5")
 PLAIN = "plain kserve.Model around the same session (HTTP V1, no micro-batching)"
 
 
-@dataclass(frozen=True)
-class Settings:
-    seconds: float
-    rounds: int
-    concurrency: int = 32
-    model_epochs: int = 5
-
-    @classmethod
-    def of(cls, quick: bool) -> Settings:
-        return cls(1.0, 1) if quick else cls(4.0, 2)
-
-
 def run(stack: Stack, quick: bool) -> list[Result]:
-    settings = Settings.of(quick)
+    settings = LoadSettings.of(quick, concurrency=32)
     model = models.digits_model(settings.model_epochs)
     images = models.image_pool(256, seed=1).astype(np.float32) / 255
     bodies = [json.dumps({"instances": [image.tolist()]}).encode() for image in images]
