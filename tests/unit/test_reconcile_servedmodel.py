@@ -113,6 +113,22 @@ def test_steady_state_deploys_the_alias() -> None:
     assert cond(plan.status, "GateFailed") == ("False", "NoCandidate")
 
 
+def test_a_settled_rollout_keeps_saying_how_the_version_got_there() -> None:
+    first = servedmodel.decide_rollout(spec(), None, 1, None, "1", None, NOW)
+    later = NOW + timedelta(minutes=5)
+    again = servedmodel.decide_rollout(spec(), first.status, 1, "1", "1", None, later)
+    assert again.status == first.status  # no status churn on every poll
+    assert cond(again.status, "RolledOut") == ("True", "FirstVersion")
+    # A new spec generation, or an alias moved by hand, is described afresh.
+    edited = servedmodel.decide_rollout(spec(), first.status, 2, "1", "1", None, later)
+    assert cond(edited.status, "RolledOut") == ("True", "RolledOut")
+    moved = servedmodel.decide_rollout(spec(), first.status, 1, "2", "2", None, later)
+    assert (moved.status.serving_version, cond(moved.status, "RolledOut")) == (
+        "2",
+        ("True", "RolledOut"),
+    )
+
+
 def test_a_passed_candidate_is_promoted_and_the_verdict_counted_once() -> None:
     passed = gate(Metrics(overall=0.92, slices={"base": 0.95, "new-user": 0.7}))
     plan = servedmodel.decide_rollout(

@@ -196,6 +196,22 @@ class RolloutPlan:
     """A verdict this decision reached (not one read back from the status)."""
 
 
+def _settled(status: ServedModelStatus, serving: str, generation: int) -> bool:
+    """Whether status already says `serving` is rolled out for this spec generation.
+
+    Then its conditions keep saying how that version got there (FirstVersion, Promoted)
+    instead of being rewritten on every reconcile.
+    """
+    rolled = conditions.get_condition(status.conditions, "RolledOut")
+    return (
+        status.serving_version == serving
+        and status.candidate_version is None
+        and rolled is not None
+        and rolled.status == "True"
+        and rolled.observed_generation == generation
+    )
+
+
 def decide_rollout(
     spec: ServedModelSpec,
     status: ServedModelStatus | None,
@@ -256,8 +272,9 @@ def decide_rollout(
         events.append(Event("Normal", "Promoted", message))
         return RolloutPlan(new, set_alias=latest, deploy=Deploy(alias_uri), events=tuple(events))
     if int(latest) <= int(serving):
-        steady(serving, "RolledOut", f"serving version {serving} (@{spec.alias})")
-        gate_failed("False", "NoCandidate", "no version newer than the serving one")
+        if not _settled(old, serving, generation):
+            steady(serving, "RolledOut", f"serving version {serving} (@{spec.alias})")
+            gate_failed("False", "NoCandidate", "no version newer than the serving one")
         return RolloutPlan(new, deploy=Deploy(alias_uri), events=tuple(events))
 
     if gate is None or gate.candidate_version != latest or gate.baseline_version != serving:
