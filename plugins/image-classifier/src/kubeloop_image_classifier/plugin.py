@@ -33,9 +33,10 @@ ARGUMENTS = (
     plugins.Argument(
         "fineTune",
         "str",
-        "How to use baseModel: full retrains every layer, head only the classifier (fast, "
-        "for small feedback batches), none trains from scratch. Default: full with a "
-        "baseModel, none without.",
+        "How to use baseModel: full retrains every layer; head retrains only the classifier "
+        "(faster per epoch, but on digits it adapts less to a new user and loses about 5 "
+        "points on the base slice: see bench/README.md); none trains from scratch. "
+        "Default: full with a baseModel, none without.",
         choices=FINE_TUNE_MODES,
     ),
     plugins.Argument(
