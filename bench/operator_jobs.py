@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -30,50 +29,20 @@ import kmock
 
 from bench.common import ROOT, Result, compare, interleaved, log
 from kubeloop.local import services
+from tests.emulator import API, Emulator, declare, write_kubeconfig
 
-API = "kubeloop.io/v1alpha1"
 NAMESPACE = "default"
 SETTLE_SECONDS = 1.0
-VERBS = {"list", "watch", "get", "create", "update", "patch", "delete"}
 SUBJECT = "kubeloop operator: ConfigMap + Job, status, events per TrainingJob"
 BASELINE = "minimal kopf operator creating the same Jobs only (bench/minimal_operator.py)"
-
-
-def _resources() -> dict[str, kmock.ResourceInfo]:
-    """What the operators watch or write, declared as tests/api/conftest.py does."""
-    namespaced = {
-        f"{API}/trainingjobs": ("TrainingJob", {"status"}),
-        f"{API}/feedbackdatasets": ("FeedbackDataset", {"status"}),
-        f"{API}/servedmodels": ("ServedModel", {"status"}),
-        "batch/v1/jobs": ("Job", {"status"}),
-        "apps/v1/deployments": ("Deployment", {"status"}),
-        "v1/pods": ("Pod", {"status"}),
-        "v1/configmaps": ("ConfigMap", set()),
-        "v1/secrets": ("Secret", set()),
-        "v1/services": ("Service", set()),
-        "v1/events": ("Event", set()),
-        "serving.kserve.io/v1beta1/inferenceservices": ("InferenceService", {"status"}),
-    }
-    declared = {
-        path: kmock.ResourceInfo(kind=kind, namespaced=True, subresources=subs, verbs=VERBS)
-        for path, (kind, subs) in namespaced.items()
-    }
-    declared["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=VERBS)
-    declared["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
-        kind="CustomResourceDefinition", namespaced=False, verbs=VERBS
-    )
-    declared["kopf.dev/v1/clusterkopfpeerings"] = kmock.ResourceInfo(
-        kind="ClusterKopfPeering", namespaced=False, subresources={"status"}, verbs=VERBS
-    )
-    return declared
 
 
 HANDLED: dict[str, int] = {}
 """Requests the emulator answered, by action and resource ('list jobs'), since the last reset."""
 
 
-class _Emulator(kmock.KubernetesEmulator):
-    """kmock's emulator without its request history.
+class _Emulator(Emulator):
+    """kubeloop's emulator (tests/emulator.py) without kmock's request history.
 
     kmock keeps every request (for test assertions) and matches each new one against that
     whole history, so N requests cost O(N^2): with 200 TrainingJobs the emulator, not the
@@ -189,24 +158,8 @@ def run(stack: object, quick: bool) -> list[Result]:
 
 async def _once(which: str, settings: Settings, workdir: Path) -> Measured:
     async with _Emulator() as emulator, kmock.Server(emulator):
-        for path, info in _resources().items():
-            emulator.resources[path] = info
-        kubeconfig = workdir / f"kubeconfig-{which}"
-        server = str(emulator.url).rstrip("/")
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-                    "users": [{"name": "bench", "user": {"token": "bench"}}],
-                    "contexts": [
-                        {"name": "kmock", "context": {"cluster": "kmock", "user": "bench"}}
-                    ],
-                    "current-context": "kmock",
-                }
-            )
-        )
+        declare(emulator)
+        kubeconfig = write_kubeconfig(workdir / f"kubeconfig-{which}", str(emulator.url), "bench")
         process, health = await _start(which, kubeconfig, workdir)
         try:
             await _wait_healthy(process, health, workdir / f"operator-{which}.log")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -26,44 +25,11 @@ import pytest
 import pytest_asyncio
 
 from kubeloop.local import services
+from tests import emulator
 
 T = TypeVar("T")
 NAMESPACE = "default"
-API = "kubeloop.io/v1alpha1"
-VERBS = {"list", "watch", "get", "create", "update", "patch", "delete"}
-KSERVE = "serving.kserve.io/v1beta1/inferenceservices"
-RESOURCES: dict[str, kmock.ResourceInfo] = {
-    f"{API}/trainingjobs": kmock.ResourceInfo(
-        kind="TrainingJob", namespaced=True, subresources={"status"}, verbs=VERBS
-    ),
-    f"{API}/feedbackdatasets": kmock.ResourceInfo(
-        kind="FeedbackDataset", namespaced=True, subresources={"status"}, verbs=VERBS
-    ),
-    f"{API}/servedmodels": kmock.ResourceInfo(
-        kind="ServedModel", namespaced=True, subresources={"status"}, verbs=VERBS
-    ),
-    "batch/v1/jobs": kmock.ResourceInfo(
-        kind="Job", namespaced=True, subresources={"status"}, verbs=VERBS
-    ),
-    "apps/v1/deployments": kmock.ResourceInfo(
-        kind="Deployment", namespaced=True, subresources={"status"}, verbs=VERBS
-    ),
-    "v1/pods": kmock.ResourceInfo(
-        kind="Pod", namespaced=True, subresources={"status"}, verbs=VERBS
-    ),
-    "v1/configmaps": kmock.ResourceInfo(kind="ConfigMap", namespaced=True, verbs=VERBS),
-    "v1/secrets": kmock.ResourceInfo(kind="Secret", namespaced=True, verbs=VERBS),
-    "v1/services": kmock.ResourceInfo(kind="Service", namespaced=True, verbs=VERBS),
-    "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs=VERBS),
-    # kopf waits to discover namespaces and CRDs even when it watches all namespaces.
-    "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=VERBS),
-    "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
-        kind="CustomResourceDefinition", namespaced=False, verbs=VERBS
-    ),
-    "kopf.dev/v1/clusterkopfpeerings": kmock.ResourceInfo(
-        kind="ClusterKopfPeering", namespaced=False, subresources={"status"}, verbs=VERBS
-    ),
-}
+API = emulator.API
 
 
 def path(resource: str, name: str | None = None, namespace: str | None = NAMESPACE) -> str:
@@ -157,29 +123,18 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
 
 
+@pytest.fixture
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    """kmock's pytest fixture builds kubeloop's emulator (versioned writes)."""
+    return {**kmock_options, "cls": emulator.Emulator}
+
+
 @pytest_asyncio.fixture
 async def cluster(
     kmock: kmock.KubernetesEmulator, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Cluster:
-    for resource, info in RESOURCES.items():
-        kmock.resources[resource] = info
-    if not request.node.get_closest_marker("without_kserve"):
-        kmock.resources[KSERVE] = kmock.ResourceInfo(
-            kind="InferenceService", namespaced=True, subresources={"status"}, verbs=VERBS
-        )
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-                "users": [{"name": "test", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
+    emulator.declare(kmock, kserve=not request.node.get_closest_marker("without_kserve"))
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url), "test")
     return Cluster(kmock, kubeconfig)
 
 

@@ -189,8 +189,11 @@ async def test_canary_steps_then_promotion(
         return isvc if found and f"--model-uri {uri}" in " ".join(args_of(isvc)) else None
 
     await eventually(lambda: isvc_where(20, f"models:/{model}/2"), "canary at 20%", 30)
-    status = await status_of(cluster, SM, "canary")
-    assert (status["servingVersion"], status["candidateVersion"]) == ("1", "2")
+    # The status is written just after the InferenceService: wait for it too.
+    status = await eventually(
+        lambda: status_where(cluster, "canary", candidateVersion="2"), "the canary's status", 30
+    )
+    assert status["servingVersion"] == "1"
     assert condition(status, "RolledOut")["reason"] == "Canary"
     await eventually(lambda: isvc_where(60, f"models:/{model}/2"), "canary at 60%", 30)
     await eventually(lambda: isvc_where(None, f"models:/{model}@champion"), "promoted", 30)

@@ -3,6 +3,7 @@ reasons, InvalidSpec, and a finished job never restarted when its Job goes (TTL)
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -180,6 +181,26 @@ async def test_job_runs_the_trainer_and_status_follows_it(
     assert (await status_of(cluster, TJ, "digits-base"))["phase"] == "Succeeded"
 
 
+async def test_only_a_change_of_the_jobs_status_reconciles(
+    cluster: Cluster, operator: OperatorFactory
+) -> None:
+    running = await operator()
+    await cluster.create(TJ, training_job("quiet"))
+    await eventually(lambda: _phase_is(cluster, "quiet", "Pending"), "the first status")
+    # One reconcile: the Job's own creation event is what that reconcile already saw.
+    assert await eventually(lambda: _reconciles(running, at_least=1), "the count") == 1
+
+    # A metadata-only change of the Job (the Job controller's labels): nothing to do.
+    await cluster.patch("batch/v1/jobs", "quiet", {"metadata": {"labels": {"extra": "yes"}}})
+    await asyncio.sleep(1.0)  # longer than kopf's batching window, so it is not merged
+    started = {"active": 1, "startTime": "2026-01-01T10:00:00Z"}
+    await cluster.patch("batch/v1/jobs", "quiet", {"status": started}, "status")
+    await eventually(
+        lambda: _status_has(cluster, "quiet", startTime="2026-01-01T10:00:00Z"), "the start time"
+    )
+    assert await eventually(lambda: _reconciles(running, at_least=2), "the count") == 2
+
+
 async def test_failed_job_reports_the_reason(cluster: Cluster, operator: OperatorFactory) -> None:
     await operator()
     await cluster.create(TJ, training_job("broken"))
@@ -234,6 +255,19 @@ async def _has(cluster: Cluster, name: str, reasons: set[str]) -> list[str] | No
 
 async def _warnings(cluster: Cluster, name: str) -> list[dict[str, Any]]:
     return [e for e in await cluster.events(name) if e["type"] == "Warning"]
+
+
+async def _status_has(cluster: Cluster, name: str, **expected: Any) -> dict[str, Any] | None:
+    status = await status_of(cluster, TJ, name)
+    return status if all(status.get(k) == v for k, v in expected.items()) else None
+
+
+async def _reconciles(running: Any, at_least: int) -> float | None:
+    """TrainingJob reconciles the operator counted, once there are `at_least`."""
+    text: str = await running.metrics()
+    prefix = 'kubeloop_reconcile_total{kind="TrainingJob",result="ok"} '
+    found = sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+    return found if found >= at_least else None
 
 
 async def _metric_line(running: Any, line: str) -> str | None:

@@ -182,6 +182,16 @@ def pod(name: str, phase: str, state: dict[str, Any], created: str = "T1") -> di
     }
 
 
+def test_a_jobs_fingerprint_changes_with_its_status_and_suspension_only() -> None:
+    job: dict[str, Any] = {"metadata": {"name": "j"}, "spec": {"suspend": False}}
+    same = observations.job_fingerprint(job)
+    relabelled = {**job, "metadata": {"name": "j", "labels": {"a": "b"}, "finalizers": ["x"]}}
+    assert observations.job_fingerprint(relabelled) == same
+    assert observations.job_fingerprint({**job, "status": {}}) == same
+    assert observations.job_fingerprint({**job, "status": {"active": 1}}) != same
+    assert observations.job_fingerprint({**job, "spec": {"suspend": True}}) != same
+
+
 def test_a_complete_job_gives_the_newest_successful_pods_result() -> None:
     state = observations.trainer_state(
         job([{"type": "Complete", "status": "True"}], completionTime="T9"),

@@ -1,9 +1,10 @@
 """kopf handlers: thin triggers of one idempotent reconcile per kind.
 
 Each kind is reconciled on create, update and resume, and FeedbackDatasets and ServedModels
-on an idle timer too (storage and registry polls, canary steps). A Job's changes reconcile the
-TrainingJob that owns it. The reconcile reads the object afresh, under a per-object lock, and
-never branches on what changed.
+on an idle timer too (storage and registry polls, canary steps). A Job's events reconcile the
+TrainingJob that owns it when the Job's status differs from what that TrainingJob's last
+reconcile saw (or the Job is gone). The reconcile reads the object afresh, under a per-object
+lock, and never branches on what changed.
 
 kopf puts its own finalizer on objects that have timers (FeedbackDataset, ServedModel), to stop
 the timer when the object goes; it holds no cleanup of kubeloop's and kopf removes it at once.
@@ -100,10 +101,22 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
     jobs = {LABEL_TRAININGJOB: kopf.PRESENT}
 
     @kopf.on.event("batch", "v1", "jobs", labels=jobs, registry=registry)
-    def job_changed(*, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    def job_changed(
+        *,
+        type: str,  # noqa: A002 - kopf's keyword
+        body: kopf.Body,
+        namespace: str | None,
+        name: str,
+        **_: Any,
+    ) -> None:
         for owner in body.metadata.get("ownerReferences") or []:
             if owner.get("kind") != trainingjobs.KIND or not owner.get("controller"):
                 continue
+            # Under the TrainingJob's lock: a reconcile in flight records what it saw first.
+            with rt.lock(trainingjobs.KIND, namespace or "", owner["name"]):
+                news = type == "DELETED" or rt.job_is_news(namespace or "", name, dict(body))
+            if not news:
+                continue  # nothing the TrainingJob's status depends on changed
             try:
                 run_reconcile(
                     rt,

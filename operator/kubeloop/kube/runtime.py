@@ -13,7 +13,7 @@ from typing import Any
 
 from kubeloop.api.common import ApiModel
 from kubeloop.kube.client import EVENTS, ApiError, KubeClient, Resource
-from kubeloop.reconcile import builders, common
+from kubeloop.reconcile import builders, common, observations
 from kubeloop.reconcile.common import Event, merge_patch
 from kubeloop.registry import Registry
 from kubeloop.settings import Settings
@@ -46,6 +46,7 @@ class Runtime:
     _locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict, init=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False)
     _serves: dict[str, tuple[bool, float]] = field(default_factory=dict, init=False)
+    _jobs_seen: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, client: KubeClient) -> Runtime:
@@ -80,6 +81,20 @@ class Runtime:
                     self.settings.s3_timeout_seconds,
                 )
             return self._stores[key]
+
+    def saw_job(self, namespace: str, name: str, job: dict[str, Any] | None) -> None:
+        """Remember the Job a completed TrainingJob reconcile acted on (None: forget it)."""
+        with self._guard:
+            if job is None:
+                self._jobs_seen.pop((namespace, name), None)
+            else:
+                self._jobs_seen[(namespace, name)] = observations.job_fingerprint(job)
+
+    def job_is_news(self, namespace: str, name: str, job: dict[str, Any]) -> bool:
+        """Whether `job` differs from what the last reconcile of its TrainingJob saw."""
+        with self._guard:
+            seen = self._jobs_seen.get((namespace, name))
+        return seen != observations.job_fingerprint(job)
 
     def serves(self, resource: Resource, ttl_seconds: float = 30.0) -> bool:
         """Whether the cluster serves `resource`, checked at most every `ttl_seconds`."""

@@ -5,8 +5,8 @@ The status follows the Job and its pods, through kubeloop.reconcile.trainingjob.
 
 from __future__ import annotations
 
-import contextlib
 import threading
+from typing import Any
 
 from kubeloop import metrics
 from kubeloop.api import validation
@@ -35,6 +35,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> None:
     body = rt.client.get(TRAININGJOBS, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         forget(namespace, name)
+        rt.saw_job(namespace, builders.job_name(name), None)
         return
     old = read_status(TrainingJobStatus, body)
     problems = validation.model_errors(body)
@@ -61,14 +62,18 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> None:
     now = rt.now()
     plan = trainingjob.decide(old, generation(body), trainer, job_name, problems, format_time(now))
     if plan.start_trainer and tj is not None:
-        _start(rt, tj, body)
+        job = _start(rt, tj, body)
     rt.write_status(TRAININGJOBS, body, plan.status)
     rt.emit(body, plan.events)
     _observe(namespace, name, plan)
+    rt.saw_job(namespace, job_name, job)
 
 
-def _start(rt: Runtime, tj: TrainingJob, body: dict[str, object]) -> None:
-    """Create the ConfigMap (refreshed if a crash left an old one) and then the Job."""
+def _start(rt: Runtime, tj: TrainingJob, body: dict[str, object]) -> dict[str, Any] | None:
+    """Create the ConfigMap (refreshed if a crash left an old one) and then the Job.
+
+    Returns the created Job, or None when an earlier, interrupted reconcile had created it.
+    """
     owner = Owner.of(body)
     namespace = tj.metadata.namespace
     configmap = builders.build_configmap(tj, owner)
@@ -77,9 +82,10 @@ def _start(rt: Runtime, tj: TrainingJob, body: dict[str, object]) -> None:
     except Conflict:
         # No Job reads it yet (the Job is created next): bring it up to date.
         rt.client.patch(CONFIGMAPS, namespace, configmap["metadata"]["name"], configmap)
-    # A Conflict means an earlier, interrupted reconcile created it: the next one follows it.
-    with contextlib.suppress(Conflict):
-        rt.client.create(JOBS, namespace, builders.build_job(tj, owner, rt.defaults))
+    try:
+        return rt.client.create(JOBS, namespace, builders.build_job(tj, owner, rt.defaults))
+    except Conflict:
+        return None  # an earlier, interrupted reconcile created it: the next one follows it
 
 
 def forget(namespace: str, name: str) -> None:

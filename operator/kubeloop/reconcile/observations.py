@@ -6,6 +6,7 @@ becomes a `ServingState`. No side effects.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +44,16 @@ def _newest_first(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""),
         reverse=True,
     )
+
+
+def job_fingerprint(job: Mapping[str, Any]) -> str:
+    """What of a batch Job a TrainingJob's status depends on: its status and suspension.
+
+    Job events that leave it unchanged (metadata, labels, finalizers, the event for the Job
+    the operator just created) need no reconcile.
+    """
+    suspended = bool((job.get("spec") or {}).get("suspend"))
+    return json.dumps([job.get("status") or {}, suspended], sort_keys=True)
 
 
 def trainer_state(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> TrainerState:

@@ -1,0 +1,90 @@
+"""kmock's Kubernetes emulator, declared and behaving as kubeloop's operator needs.
+
+Shared by the API tests (tests/api) and the operator benchmark (bench/operator_jobs.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import kmock
+
+API = "kubeloop.io/v1alpha1"
+VERBS = {"list", "watch", "get", "create", "update", "patch", "delete"}
+KSERVE = "serving.kserve.io/v1beta1/inferenceservices"
+
+
+def _namespaced(kind: str, status: bool = True) -> kmock.ResourceInfo:
+    subresources = {"status"} if status else set()
+    return kmock.ResourceInfo(kind=kind, namespaced=True, subresources=subresources, verbs=VERBS)
+
+
+RESOURCES: dict[str, kmock.ResourceInfo] = {
+    f"{API}/trainingjobs": _namespaced("TrainingJob"),
+    f"{API}/feedbackdatasets": _namespaced("FeedbackDataset"),
+    f"{API}/servedmodels": _namespaced("ServedModel"),
+    "batch/v1/jobs": _namespaced("Job"),
+    "apps/v1/deployments": _namespaced("Deployment"),
+    "v1/pods": _namespaced("Pod"),
+    "v1/configmaps": _namespaced("ConfigMap", status=False),
+    "v1/secrets": _namespaced("Secret", status=False),
+    "v1/services": _namespaced("Service", status=False),
+    "v1/events": _namespaced("Event", status=False),
+    # kopf waits to discover namespaces and CRDs even when it watches all namespaces.
+    "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=VERBS),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
+        kind="CustomResourceDefinition", namespaced=False, verbs=VERBS
+    ),
+    "kopf.dev/v1/clusterkopfpeerings": kmock.ResourceInfo(
+        kind="ClusterKopfPeering", namespaced=False, subresources={"status"}, verbs=VERBS
+    ),
+}
+"""What the operator watches or writes, KServe's InferenceService aside."""
+
+_VERSIONS = itertools.count(1)
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator with a resourceVersion that changes on every write, as the API
+    server's does.
+
+    kmock keeps whatever resourceVersion a client sends. kopf relies on it to tell its own
+    patches' events from older ones still in the watch stream; with a constant version it
+    takes the event of an operator's status patch, which comes before kopf's bookkeeping
+    patch, for an object not yet handled, and runs its creation handlers a second time.
+    """
+
+    async def _handle(self, request: Any) -> Any:
+        write = request.action in (kmock.action.CREATE, kmock.action.UPDATE)
+        if write and request.resource is not None and isinstance(request.data, dict):
+            metadata = request.data.setdefault("metadata", {})
+            metadata["resourceVersion"] = str(next(_VERSIONS))
+        return await super()._handle(request)
+
+
+def declare(emulator: kmock.KubernetesEmulator, kserve: bool = True) -> None:
+    """Declare kubeloop's resources (and KServe's unless `kserve` is False)."""
+    for resource, info in RESOURCES.items():
+        emulator.resources[resource] = info
+    if kserve:
+        emulator.resources[KSERVE] = _namespaced("InferenceService")
+
+
+def write_kubeconfig(path: Path, server: str, user: str) -> Path:
+    """A kubeconfig at `path` pointing at `server` with a bearer token."""
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server.rstrip("/")}}],
+                "users": [{"name": user, "user": {"token": f"{user}-token"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": user}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    return path
