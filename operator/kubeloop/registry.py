@@ -102,6 +102,17 @@ class Registry:
             return None
         return _version(max(versions, key=lambda v: int(v.version)))
 
+    def find_version(self, name: str, tag: str, value: str) -> ModelVersion | None:
+        """The lowest version of `name` whose tag `tag` is `value`, or None.
+
+        `name` and `value` are Kubernetes names and uids: no quotes to escape.
+        """
+        query = f"name = '{name}' and tags.`{tag}` = '{value}'"
+        versions = self._call(lambda: self._client.search_model_versions(query), name)
+        if not versions:
+            return None
+        return _version(min(versions, key=lambda v: int(v.version)))
+
     def alias_version(self, name: str, alias: str) -> str | None:
         """The version number behind `alias`, or None when it is not set."""
         found = self.get_by_alias(name, alias)
@@ -122,16 +133,14 @@ class Registry:
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call(lambda: self._client.set_registered_model_alias(name, alias, version), name)
 
+    def run_metrics(self, model: ModelVersion) -> dict[str, float]:
+        """Every metric the version's run logged (the last value of each)."""
+        run = self._call(lambda: self._client.get_run(model.run_id), f"run {model.run_id}")
+        return dict(run.data.metrics)
+
     def metrics(self, model: ModelVersion, metric: str) -> Metrics:
         """The version's evaluation: `metric` overall and per slice, from its run."""
-        run = self._call(lambda: self._client.get_run(model.run_id), f"run {model.run_id}")
-        values: dict[str, float] = dict(run.data.metrics)
-        slices = {
-            key.removeprefix(f"{metric}."): value
-            for key, value in values.items()
-            if key.startswith(f"{metric}.")
-        }
-        return Metrics(overall=values.get(metric), slices=slices)
+        return evaluation_of(self.run_metrics(model), metric)
 
     def download_onnx(self, model: ModelVersion) -> bytes:
         """The version's ONNX model file."""
@@ -234,6 +243,13 @@ class Registry:
                 f"({type(error).__name__}: {str(error)[:300]}); check that it runs and that "
                 "KUBELOOP_MLFLOW_TRACKING_URI points at it"
             ) from error
+
+
+def evaluation_of(logged: dict[str, float], metric: str) -> Metrics:
+    """`metric` overall and per slice (`<metric>.<slice>`) among a run's metrics."""
+    prefix = f"{metric}."
+    slices = {k.removeprefix(prefix): v for k, v in logged.items() if k.startswith(prefix)}
+    return Metrics(overall=logged.get(metric), slices=slices)
 
 
 def _version(raw: Any) -> ModelVersion:

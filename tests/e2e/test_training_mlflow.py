@@ -162,6 +162,7 @@ def test_base_version_is_registered_complete(base: TrainingResult, registry: Reg
     assert version.tags["kubeloop.trainingJob"] == "digits-base"
     assert version.tags["kubeloop.trainingJobUid"] == "uid-digits-base"
     assert version.tags["kubeloop.plugin"] == "image-classifier"
+    assert version.tags["kubeloop.device"] == "cpu"
     assert version.tags["kubeloop.classes"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
     assert "kubeloop.parentVersion" not in version.tags
     assert "kubeloop.snapshotGeneration" not in version.tags
@@ -183,6 +184,22 @@ def test_base_version_is_registered_complete(base: TrainingResult, registry: Reg
 
     checkpoint = network.load(registry.download_run_artifact(version, "checkpoint/model.pt"))
     assert checkpoint.shape.classes == digits.CLASSES
+
+
+def test_a_retried_pod_reports_the_version_instead_of_registering_another(
+    base: TrainingResult, workdir: Path, env: dict[str, str], registry: Registry
+) -> None:
+    # The same TrainingJob (same uid) again: its pod retried after registering.
+    spec = {**_example("TrainingJob"), "registeredModel": MODEL}
+    process, _ = _train(workdir, _job("digits-base", **spec), env)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert TrainingResult.parse(process.stdout) == base
+    assert "registered by an earlier attempt" in process.stderr
+    assert "epoch" not in process.stderr  # nothing trained
+    found = mlflow.MlflowClient(registry.tracking_uri).search_model_versions(
+        f"name = '{MODEL}' and tags.`kubeloop.trainingJobUid` = 'uid-digits-base'"
+    )
+    assert [v.version for v in found] == [base.model_version]
 
 
 def test_run_holds_epochs_signature_and_card(

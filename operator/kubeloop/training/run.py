@@ -17,7 +17,7 @@ import numpy as np
 from kubeloop import plugins
 from kubeloop.api.training_result import TrainingResult
 from kubeloop.api.trainingjob import Metrics, TrainingJob
-from kubeloop.registry import ModelVersion, Registry
+from kubeloop.registry import ModelVersion, Registry, evaluation_of
 from kubeloop.settings import Settings
 from kubeloop.storage import ObjectStore
 from kubeloop.training import card, checks, datasets, onnx_check, splits, tracking
@@ -40,6 +40,7 @@ TAG_INPUT_SHAPE = "kubeloop.inputShape"
 TAG_SNAPSHOT = "kubeloop.snapshotGeneration"
 TAG_PARENT = "kubeloop.parentVersion"
 TAG_BASE_MODEL = "kubeloop.baseModel"
+TAG_DEVICE = "kubeloop.device"
 
 
 def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> TrainingResult:
@@ -49,6 +50,14 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
     spec = job.spec
     registry = Registry(settings.mlflow_tracking_uri)
     registry.check_reachable()
+    earlier = _registered_earlier(job, registry)
+    if earlier is not None:
+        log.info(
+            "%s was registered by an earlier attempt of this TrainingJob: reporting it "
+            "instead of training and registering again",
+            earlier.uri,
+        )
+        return _result_of(job, earlier, registry)
     parent: ModelVersion | None = None
     base_model = None
     if spec.base_model is not None:
@@ -153,6 +162,45 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
     )
 
 
+def job_uid(job: TrainingJob) -> str | None:
+    """The TrainingJob's metadata.uid (the operator passes it on; the local mode has none)."""
+    uid = (job.metadata.model_extra or {}).get("uid")
+    return str(uid) if uid else None
+
+
+def _registered_earlier(job: TrainingJob, registry: Registry) -> ModelVersion | None:
+    """The version an earlier attempt of this very TrainingJob registered, if one did.
+
+    A pod retried (backoffLimit) or restarted after registration must not register a
+    second version; without a uid there is no telling attempts apart, so None.
+    """
+    uid = job_uid(job)
+    if uid is None:
+        return None
+    return registry.find_version(job.spec.registered_model, TAG_JOB_UID, uid)
+
+
+def _result_of(job: TrainingJob, version: ModelVersion, registry: Registry) -> TrainingResult:
+    """The result of the run that registered `version`, read back from MLflow."""
+    logged = registry.run_metrics(version)
+    evaluation = evaluation_of(logged, job.spec.evaluation.metric)
+    slices = {k: v for k, v in evaluation.slices.items() if k in job.spec.evaluation.slices}
+    overall = evaluation.overall
+    return TrainingResult(
+        training_job=job.metadata.name,
+        registered_model=version.name,
+        model_version=version.version,
+        mlflow_run_id=version.run_id,
+        metrics=Metrics(
+            overall=round(overall, 6) if overall is not None else None,
+            slices={k: round(v, 6) for k, v in slices.items()},
+        ),
+        onnx_max_abs_diff=float(f"{logged.get('onnx_max_abs_diff', 0.0):.3g}"),
+        train_seconds=round(logged.get("train_seconds", 0.0), 3),
+        device=version.tags.get(TAG_DEVICE, "unknown"),
+    )
+
+
 def version_tags(
     job: TrainingJob,
     info: plugins.PluginInfo,
@@ -168,10 +216,11 @@ def version_tags(
         TAG_PLUGIN_VERSION: info.version,
         TAG_CLASSES: json.dumps(list(trained.classes)),
         TAG_INPUT_SHAPE: json.dumps(list(trained.input_shape)),
+        TAG_DEVICE: trained.device,
     }
-    uid = (job.metadata.model_extra or {}).get("uid")
+    uid = job_uid(job)
     if uid:
-        tags[TAG_JOB_UID] = str(uid)
+        tags[TAG_JOB_UID] = uid
     generations = [str(d.generation) for d in assembled.lineage if d.generation is not None]
     if generations:
         tags[TAG_SNAPSHOT] = ",".join(generations)
