@@ -10,6 +10,7 @@ flush what they hold when it stops (SIGTERM/SIGINT).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -99,6 +100,10 @@ class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships
         kserve.model_server.app.include_router(routes.router(self._components))
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, self._on_signal)
+        # What is imported by now (kserve, fastapi, mlflow: ~240,000 objects) lives as long as
+        # the process: keep it out of the collector's full passes, which otherwise stall every
+        # request in flight for ~130 ms (p99 under load, bench/README.md).
+        gc.freeze()
         asyncio.run(self._serve())
 
     def _on_signal(self, number: int, frame: FrameType | None) -> None:
