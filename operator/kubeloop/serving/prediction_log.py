@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 from ulid import ULID
 
@@ -335,9 +335,11 @@ class PredictionLog:
         try:
             for start in range(0, len(records), self.batch_size):
                 chunk = records[start : start + self.batch_size]
-                body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in chunk)
+                # orjson: ~7x json's speed here, and this thread holds the GIL the event
+                # loop answering requests needs.
+                body = b"".join(orjson.dumps(r) + b"\n" for r in chunk)
                 key = samples.predictions_key(self.prefix, str(ULID()))
-                self._store.put_bytes(self.bucket, key, body.encode(), "application/x-ndjson")
+                self._store.put_bytes(self.bucket, key, body, "application/x-ndjson")
                 written += len(chunk)
         except Exception:
             self._requeue(taken, written)
@@ -372,7 +374,7 @@ class PredictionLog:
         rows = 0
         for key in reversed(keys):  # newest first, until the pool would overflow
             lines = self._store.get_bytes(self.bucket, key).decode().splitlines()
-            chunks.append([json.loads(line) for line in lines if line.strip()])
+            chunks.append([orjson.loads(line) for line in lines if line.strip()])
             rows += len(chunks[-1])
             if rows >= limit:
                 break
