@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import kmock
+from kmock._internal import parsing  # no public hook for the path parser
 
 API = "kubeloop.io/v1alpha1"
 VERBS = {"list", "watch", "get", "create", "update", "patch", "delete"}
@@ -45,6 +46,21 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
 """What the operator watches or writes, KServe's InferenceService aside."""
 
 _VERSIONS = itertools.count(1)
+_parse_path = parsing.parse_path
+
+
+def _namespaces_too(path: str) -> parsing.ParsedPath:
+    """kmock 0.8's path parser, which reads /api/v1/namespaces[/NAME] as a namespace prefix
+    with nothing after it (and fails), taught that these paths are Namespace objects."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        name = parts[3] if len(parts) == 4 else None
+        return parsing.ParsedPath(group="", version="v1", plural="namespaces", name=name)
+    return _parse_path(path)
+
+
+# kopf lists and watches Namespaces when it serves a list of them (`--namespace`).
+parsing.parse_path = _namespaces_too
 
 
 class Emulator(kmock.KubernetesEmulator):

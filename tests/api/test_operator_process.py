@@ -1,8 +1,9 @@
 """The operator process itself: kopf peering for leader election, /metrics and the health
-endpoint, and finalizers only where kopf's timers need them."""
+endpoint, finalizers only where kopf's timers need them, and watching listed namespaces."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -33,17 +34,7 @@ async def test_peering_registers_the_operator_and_it_reconciles(
     (identity,) = status.values()
     assert identity["priority"] == 7
 
-    tj = {
-        "apiVersion": API,
-        "kind": "TrainingJob",
-        "metadata": {"name": "led"},
-        "spec": {
-            "plugin": {"name": "p"},
-            "datasets": [{"name": "base", "uri": "builtin://digits"}],
-            "registeredModel": "m",
-        },
-    }
-    await cluster.create(f"{API}/trainingjobs", tj)
+    await cluster.create(f"{API}/trainingjobs", _training_job("led"))
     await eventually(lambda: cluster.get("batch/v1/jobs", "led"), "the leader's reconcile")
     created = await cluster.get(f"{API}/trainingjobs", "led")
     assert created is not None
@@ -51,3 +42,35 @@ async def test_peering_registers_the_operator_and_it_reconciles(
     exported = await running.metrics()
     assert 'kubeloop_reconcile_total{kind="TrainingJob",result="ok"}' in exported
     assert "kubeloop_reconcile_seconds_bucket" in exported
+
+
+async def test_a_listed_namespace_is_watched_and_no_other(
+    cluster: Cluster, operator: OperatorFactory
+) -> None:
+    for namespace in ("team-a", "team-b"):
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        await cluster.create("v1/namespaces", body, namespace=None)
+    await operator("--namespace", "team-a", "--standalone")
+    for namespace in ("team-b", "team-a"):  # the unwatched one first
+        await cluster.create(f"{API}/trainingjobs", _training_job("tj"), namespace=namespace)
+    await eventually(
+        lambda: cluster.get("batch/v1/jobs", "tj", namespace="team-a"), "team-a's Job", 20
+    )
+    await asyncio.sleep(1.0)  # team-b's TrainingJob came first: it would have its Job by now
+    assert await cluster.get("batch/v1/jobs", "tj", namespace="team-b") is None
+    unwatched = await cluster.get(f"{API}/trainingjobs", "tj", namespace="team-b")
+    assert unwatched is not None
+    assert "status" not in unwatched
+
+
+def _training_job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "plugin": {"name": "p"},
+            "datasets": [{"name": "base", "uri": "builtin://digits"}],
+            "registeredModel": "m",
+        },
+    }
