@@ -12,6 +12,19 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
+def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
+    """Schema extras with (CEL rule, message) pairs that the API server checks on apply.
+
+    They land in the CRD as x-kubernetes-validations; the models' own validators say the
+    same for `kubeloop validate` and the operator.
+    """
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+
+
+LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
+"""Schema extra: the API server refuses a list of scalars with a repeated item."""
+
+
 class ApiModel(BaseModel):
     """Base of every API object: camelCase on the wire, unknown fields refused."""
 

@@ -30,6 +30,8 @@ _KEPT = (
     "minItems",
     "maxItems",
     "required",
+    "x-kubernetes-list-type",
+    "x-kubernetes-validations",
 )
 
 

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from kubeloop.api.common import ApiModel, Condition, CustomResource
+from kubeloop.api.common import LIST_SET, ApiModel, Condition, CustomResource
 from kubeloop.api.trainingjob import TrainingJobSpec
 
 Strategy = Literal[
@@ -75,7 +75,7 @@ class FeedbackDatasetSpec(ApiModel):
 
     storage: Storage
     """Object storage location of the samples."""
-    classes: list[str] = Field(min_length=1)
+    classes: list[str] = Field(min_length=1, json_schema_extra=LIST_SET)
     """Labels a sample may carry."""
     slices: list[str] = Field(default_factory=list)
     """Slice tags a sample may carry (e.g. new-user); any tag when empty."""

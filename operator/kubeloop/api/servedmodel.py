@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from kubeloop.api.common import ApiModel, Condition, CustomResource
+from kubeloop.api.common import LIST_SET, ApiModel, Condition, CustomResource, cel_rules
 
 Verdict = Literal["Pending", "Passed", "Failed"]
+INCREASING = "canary steps must be strictly increasing"
 
 
 class Canary(ApiModel):
     """Gradual rollout of a promoted candidate."""
 
-    steps: list[int] = Field(default_factory=list)
+    steps: list[Annotated[int, Field(ge=1, le=99)]] = Field(
+        default_factory=list,
+        max_length=10,
+        json_schema_extra={**LIST_SET, **cel_rules(("self.isSorted()", INCREASING))},
+    )
     """Traffic percentages to the candidate, in order, e.g. [10, 50]; then 100."""
     step_seconds: int = Field(default=300, ge=0)
     """Time each step holds before the next."""
@@ -24,7 +29,7 @@ class Canary(ApiModel):
         if any(not 0 < p < 100 for p in self.steps):
             raise ValueError("canary steps are percentages between 1 and 99")
         if self.steps != sorted(set(self.steps)):
-            raise ValueError("canary steps must be strictly increasing")
+            raise ValueError(INCREASING)
         return self
 
 
@@ -52,6 +57,12 @@ class Batching(ApiModel):
 
 class ServedModelSpec(ApiModel):
     """Desired state of a ServedModel."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            ("self.minReplicas <= self.maxReplicas", "minReplicas must not be above maxReplicas")
+        )
+    )
 
     registered_model: str = Field(min_length=1)
     """Registered model in MLflow."""

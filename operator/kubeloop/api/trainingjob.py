@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from kubeloop.api.common import ApiModel, Condition, CustomResource, SecretKeyRef
+from kubeloop.api.common import ApiModel, Condition, CustomResource, SecretKeyRef, cel_rules
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+ONE_SOURCE = "set exactly one of uri or feedbackDataset"
 
 
 class PluginRef(ApiModel):
@@ -22,6 +23,12 @@ class PluginRef(ApiModel):
 
 class DatasetSource(ApiModel):
     """One dataset the plugin trains and evaluates on: a URI or a FeedbackDataset snapshot."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            ("has(self.uri) != has(self.feedbackDataset)", ONE_SOURCE),
+        )
+    )
 
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """Name the plugin sees this dataset under, e.g. base or feedback."""
@@ -37,7 +44,7 @@ class DatasetSource(ApiModel):
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSource:
         if (self.uri is None) == (self.feedback_dataset is None):
-            raise ValueError(f"dataset {self.name!r}: set exactly one of uri or feedbackDataset")
+            raise ValueError(f"dataset {self.name!r}: {ONE_SOURCE}")
         return self
 
 

@@ -1,0 +1,162 @@
+"""The CRDs' cross-field rules, checked as the API server checks them on `kubectl apply`.
+
+Each `x-kubernetes-validations` rule is compiled and evaluated with cel-python on the
+defaulted object, and `x-kubernetes-list-type: set` lists are checked for repeats. Two
+parts of the API server are stood in for here: its defaulting (schema defaults filled into
+missing fields) and `isSorted`, from its CEL list library (k8s.io/apiserver/pkg/cel/library).
+Every example passes; each broken spec is refused with the rule's message, and the models
+(`kubeloop validate`, the operator) refuse it too.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import celpy
+import pytest
+from celpy import celtypes
+
+from kubeloop import api, manifests
+from kubeloop.api import crd, validation
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+RESOURCES = {r.KIND: r for r in (api.TrainingJob, api.FeedbackDataset, api.ServedModel)}
+_ENV = celpy.Environment()
+
+
+def _is_sorted(items: celtypes.ListType) -> celtypes.BoolType:
+    return celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(items)))
+
+
+def _holds(rule: str, value: Any) -> bool:
+    program = _ENV.program(_ENV.compile(rule), functions={"isSorted": _is_sorted})
+    return bool(program.evaluate({"self": celpy.json_to_cel(value)}))
+
+
+def _defaulted(schema: dict[str, Any], value: Any) -> Any:
+    if isinstance(value, dict):
+        out = dict(value)
+        for key, sub in schema.get("properties", {}).items():
+            if key not in out and "default" in sub:
+                out[key] = copy.deepcopy(sub["default"])
+            if key in out:
+                out[key] = _defaulted(sub, out[key])
+        return out
+    if isinstance(value, list) and "items" in schema:
+        return [_defaulted(schema["items"], item) for item in value]
+    return value
+
+
+def _violations(schema: dict[str, Any], value: Any, path: str) -> list[str]:
+    found = [
+        f"{path}: {rule['message']}"
+        for rule in schema.get("x-kubernetes-validations", [])
+        if not _holds(rule["rule"], value)
+    ]
+    if schema.get("x-kubernetes-list-type") == "set":
+        items = [json.dumps(v, sort_keys=True) for v in value]
+        found += [f"{path}: Duplicate value: {v}" for v in sorted(set(items)) if items.count(v) > 1]
+    if isinstance(value, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                found += _violations(sub, value[key], f"{path}.{key}")
+    elif isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            found += _violations(schema["items"], item, f"{path}[{index}]")
+    return found
+
+
+def apply(manifest: dict[str, Any]) -> list[str]:
+    """What the API server's CEL rules and list types say of `manifest`."""
+    schema = crd.build_crd(RESOURCES[manifest["kind"]])["spec"]["versions"][0]["schema"]
+    root = schema["openAPIV3Schema"]
+    return _violations(root, _defaulted(root, manifest), "")
+
+
+def _example(kind: str) -> dict[str, Any]:
+    for _, manifest in manifests.load(EXAMPLES / "digits"):
+        if manifest["kind"] == kind:
+            return copy.deepcopy(manifest)
+    raise AssertionError(f"no {kind} example")
+
+
+def _rules(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+        return own + [rule for value in node.values() for rule in _rules(value)]
+    if isinstance(node, list):
+        return [rule for value in node for rule in _rules(value)]
+    return []
+
+
+def test_every_rule_compiles_and_the_resources_have_some() -> None:
+    rules = [rule for r in RESOURCES.values() for rule in _rules(crd.build_crd(r))]
+    assert len(rules) >= 4
+    for rule in rules:
+        _ENV.compile(rule)
+
+
+def test_every_example_passes() -> None:
+    examples = manifests.load(EXAMPLES / "digits")
+    assert {m["kind"] for _, m in examples} == set(RESOURCES)
+    for file, manifest in examples:
+        assert apply(manifest) == [], file
+
+
+def _broken_dataset(manifest: dict[str, Any]) -> None:
+    manifest["spec"]["datasets"][0]["feedbackDataset"] = "digits-feedback"
+
+
+def _no_source(manifest: dict[str, Any]) -> None:
+    template = manifest["spec"]["retrain"]["trainingTemplate"]
+    template["datasets"][0] = {"name": "base"}
+
+
+def _replicas(manifest: dict[str, Any]) -> None:
+    manifest["spec"]["minReplicas"] = 3  # maxReplicas left to its default, 1
+
+
+def _steps_out_of_order(manifest: dict[str, Any]) -> None:
+    manifest["spec"]["canary"] = {"steps": [50, 20]}
+
+
+def _steps_repeated(manifest: dict[str, Any]) -> None:
+    manifest["spec"]["canary"] = {"steps": [20, 20]}
+
+
+def _classes_repeated(manifest: dict[str, Any]) -> None:
+    manifest["spec"]["classes"] = ["0", "1", "1"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "breaks", "refusal"),
+    [
+        (
+            "TrainingJob",
+            _broken_dataset,
+            ".spec.datasets[0]: set exactly one of uri or feedbackDataset",
+        ),
+        (
+            "FeedbackDataset",
+            _no_source,
+            ".spec.retrain.trainingTemplate.datasets[0]: set exactly one of uri or feedbackDataset",
+        ),
+        ("ServedModel", _replicas, ".spec: minReplicas must not be above maxReplicas"),
+        ("ServedModel", _steps_out_of_order, ".spec.canary.steps: canary steps must be strictly"),
+        ("ServedModel", _steps_repeated, ".spec.canary.steps: Duplicate value: 20"),
+        ("FeedbackDataset", _classes_repeated, '.spec.classes: Duplicate value: "1"'),
+    ],
+)
+def test_a_broken_spec_is_refused_on_apply_and_by_the_models(
+    kind: str, breaks: Any, refusal: str
+) -> None:
+    manifest = _example(kind)
+    breaks(manifest)
+    refused = apply(manifest)
+    assert len(refused) == 1, refused
+    assert refused[0].startswith(refusal)
+    assert validation.model_errors(manifest), "the models must refuse it too"
