@@ -26,6 +26,7 @@ from kubeloop.reconcile.common import (
     Owner,
     generation,
     is_subset,
+    parse,
     read_status,
     spec_body,
     without_nulls,
@@ -42,11 +43,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> None:
         return
     old = read_status(ServedModelStatus, body)
     now = rt.now()
-    problems = validation.model_errors(body)
-    sm = None
-    if not problems:
-        sm = ServedModel.model_validate(spec_body(body))
-        problems = servedmodel.spec_problems(sm.spec)
+    sm, problems = parse(ServedModel, body, lambda sm: servedmodel.spec_problems(sm.spec))
     if sm is None or problems:
         _stop(rt, body, old, "InvalidSpec", "; ".join(problems))
         return

@@ -9,7 +9,6 @@ import threading
 from typing import Any
 
 from kubeloop import metrics
-from kubeloop.api import validation
 from kubeloop.api.trainingjob import Phase, TrainingJob, TrainingJobStatus
 from kubeloop.kube.client import CONFIGMAPS, JOBS, PODS, TRAININGJOBS, Conflict
 from kubeloop.kube.runtime import Runtime, is_owned_by
@@ -19,9 +18,9 @@ from kubeloop.reconcile.common import (
     Owner,
     format_time,
     generation,
+    parse,
     parse_time,
     read_status,
-    spec_body,
 )
 
 KIND = "TrainingJob"
@@ -38,11 +37,7 @@ def reconcile(rt: Runtime, namespace: str, name: str) -> None:
         rt.saw_job(namespace, builders.job_name(name), None)
         return
     old = read_status(TrainingJobStatus, body)
-    problems = validation.model_errors(body)
-    tj = None
-    if not problems:
-        tj = TrainingJob.model_validate(spec_body(body))
-        problems = trainingjob.spec_problems(tj.spec)
+    tj, problems = parse(TrainingJob, body, lambda tj: trainingjob.spec_problems(tj.spec))
 
     job_name = builders.job_name(name)
     job = rt.client.get(JOBS, namespace, job_name)

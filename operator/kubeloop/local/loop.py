@@ -24,7 +24,7 @@ from kubeloop.api.trainingjob import TrainingJob, TrainingJobStatus
 from kubeloop.feedback_store import DatasetStore
 from kubeloop.local import services
 from kubeloop.reconcile import builders, feedbackdataset, servedmodel, trainingjob
-from kubeloop.reconcile.common import Event, format_time, read_status, spec_body
+from kubeloop.reconcile.common import Event, format_time, parse, read_status, spec_body
 from kubeloop.registry import Registry, RegistryUnavailable
 from kubeloop.storage import ObjectStore, StorageUnavailable
 
@@ -138,11 +138,7 @@ class LocalLoop:
     def _trainingjob(self, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
         old = read_status(TrainingJobStatus, body)
-        problems = validation.model_errors(body)
-        tj = None
-        if not problems:
-            tj = TrainingJob.model_validate(spec_body(body))
-            problems = trainingjob.spec_problems(tj.spec)
+        tj, problems = parse(TrainingJob, body, lambda tj: trainingjob.spec_problems(tj.spec))
         now = format_time(self.now())
         plan = trainingjob.decide(
             old, body["metadata"]["generation"], self._trainer_state(name), name, problems, now
@@ -199,10 +195,7 @@ class LocalLoop:
         generation = body["metadata"]["generation"]
         old = read_status(ServedModelStatus, body)
         now = self.now()
-        problems = validation.model_errors(body)
-        sm = None if problems else ServedModel.model_validate(spec_body(body))
-        if sm is not None:
-            problems = servedmodel.spec_problems(sm.spec)
+        sm, problems = parse(ServedModel, body, lambda sm: servedmodel.spec_problems(sm.spec))
         if sm is None or problems:
             message = "; ".join(problems)
             status = servedmodel.not_servable(old, generation, "InvalidSpec", message, now)

@@ -8,12 +8,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from kubeloop.api import validation
+from kubeloop.api.common import CustomResource
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -206,6 +209,21 @@ def read_status(model: type[StatusT], body: dict[str, Any]) -> StatusT:
 def spec_body(body: dict[str, Any]) -> dict[str, Any]:
     """The parts of a custom object the API models read (no status)."""
     return {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+
+
+ResourceT = TypeVar("ResourceT", bound=CustomResource)
+
+
+def parse(
+    resource: type[ResourceT], body: dict[str, Any], problems_of: Callable[[ResourceT], list[str]]
+) -> tuple[ResourceT | None, list[str]]:
+    """The object in `body` as `resource`, and what is wrong with it: the schema's and the
+    models' errors (and then no object), else what `problems_of` finds in the parsed one."""
+    problems = validation.model_errors(body)
+    if problems:
+        return None, problems
+    parsed = resource.model_validate(spec_body(body))
+    return parsed, problems_of(parsed)
 
 
 def generation(body: dict[str, Any]) -> int:
