@@ -100,6 +100,21 @@ class Cluster:
         return [e["reason"] for e in await self.events(name)]
 
 
+def training_job(name: str, **spec: Any) -> dict[str, Any]:
+    """A TrainingJob of the digits base model, with `spec` fields added or replaced."""
+    return {
+        "apiVersion": API,
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "plugin": {"name": "image-classifier"},
+            "datasets": [{"name": "base", "uri": "builtin://digits"}],
+            "registeredModel": "digits",
+            **spec,
+        },
+    }
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20.0
 ) -> T:

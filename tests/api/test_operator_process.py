@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import API, Cluster, OperatorFactory, eventually
+from tests.api.conftest import API, Cluster, OperatorFactory, eventually, training_job
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
@@ -34,7 +34,7 @@ async def test_peering_registers_the_operator_and_it_reconciles(
     (identity,) = status.values()
     assert identity["priority"] == 7
 
-    await cluster.create(f"{API}/trainingjobs", _training_job("led"))
+    await cluster.create(f"{API}/trainingjobs", training_job("led"))
     await eventually(lambda: cluster.get("batch/v1/jobs", "led"), "the leader's reconcile")
     created = await cluster.get(f"{API}/trainingjobs", "led")
     assert created is not None
@@ -52,7 +52,7 @@ async def test_a_listed_namespace_is_watched_and_no_other(
         await cluster.create("v1/namespaces", body, namespace=None)
     await operator("--namespace", "team-a", "--standalone")
     for namespace in ("team-b", "team-a"):  # the unwatched one first
-        await cluster.create(f"{API}/trainingjobs", _training_job("tj"), namespace=namespace)
+        await cluster.create(f"{API}/trainingjobs", training_job("tj"), namespace=namespace)
     await eventually(
         lambda: cluster.get("batch/v1/jobs", "tj", namespace="team-a"), "team-a's Job", 20
     )
@@ -61,16 +61,3 @@ async def test_a_listed_namespace_is_watched_and_no_other(
     unwatched = await cluster.get(f"{API}/trainingjobs", "tj", namespace="team-b")
     assert unwatched is not None
     assert "status" not in unwatched
-
-
-def _training_job(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "plugin": {"name": "p"},
-            "datasets": [{"name": "base", "uri": "builtin://digits"}],
-            "registeredModel": "m",
-        },
-    }

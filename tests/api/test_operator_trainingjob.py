@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.api.conftest import API, Cluster, OperatorFactory, condition, eventually, status_of
+from tests.api.conftest import (
+    API,
+    Cluster,
+    OperatorFactory,
+    condition,
+    eventually,
+    status_of,
+    training_job,
+)
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 TJ = f"{API}/trainingjobs"
@@ -24,20 +32,6 @@ RESULT = {
     "trainSeconds": 42.0,
     "device": "cuda:0",
 }
-
-
-def training_job(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "plugin": {"name": "image-classifier"},
-            "datasets": [{"name": "base", "uri": "builtin://digits"}],
-            "registeredModel": "digits",
-            **spec,
-        },
-    }
 
 
 def pod(job: dict[str, Any], name: str, state: dict[str, Any], phase: str) -> dict[str, Any]:
