@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import sys
 import time
@@ -25,37 +26,25 @@ from bench import common
 from bench.servers import Stack
 
 Benchmark = Callable[[Stack, bool], list[common.Result]]
-NAMES = ("predictor", "selection", "feedback", "operator", "turnaround", "gpu")
+MODULES = {
+    "predictor": "predictor",
+    "selection": "selection",
+    "feedback": "feedback",
+    "operator": "operator_jobs",
+    "turnaround": "turnaround",
+    "gpu": "gpu",
+}
+"""Benchmark name: its module in bench/, which has `run(stack, quick)`."""
+NAMES = tuple(MODULES)
 SLOW = {"turnaround"}  # left out of --quick unless named with --only
 
 
 def benchmark(name: str) -> Benchmark:
     """The benchmark's run function, imported only when it runs."""
-    if name == "predictor":
-        from bench import predictor
-
-        return predictor.run
-    if name == "selection":
-        from bench import selection
-
-        return selection.run
-    if name == "feedback":
-        from bench import feedback
-
-        return feedback.run
-    if name == "operator":
-        from bench import operator_jobs
-
-        return operator_jobs.run
-    if name == "turnaround":
-        from bench import turnaround
-
-        return turnaround.run
-    if name == "gpu":
-        from bench import gpu
-
-        return gpu.run
-    raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(NAMES)}")
+    if name not in MODULES:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(NAMES)}")
+    run: Benchmark = importlib.import_module(f"bench.{MODULES[name]}").run
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
