@@ -13,6 +13,8 @@ from typing import Any
 import kmock
 from kmock._internal import parsing  # no public hook for the path parser
 
+from kubeloop.kube.ports import merge_patch
+
 API = "kubeloop.io/v1alpha1"
 VERBS = {"list", "watch", "get", "create", "update", "patch", "delete"}
 KSERVE = "serving.kserve.io/v1beta1/inferenceservices"
@@ -65,20 +67,78 @@ parsing.parse_path = _namespaces_too
 
 class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator with a resourceVersion that changes on every write, as the API
-    server's does.
+    server's does, generated names, and server-side apply for a single field manager.
 
     kmock keeps whatever resourceVersion a client sends. kopf relies on it to tell its own
     patches' events from older ones still in the watch stream; with a constant version it
     takes the event of an operator's status patch, which comes before kopf's bookkeeping
     patch, for an object not yet handled, and runs its creation handlers a second time.
+
+    kmock reads every PATCH as a merge patch of an existing object. An apply patch
+    (application/apply-patch+yaml) creates the object when there is none, and otherwise
+    makes the applied fields the object's: what the one manager applied before and applies no
+    more is removed (metadata's labels, annotations and ownerReferences are replaced). Real
+    server-side apply, with several managers, is tested against the real API server.
     """
 
     async def _handle(self, request: Any) -> Any:
+        if request.method == kmock.method.PATCH and "apply-patch" in str(
+            request.headers.get("Content-Type", "")
+        ):
+            request = await self._as_apply(request)
         write = request.action in (kmock.action.CREATE, kmock.action.UPDATE)
         if write and request.resource is not None and isinstance(request.data, dict):
             metadata = request.data.setdefault("metadata", {})
             metadata["resourceVersion"] = str(next(_VERSIONS))
+            if request.action == kmock.action.CREATE and metadata.get("generateName"):
+                # As the API server does: kopf's Events are created with a generated name.
+                metadata.setdefault("name", f"{metadata['generateName']}{next(_VERSIONS):05d}")
         return await super()._handle(request)
+
+
+    async def _as_apply(self, request: Any) -> Any:
+        """Carry out the apply here, then let kmock answer it as a read of the object.
+
+        kmock matches reactions to the very request object it received, so the request is
+        changed in place (it is a frozen attrs object) rather than replaced.
+        """
+        key = (request.resource, request.namespace, request.name)
+        applied = dict(request.data or {})
+        version = str(next(_VERSIONS))
+        async with self._lock:
+            if key not in self._objects or self._objects[key].deleted:
+                metadata = {**applied.get("metadata", {}), "namespace": request.namespace}
+                applied["metadata"] = {**metadata, "resourceVersion": version}
+                if key in self._objects:
+                    self._objects[key].create(applied)
+                else:
+                    self._objects[key] = applied
+                event = "ADDED"
+            else:
+                self._objects[key].patch(_applied_patch(self._objects[key].raw, applied, version))
+                event = "MODIFIED"
+            raw = self._objects[key].raw
+            await self._buses[request.resource].put({"type": event, "object": raw})
+        object.__setattr__(request, "action", kmock.action.FETCH)
+        return request
+
+
+def _applied_patch(current: dict[str, Any], applied: dict[str, Any], version: str) -> dict[str, Any]:
+    """The merge patch that makes the applied fields the object's (one field manager)."""
+    metadata = applied.get("metadata") or {}
+    kept = ("labels", "annotations", "ownerReferences")
+    patch: dict[str, Any] = {
+        "metadata": {**{k: metadata[k] for k in kept if k in metadata}, "resourceVersion": version}
+    }
+    for field, value in applied.items():
+        if field in ("apiVersion", "kind", "metadata"):
+            continue
+        previous = current.get(field)
+        if isinstance(value, dict) and isinstance(previous, dict):
+            patch[field] = merge_patch(previous, value)
+        else:
+            patch[field] = value
+    return patch
 
 
 def declare(emulator: kmock.KubernetesEmulator, kserve: bool = True) -> None:

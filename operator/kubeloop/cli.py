@@ -79,7 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run manifests on this machine, no cluster needed")
     up.add_argument("-f", "--filename", type=Path, action="append", required=True)
     up.add_argument("--state-dir", type=Path, help="state directory (default: .kubeloop)")
+    up.add_argument(
+        "--port", type=int, help="port of the first predictor (default: 8080, else a free one)"
+    )
+    up.add_argument("--mlflow-port", type=int, help="MLflow's port (default: 5000, else free)")
+    up.add_argument("--s3-port", type=int, help="the S3 server's port (default: 8333, else free)")
     up.set_defaults(run=_run_up)
+
+    down = commands.add_parser("down", help="stop what `kubeloop up` runs in a state directory")
+    down.add_argument("--state-dir", type=Path, help="state directory (default: .kubeloop)")
+    down.set_defaults(run=_run_down)
 
     demo = commands.add_parser("demo", help="the whole loop on the digits, end to end")
     demo.add_argument("--quick", action="store_true", help="fewer epochs (CI)")
@@ -162,20 +171,33 @@ def _run_operator(args: argparse.Namespace) -> int:
 def _run_up(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from kubeloop.local import services, up
+    from kubeloop.local import lock, services, up
 
     state_dir = args.state_dir or settings.load().state_dir
+    addresses = up.Addresses(args.port, args.mlflow_port, args.s3_port)
     try:
-        return up.run(state_dir, args.filename, Console())
-    except (services.ServiceError, ValueError, OSError) as error:
+        return up.run(state_dir, args.filename, Console(), addresses=addresses)
+    except (services.ServiceError, lock.StateBusy, ValueError, OSError) as error:
         print(f"kubeloop up: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_down(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from kubeloop.local import lock, up
+
+    try:
+        return up.down(args.state_dir or settings.load().state_dir, Console())
+    except (lock.StateBusy, OSError) as error:
+        print(f"kubeloop down: {error}", file=sys.stderr)
         return 1
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from kubeloop.local import demo, services
+    from kubeloop.local import demo, lock, services
     from kubeloop.registry import RegistryUnavailable
     from kubeloop.storage import StorageUnavailable
 
@@ -189,6 +211,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     except (
         demo.DemoError,
         services.ServiceError,
+        lock.StateBusy,
         RegistryUnavailable,
         StorageUnavailable,
         OSError,

@@ -6,7 +6,12 @@ end in _total, _seconds or _bytes as Prometheus expects.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from kubeloop.api.times import parse_time
 
 # --- operator ---------------------------------------------------------------------------
 
@@ -59,6 +64,69 @@ SERVING_VERSION = Gauge(
     "1 for the model version a ServedModel serves.",
     ["namespace", "servedmodel", "version"],
 )
+
+_PHASES = ("Pending", "Running", "Succeeded", "Failed")
+_phases: dict[tuple[str, str], str] = {}
+_serving: dict[tuple[str, str], str] = {}
+_lock = threading.Lock()
+
+
+def observe_training_job(
+    namespace: str,
+    name: str,
+    phase: str,
+    times: tuple[str | None, str | None],
+    finished: bool,
+) -> None:
+    """Count the TrainingJob under its phase; time it (start, completion) once it finished."""
+    with _lock:
+        _phases[(namespace, name)] = phase
+        _export_phases()
+    start, end = parse_time(times[0]), parse_time(times[1])
+    if finished and start is not None and end is not None:
+        TRAININGJOB_SECONDS.labels(phase).observe(max(0.0, (end - start).total_seconds()))
+
+
+def observe_feedback_dataset(
+    namespace: str, name: str, samples: int, since_snapshot: int, threshold: int | None
+) -> None:
+    """The dataset's counts (and threshold) as gauges."""
+    FEEDBACK_SAMPLES.labels(namespace, name).set(samples)
+    FEEDBACK_SAMPLES_SINCE_SNAPSHOT.labels(namespace, name).set(since_snapshot)
+    if threshold is not None:
+        RETRAIN_THRESHOLD.labels(namespace, name).set(threshold)
+
+
+def observe_serving(namespace: str, name: str, version: str | None) -> None:
+    """The version a ServedModel serves, as the info metric's label."""
+    with _lock:
+        previous = _serving.get((namespace, name))
+        if previous is not None and previous != version:
+            with contextlib.suppress(KeyError):
+                SERVING_VERSION.remove(namespace, name, previous)
+            del _serving[(namespace, name)]
+        if version is not None:
+            SERVING_VERSION.labels(namespace, name, version).set(1)
+            _serving[(namespace, name)] = version
+
+
+def forget(kind: str, namespace: str, name: str) -> None:
+    """Stop exporting the per-object metrics of a deleted object."""
+    with _lock:
+        if kind == "TrainingJob" and _phases.pop((namespace, name), None) is not None:
+            _export_phases()
+    if kind == "ServedModel":
+        observe_serving(namespace, name, None)
+    if kind == "FeedbackDataset":
+        for gauge in (FEEDBACK_SAMPLES, FEEDBACK_SAMPLES_SINCE_SNAPSHOT, RETRAIN_THRESHOLD):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+
+
+def _export_phases() -> None:
+    for phase in _PHASES:
+        TRAININGJOBS.labels(phase).set(sum(1 for p in _phases.values() if p == phase))
+
 
 # --- predictor --------------------------------------------------------------------------
 

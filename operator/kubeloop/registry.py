@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kubeloop.api.errors import Unavailable
 from kubeloop.api.trainingjob import Metrics
 
 T = TypeVar("T")
 
 
-class RegistryUnavailable(RuntimeError):
+class RegistryUnavailable(Unavailable):
     """The MLflow server could not be reached."""
+
+    reason = "RegistryUnavailable"
 
 
 class ModelNotFound(LookupError):

@@ -17,13 +17,16 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error, ServerError
 
+from kubeloop.api.errors import Unavailable
 from kubeloop.settings import Settings
 
 T = TypeVar("T")
 
 
-class StorageUnavailable(RuntimeError):
+class StorageUnavailable(Unavailable):
     """The S3 server could not be reached, or answered with a server error."""
+
+    reason = "StorageUnavailable"
 
 
 class ObjectNotFound(KeyError):

@@ -71,4 +71,4 @@ def test_apply_refuses_what_the_api_server_would(
     dataset["spec"]["retrain"]["threshold"] = -1
     with pytest.raises(InvalidManifest, match="threshold: -1 is less than the minimum of 1"):
         loop.apply(dataset)
-    assert loop.objects == {}
+    assert loop.objects.items == {}

@@ -5,7 +5,6 @@ KServe's v1beta1 API models; plus the properties the operator relies on."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 import kserve.models
@@ -18,16 +17,20 @@ from kubeloop.api import validation
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import ServedModel
 from kubeloop.api.trainingjob import TrainingJob
+from kubeloop.kube import ports
 from kubeloop.reconcile import builders, servedmodel
-from kubeloop.reconcile.common import Event, Owner, child_name
+from kubeloop.reconcile.common import child_name
 from kubeloop.settings import Settings
 
 VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 DEFAULTS = builders.ChildDefaults.from_settings(
     Settings(s3_secret_name="kubeloop-s3", s3_access_key="literal-ak", s3_secret_key="literal-sk")
 )
-TJ_OWNER = Owner("kubeloop.io/v1alpha1", "TrainingJob", "digits-base", "uid-tj")
-SM_OWNER = Owner("kubeloop.io/v1alpha1", "ServedModel", "digits", "uid-sm")
+TJ_OWNER = {
+    "apiVersion": "kubeloop.io/v1alpha1",
+    "kind": "TrainingJob",
+    "metadata": {"name": "digits-base", "namespace": "ml", "uid": "uid-tj"},
+}
 FEEDBACK = (
     "digits-fb",
     FeedbackDatasetSpec.model_validate(
@@ -97,10 +100,19 @@ def as_pod(pod_spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_job_is_valid_and_carries_the_spec() -> None:
-    job = builders.build_job(RICH, TJ_OWNER, DEFAULTS)
+    job = ports.owned(builders.build_job(RICH, DEFAULTS), TJ_OWNER)
     validate(job)
     assert job["metadata"]["name"] == "digits-base"
-    assert job["metadata"]["ownerReferences"] == [TJ_OWNER.reference()]
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "kubeloop.io/v1alpha1",
+            "kind": "TrainingJob",
+            "name": "digits-base",
+            "uid": "uid-tj",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
     assert job["metadata"]["annotations"] == {"example.com/cost-center": "42"}
     template = job["spec"]["template"]
@@ -131,7 +143,7 @@ def test_job_is_valid_and_carries_the_spec() -> None:
 
 
 def test_no_gpu_requested_without_gpus() -> None:
-    job = builders.build_job(training_job(), TJ_OWNER, DEFAULTS)
+    job = builders.build_job(training_job(), DEFAULTS)
     validate(job)
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
@@ -140,7 +152,7 @@ def test_no_gpu_requested_without_gpus() -> None:
 
 
 def test_credentials_are_references_never_values() -> None:
-    job = builders.build_job(RICH, TJ_OWNER, DEFAULTS)
+    job = builders.build_job(RICH, DEFAULTS)
     (container,) = job["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     assert len(env) == len(container["env"]), "an environment variable is set twice"
@@ -155,12 +167,12 @@ def test_credentials_are_references_never_values() -> None:
         "key": "AWS_SECRET_ACCESS_KEY",
     }
     assert env["KUBELOOP_MLFLOW_TRACKING_URI"]["value"] == DEFAULTS.mlflow_tracking_uri
-    everything = yaml.safe_dump([job, builders.build_configmap(RICH, TJ_OWNER)])
+    everything = yaml.safe_dump([job, builders.build_configmap(RICH)])
     assert "literal-ak" not in everything and "literal-sk" not in everything  # noqa: PT018
 
 
 def test_configmap_holds_a_valid_trainingjob_manifest() -> None:
-    configmap = builders.build_configmap(RICH, TJ_OWNER)
+    configmap = builders.build_configmap(RICH)
     validate(configmap)
     assert configmap["metadata"]["name"] == builders.job_name("digits-base")
     manifest = yaml.safe_load(configmap["data"]["trainingjob.yaml"])
@@ -178,7 +190,7 @@ def test_long_names_give_valid_deterministic_children() -> None:
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", child_name("Weird.Name_1"))
     tj = training_job()
     tj.metadata.name = name
-    validate(builders.build_job(tj, TJ_OWNER, DEFAULTS))
+    validate(builders.build_job(tj, DEFAULTS))
 
 
 def _check_model(value: Any, type_name: str, where: str) -> list[str]:
@@ -227,7 +239,7 @@ def _check_model(value: Any, type_name: str, where: str) -> list[str]:
 )
 def test_inference_service_matches_kserve_and_its_pod_is_valid(deploy: servedmodel.Deploy) -> None:
     sm = served_model(batching={"maxBatchSize": 64, "maxLatencyMs": 10})
-    isvc = builders.build_inference_service(sm, SM_OWNER, DEFAULTS, deploy, FEEDBACK)
+    isvc = builders.build_inference_service(sm, DEFAULTS, deploy, FEEDBACK)
     assert _check_model(isvc, "V1beta1InferenceService", "isvc") == []
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     predictor = isvc["spec"]["predictor"]
@@ -253,7 +265,7 @@ def test_inference_service_matches_kserve_and_its_pod_is_valid(deploy: servedmod
 
 def test_kserve_model_check_catches_a_wrong_field() -> None:
     isvc = builders.build_inference_service(
-        served_model(), SM_OWNER, DEFAULTS, servedmodel.Deploy("models:/d@c")
+        served_model(), DEFAULTS, servedmodel.Deploy("models:/d@c")
     )
     isvc["spec"]["predictor"]["canaryPercent"] = 10
     assert _check_model(isvc, "V1beta1InferenceService", "isvc") == [
@@ -263,11 +275,11 @@ def test_kserve_model_check_catches_a_wrong_field() -> None:
 
 def test_deployments_and_service_are_valid_and_select_each_other() -> None:
     sm = served_model(runtime="deployment", minReplicas=3)
-    stable = builders.build_deployment(sm, SM_OWNER, DEFAULTS, "models:/digits@champion")
+    stable = builders.build_deployment(sm, DEFAULTS, "models:/digits@champion")
     canary = builders.build_deployment(
-        sm, SM_OWNER, DEFAULTS, "models:/digits/7", "canary", builders.canary_replicas(3, 25)
+        sm, DEFAULTS, "models:/digits/7", "canary", builders.canary_replicas(3, 25)
     )
-    service = builders.build_service(sm, SM_OWNER)
+    service = builders.build_service(sm)
     for manifest in (stable, canary, service):
         validate(manifest)
     assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (3, 1)
@@ -278,17 +290,3 @@ def test_deployments_and_service_are_valid_and_select_each_other() -> None:
     assert builders.canary_replicas(1, 50) == 1
     assert builders.canary_replicas(4, 50) == 4
     assert builders.canary_replicas(4, 0) == 0
-
-
-def test_event_is_valid() -> None:
-    involved = {
-        "apiVersion": "kubeloop.io/v1alpha1",
-        "kind": "ServedModel",
-        "metadata": {"name": "digits", "namespace": "ml", "uid": "uid-sm"},
-    }
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    event = builders.build_event(involved, Event("Warning", "GateFailed", "slice x fell"), now)
-    validate(event)
-    assert event["involvedObject"]["uid"] == "uid-sm"
-    again = builders.build_event(involved, Event("Warning", "GateFailed", "slice x fell"), now)
-    assert event == again

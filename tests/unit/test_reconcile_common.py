@@ -1,19 +1,16 @@
-"""Shared reconcile helpers: merge patches, subset checks, child names, owners, times."""
+"""Shared reconcile helpers: child names, label checks, times, the warn-once rule; and the
+operator's merge patches for status writes."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from kubeloop.reconcile.common import (
-    Owner,
-    child_name,
-    format_time,
-    is_subset,
-    label_problems,
-    merge_patch,
-    parse_time,
-    without_nulls,
-)
+from kubeloop.api import conditions
+from kubeloop.api.times import format_time, parse_time
+from kubeloop.kube.ports import merge_patch
+from kubeloop.reconcile.common import child_name, label_problems, set_failing
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_merge_patch_sets_changes_and_removes_what_is_gone() -> None:
@@ -27,19 +24,6 @@ def test_merge_patch_sets_changes_and_removes_what_is_gone() -> None:
     assert merge_patch({"l": [1, 2]}, {"l": [1]}) == {"l": [1]}
 
 
-def test_is_subset_ignores_server_defaults_and_reads_none_as_absent() -> None:
-    desired = {"spec": {"containers": [{"name": "c", "image": "i"}], "canary": None}}
-    current = {
-        "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicy": "Always"}]},
-        "status": {},
-    }
-    assert is_subset(desired, current)
-    assert not is_subset(desired, {"spec": {**current["spec"], "canary": 10}})
-    assert not is_subset({"spec": {"containers": [{"image": "j"}]}}, current)
-    assert not is_subset({"a": [1, 2]}, {"a": [1]})
-    assert without_nulls(desired) == {"spec": {"containers": [{"name": "c", "image": "i"}]}}
-
-
 def test_child_names() -> None:
     assert child_name("digits", "-predictor") == "digits-predictor"
     long = child_name("x" * 80)
@@ -49,30 +33,27 @@ def test_child_names() -> None:
     assert len(child_name("digits" * 10, max_length=45)) == 45
 
 
-def test_owner_reference_is_a_controller() -> None:
-    body = {
-        "apiVersion": "kubeloop.io/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": "tj", "uid": "u"},
-    }
-    reference = Owner.of(body).reference()
-    assert reference == {
-        "apiVersion": "kubeloop.io/v1alpha1",
-        "kind": "TrainingJob",
-        "name": "tj",
-        "uid": "u",
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def test_times_round_trip() -> None:
-    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert format_time(moment) == "2026-01-02T03:04:05Z"
-    assert parse_time("2026-01-02T03:04:05Z") == moment
+    assert format_time(NOW) == "2026-01-02T03:04:05Z"
+    assert format_time(NOW.replace(microsecond=7000), "milliseconds") == "2026-01-02T03:04:05.007Z"
+    assert parse_time("2026-01-02T03:04:05Z") == NOW
     assert parse_time(None) is None
 
 
 def test_label_problems() -> None:
     assert label_problems({"kueue.x-k8s.io/queue-name": "gpu", "a": ""}, "l") == []
     assert len(label_problems({"-bad": "v", "ok": "-bad-"}, "l")) == 2
+
+
+def test_a_failing_condition_warns_once_per_reason_and_generation() -> None:
+    first, events = set_failing([], "Ready", "StorageUnavailable", "S3 is down", 1, NOW)
+    assert [e.reason for e in events] == ["StorageUnavailable"]
+    again, events = set_failing(first, "Ready", "StorageUnavailable", "S3 is still down", 1, NOW)
+    assert events == ()  # the same reason for the same spec: said already
+    ready = conditions.get_condition(again, "Ready")
+    assert ready is not None
+    assert ready.message == "S3 is still down"
+    _, events = set_failing(again, "Ready", "SecretNotFound", "no Secret", 1, NOW)
+    assert [e.reason for e in events] == ["SecretNotFound"]  # a new reason
+    _, events = set_failing(again, "Ready", "StorageUnavailable", "S3 is down", 2, NOW)
+    assert [e.reason for e in events] == ["StorageUnavailable"]  # the spec changed

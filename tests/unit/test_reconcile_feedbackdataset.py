@@ -1,23 +1,45 @@
 """FeedbackDataset decisions as pure functions, and the trigger's order under a crash at every
-step (in-memory ports standing in for S3 and the API; the real ones run in tests/api)."""
+step (in-memory ports standing in for S3 and the objects of either runtime; the real ones run
+in tests/api, tests/envtest and tests/e2e)."""
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from kubeloop.api import conditions
-from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetStatus, Kpi
-from kubeloop.api.samples import LiveAccuracy, SnapshotManifest, VersionAccuracy
+from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetStatus
+from kubeloop.api.samples import LiveAccuracy, VersionAccuracy
 from kubeloop.reconcile import feedbackdataset
-from kubeloop.reconcile.common import Owner
 from kubeloop.reconcile.feedbackdataset import LiveKpi
+from tests.memory_ports import Crash, Memory
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PREFIX = "fb/"
+
+
+def body(threshold: int = 3, **retrain: Any) -> dict[str, Any]:
+    """The FeedbackDataset as a runtime stores it."""
+    return {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "FeedbackDataset",
+        "metadata": {"name": "ds", "namespace": "default", "generation": 2, "uid": "uid-ds"},
+        "spec": {
+            "storage": {"bucket": "bkt", "prefix": PREFIX},
+            "classes": ["a", "b"],
+            "retrain": {
+                "threshold": threshold,
+                "trainingTemplate": {
+                    "plugin": {"name": "p"},
+                    "datasets": [{"name": "base", "uri": "builtin://digits"}],
+                    "registeredModel": "m",
+                },
+                **retrain,
+            },
+        },
+    }
 
 
 def dataset(
@@ -58,26 +80,26 @@ def test_count_new_counts_only_sample_keys_after_the_last() -> None:
 def test_threshold_cooldown_and_kpi() -> None:
     spec = dataset(threshold=3, cooldownSeconds=60).spec
     below = FeedbackDatasetStatus(samples_since_snapshot=2)
-    assert feedbackdataset.decide_trigger(spec, below, NOW).reason == "BelowThreshold"
+    assert feedbackdataset.decide(spec, below, NOW).reason == "BelowThreshold"
     reached = FeedbackDatasetStatus(samples_since_snapshot=3)
-    assert feedbackdataset.decide_trigger(spec, reached, NOW).trigger
+    assert feedbackdataset.decide(spec, reached, NOW).trigger
     recent = reached.model_copy(update={"last_trigger_time": "2026-01-01T11:59:30Z"})
-    cooling = feedbackdataset.decide_trigger(spec, recent, NOW)
+    cooling = feedbackdataset.decide(spec, recent, NOW)
     assert (cooling.trigger, cooling.reason) == (False, "Cooldown")
     assert "until 2026-01-01T12:00:30Z" in cooling.message
-    assert feedbackdataset.decide_trigger(spec, recent, NOW + timedelta(seconds=31)).trigger
+    assert feedbackdataset.decide(spec, recent, NOW + timedelta(seconds=31)).trigger
 
     kpi = {"servedModel": "sm", "minAccuracy": 0.9, "minSamples": 10}
     spec = dataset(threshold=3, kpi=kpi).spec
-    met = feedbackdataset.decide_trigger(spec, reached, NOW, LiveKpi("4", 0.95, 10))
+    met = feedbackdataset.decide(spec, reached, NOW, LiveKpi("4", 0.95, 10))
     assert (met.trigger, met.reason) == (False, "KpiMet")
-    missed = feedbackdataset.decide_trigger(spec, reached, NOW, LiveKpi("4", 0.5, 10))
+    missed = feedbackdataset.decide(spec, reached, NOW, LiveKpi("4", 0.5, 10))
     assert missed.trigger
     assert "below 0.9" in missed.message
     # Too few judged predictions, or no reading at all: no evidence, so retrain.
-    assert feedbackdataset.decide_trigger(spec, reached, NOW, LiveKpi("4", 0.99, 9)).trigger
-    assert feedbackdataset.decide_trigger(spec, reached, NOW, None).trigger
-    assert feedbackdataset.decide_trigger(spec, reached, NOW, LiveKpi(None, None)).trigger
+    assert feedbackdataset.decide(spec, reached, NOW, LiveKpi("4", 0.99, 9)).trigger
+    assert feedbackdataset.decide(spec, reached, NOW, None).trigger
+    assert feedbackdataset.decide(spec, reached, NOW, LiveKpi(None, None)).trigger
 
 
 def test_live_kpi_reads_the_serving_version() -> None:
@@ -86,15 +108,13 @@ def test_live_kpi_reads_the_serving_version() -> None:
     assert feedbackdataset.live_kpi(live, "9") == LiveKpi("9", None, 0)
 
 
-def test_build_training_job_names_labels_owns_and_adds_the_snapshot() -> None:
-    owner = Owner("kubeloop.io/v1alpha1", "FeedbackDataset", "ds", "uid-1")
+def test_build_training_job_names_labels_and_adds_the_snapshot() -> None:
     manifest = feedbackdataset.build_training_job(
-        dataset(), 4, "s3://bkt/fb/snapshots/gen-00004.json", owner
+        dataset(), 4, "s3://bkt/fb/snapshots/gen-00004.json"
     )
     assert manifest["metadata"]["name"] == "ds-gen-4"
     assert manifest["metadata"]["namespace"] == "team"
     assert manifest["metadata"]["labels"]["kubeloop.io/generation"] == "4"
-    assert manifest["metadata"]["ownerReferences"] == [owner.reference()]
     assert manifest["spec"]["datasets"][-1] == {
         "name": "feedback",
         "feedbackDataset": "ds",
@@ -127,122 +147,70 @@ def test_spec_problems() -> None:
     assert "'feedback' is taken" in problems
 
 
-class Crash(Exception):
-    pass
+def memory(*ids: int, threshold: int = 3, **retrain: Any) -> Memory:
+    """In-memory ports holding the dataset and sample keys `ids`."""
+    ports = Memory()
+    ports.store.keys = keys(*ids)
+    ports.objects.put(body(threshold, **retrain))
+    return ports
 
 
-class MemoryPorts:
-    """S3 and the API in memory; `crash_at` makes the n-th call fail, before or after it acts."""
-
-    def __init__(self, sample_keys: list[str]) -> None:
-        self.keys = sample_keys
-        self.manifests: dict[int, SnapshotManifest] = {}
-        self.training_jobs: dict[str, dict[str, Any]] = {}
-        self.live: LiveKpi | None = None
-        self.calls = 0
-        self.crash_at: tuple[int, bool] | None = None
-        self.creations = 0
-
-    def _call(self) -> bool:
-        """Count a call; True when it must crash after acting."""
-        self.calls += 1
-        if self.crash_at is not None and self.crash_at[0] == self.calls:
-            if not self.crash_at[1]:
-                raise Crash(f"crash before call {self.calls}")
-            return True
-        return False
-
-    def list_sample_keys(self, start_after: str | None) -> list[str]:
-        crash = self._call()
-        found = [k for k in self.keys if start_after is None or k > start_after]
-        if crash:
-            raise Crash("crash after listing")
-        return found
-
-    def read_manifest(self, generation: int) -> SnapshotManifest | None:
-        crash = self._call()
-        found = copy.deepcopy(self.manifests.get(generation))
-        if crash:
-            raise Crash("crash after reading")
-        return found
-
-    def write_manifest(self, manifest: SnapshotManifest) -> None:
-        crash = self._call()
-        self.manifests[manifest.generation] = copy.deepcopy(manifest)
-        if crash:
-            raise Crash("crash after writing the manifest")
-
-    def get_training_job(self, name: str) -> dict[str, Any] | None:
-        crash = self._call()
-        found = copy.deepcopy(self.training_jobs.get(name))
-        if crash:
-            raise Crash("crash after reading a TrainingJob")
-        return found
-
-    def create_training_job(self, manifest: dict[str, Any]) -> bool:
-        crash = self._call()
-        name = manifest["metadata"]["name"]
-        created = name not in self.training_jobs
-        if created:
-            self.training_jobs[name] = copy.deepcopy(manifest)
-            self.creations += 1
-        if crash:
-            raise Crash("crash after creating the TrainingJob (the answer is lost)")
-        return created
-
-    def live_kpi(self, kpi: Kpi) -> LiveKpi | None:
-        crash = self._call()
-        if crash:
-            raise Crash("crash after reading the KPI")
-        return self.live
+def reconcile(ports: Memory) -> feedbackdataset.FeedbackOutcome:
+    stored = ports.objects.items[("FeedbackDataset", "default", "ds")]
+    return feedbackdataset.reconcile(stored, ports.ports, NOW)
 
 
-def run_until_done(
-    ports: MemoryPorts, status: FeedbackDatasetStatus | None
-) -> FeedbackDatasetStatus:
-    """Reconcile as the operator's timer would: a crash loses everything not yet written."""
+def status(ports: Memory) -> FeedbackDatasetStatus:
+    return FeedbackDatasetStatus.model_validate(ports.objects.status("FeedbackDataset", "ds"))
+
+
+def run_until_done(ports: Memory) -> FeedbackDatasetStatus:
+    """Reconcile as the operator's poll would: a crash loses everything not yet written."""
     for _ in range(5):
         try:
-            outcome = feedbackdataset.reconcile(dataset(status=status), ports, NOW)
+            reconcile(ports)
         except Crash:
-            ports.crash_at = None
+            ports.crashes.at = None
             continue
-        status = outcome.status  # the runtime writes the status last
-        if status.snapshots:
-            return status
+        if status(ports).snapshots:
+            return status(ports)
     raise AssertionError("the trigger never completed")
 
 
 def test_uninterrupted_trigger() -> None:
-    ports = MemoryPorts(keys(1, 2, 3))
-    outcome = feedbackdataset.reconcile(dataset(), ports, NOW)
-    assert ports.calls == CALLS_IN_A_TRIGGER
+    ports = memory(1, 2, 3)
+    outcome = reconcile(ports)
+    assert ports.crashes.calls == CALLS_IN_A_TRIGGER
     assert outcome.created == "ds-gen-1"
     assert outcome.new_samples == 3
-    status = outcome.status
-    assert (status.samples, status.samples_since_snapshot, status.last_training_job) == (
+    written = status(ports)
+    assert written == outcome.status
+    assert (written.samples, written.samples_since_snapshot, written.last_training_job) == (
         3,
         0,
         "ds-gen-1",
     )
-    assert status.snapshots[0].manifest == "s3://bkt/fb/snapshots/gen-00001.json"
-    assert status.observed_generation == 2
-    retraining = conditions.get_condition(status.conditions, "Retraining")
+    assert written.snapshots[0].manifest == "s3://bkt/fb/snapshots/gen-00001.json"
+    assert written.observed_generation == 2
+    retraining = conditions.get_condition(written.conditions, "Retraining")
     assert retraining is not None
     assert (retraining.status, retraining.reason) == ("True", "Triggered")
     assert [e.reason for e in outcome.events] == ["RetrainTriggered"]
+    created = ports.objects.items[("TrainingJob", "default", "ds-gen-1")]
+    assert created["metadata"]["labels"]["kubeloop.io/feedbackdataset"] == "ds"
+    assert ports.objects.owners == {"ds-gen-1": "uid-ds"}  # the runtime makes it owned
 
     # Next poll: nothing new, nothing created; new samples count toward the next snapshot.
-    ports.keys += keys(4)
-    again = feedbackdataset.reconcile(dataset(status=status), ports, NOW)
+    ports.store.keys += keys(4)
+    again = reconcile(ports)
     assert (again.created, again.adopted, again.status.samples_since_snapshot) == (None, None, 1)
-    ports.keys += keys(5, 6)
-    second = feedbackdataset.reconcile(dataset(status=again.status), ports, NOW)
+    ports.store.keys += keys(5, 6)
+    second = reconcile(ports)
     assert second.created == "ds-gen-2"
-    assert ports.manifests[2].keys == keys(1, 2, 3, 4, 5, 6)
+    assert ports.store.manifests[2].keys == keys(1, 2, 3, 4, 5, 6)
 
 
-CALLS_IN_A_TRIGGER = 5  # list keys, get TrainingJob, list keys since the cut, write, create
+CALLS_IN_A_TRIGGER = 6  # list keys, get TrainingJob, list since the cut, write, create, status
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
@@ -250,37 +218,39 @@ CALLS_IN_A_TRIGGER = 5  # list keys, get TrainingJob, list keys since the cut, w
 def test_a_crash_at_any_step_neither_duplicates_nor_loses_the_trigger(
     call: int, after: bool
 ) -> None:
-    ports = MemoryPorts(keys(1, 2, 3, 4))
-    ports.crash_at = (call, after)
-    status = run_until_done(ports, None)
-    assert list(ports.training_jobs) == ["ds-gen-1"]
-    assert ports.creations == 1
-    assert [s.generation for s in status.snapshots] == [1]
-    assert ports.manifests[1].keys == keys(1, 2, 3, 4)
-    assert status.snapshots[0].samples == 4
-    assert (status.samples, status.samples_since_snapshot) == (4, 0)
-    assert status.last_training_job == "ds-gen-1"
+    ports = memory(1, 2, 3, 4)
+    ports.crashes.at = (call, after)
+    done = run_until_done(ports)
+    assert [k[2] for k in ports.objects.items if k[0] == "TrainingJob"] == ["ds-gen-1"]
+    assert ports.objects.creations == 1
+    assert [s.generation for s in done.snapshots] == [1]
+    assert ports.store.manifests[1].keys == keys(1, 2, 3, 4)
+    assert done.snapshots[0].samples == 4
+    assert (done.samples, done.samples_since_snapshot) == (4, 0)
+    assert done.last_training_job == "ds-gen-1"
 
 
 def test_samples_arriving_between_a_crash_and_the_retry_stay_new() -> None:
-    ports = MemoryPorts(keys(1, 2, 3))
-    ports.crash_at = (5, True)  # the TrainingJob is created; its answer and the status are lost
+    ports = memory(1, 2, 3)
+    ports.crashes.at = (5, True)  # the TrainingJob is created; its answer and the status are lost
     with pytest.raises(Crash):
-        feedbackdataset.reconcile(dataset(), ports, NOW)
-    ports.keys += keys(4, 5)
-    outcome = feedbackdataset.reconcile(dataset(), ports, NOW)
+        reconcile(ports)
+    ports.store.keys += keys(4, 5)
+    outcome = reconcile(ports)
     assert outcome.adopted == "ds-gen-1"
     assert [e.reason for e in outcome.events] == ["RetrainAdopted"]
-    assert ports.creations == 1
+    assert ports.objects.creations == 1
     # The TrainingJob trains on the snapshot it was created with: never rewritten.
-    assert ports.manifests[1].keys == keys(1, 2, 3)
+    assert ports.store.manifests[1].keys == keys(1, 2, 3)
     assert (outcome.status.samples, outcome.status.samples_since_snapshot) == (5, 2)
 
 
 def test_a_foreign_training_job_with_the_name_is_not_adopted() -> None:
-    ports = MemoryPorts(keys(1, 2, 3))
-    ports.training_jobs["ds-gen-1"] = {"metadata": {"name": "ds-gen-1", "labels": {}}}
-    outcome = feedbackdataset.reconcile(dataset(), ports, NOW)
+    ports = memory(1, 2, 3)
+    ports.objects.put(
+        {"kind": "TrainingJob", "metadata": {"name": "ds-gen-1", "labels": {}}, "spec": {}}
+    )
+    outcome = reconcile(ports)
     ready = conditions.get_condition(outcome.status.conditions, "Ready")
     assert ready is not None
     assert (ready.status, ready.reason) == ("False", "NameConflict")
@@ -290,13 +260,41 @@ def test_a_foreign_training_job_with_the_name_is_not_adopted() -> None:
 
 def test_the_kpi_is_read_only_when_the_threshold_is_reached() -> None:
     kpi = {"servedModel": "sm", "minAccuracy": 0.9}
-    ports = MemoryPorts(keys(1))
-    ports.live = LiveKpi("1", 0.99, 100)
-    below = feedbackdataset.reconcile(dataset(kpi=kpi), ports, NOW)
-    assert ports.calls == 2  # listing and the TrainingJob lookup: no KPI read
-    ports.keys += keys(2, 3)
-    held = feedbackdataset.reconcile(dataset(status=below.status, kpi=kpi), ports, NOW)
+    ports = memory(1, kpi=kpi)
+    ports.objects.put(
+        {
+            "kind": "ServedModel",
+            "metadata": {"name": "sm"},
+            "spec": {},
+            "status": {"servingVersion": "1"},
+        }
+    )
+    ports.store.live = LiveAccuracy(versions={"1": VersionAccuracy(judged=100, correct=99)})
+    below = reconcile(ports)
+    assert below.created is None
+    assert ports.store.live_reads == 0  # below the threshold: no KPI read
+    ports.store.keys += keys(2, 3)
+    held = reconcile(ports)
     assert held.created is None
+    assert ports.store.live_reads == 1
     retraining = conditions.get_condition(held.status.conditions, "Retraining")
     assert retraining is not None
     assert retraining.reason == "KpiMet"
+
+
+def test_a_moved_storage_is_refused_and_nothing_is_counted() -> None:
+    ports = memory(1)
+    reconcile(ports)
+    assert status(ports).storage == "s3://bkt/fb/"
+    moved = ports.objects.items[("FeedbackDataset", "default", "ds")]
+    moved["spec"]["storage"]["prefix"] = "other/"
+    moved["metadata"]["generation"] = 3
+    ports.store.keys += keys(2, 3, 4, 5)
+    outcome = reconcile(ports)
+    ready = conditions.get_condition(outcome.status.conditions, "Ready")
+    assert ready is not None
+    assert (ready.status, ready.reason) == ("False", "StorageChanged")
+    assert "s3://bkt/fb/" in ready.message and "s3://bkt/other/" in ready.message
+    assert (status(ports).samples, status(ports).last_key) == (1, keys(1)[0])
+    assert [e.reason for e in outcome.events] == ["StorageChanged"]
+    assert not [k for k in ports.objects.items if k[0] == "TrainingJob"]

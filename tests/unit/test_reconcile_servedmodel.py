@@ -13,11 +13,24 @@ from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import Batching, Gate, Promotion, ServedModelSpec, ServedModelStatus
 from kubeloop.api.trainingjob import Metrics
 from kubeloop.reconcile import observations, servedmodel
-from kubeloop.reconcile.servedmodel import Deploy, ServingState
+from kubeloop.reconcile.servedmodel import Deploy, Observed, RolloutPlan, ServingState
 from kubeloop.serving import config as serving_config
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 BASE = Metrics(overall=0.90, slices={"base": 0.95, "new-user": 0.60})
+
+
+def decide_rollout(
+    spec: ServedModelSpec,
+    status: ServedModelStatus | None,
+    generation: int,
+    serving: str | None,
+    latest: str | None,
+    gate: Gate | None,
+    now: datetime,
+) -> RolloutPlan:
+    observed = Observed(generation, serving, latest, gate)
+    return servedmodel.decide(spec, status, observed, now)
 
 
 def spec(**fields: Any) -> ServedModelSpec:
@@ -86,27 +99,27 @@ def test_gate_needed_only_for_a_new_pair() -> None:
 
 
 def test_no_version_yet() -> None:
-    plan = servedmodel.decide_rollout(spec(), None, 1, None, None, None, NOW)
+    plan = decide_rollout(spec(), None, 1, None, None, None, NOW)
     assert plan.deploy is None
     assert cond(plan.status, "RolledOut") == ("False", "NoModelVersion")
-    status = servedmodel.decide_ready(plan, None, 1, NOW)
+    status = servedmodel.finalise(plan, None, 1, NOW)
     assert cond(status, "Ready") == ("False", "NoModelVersion")
 
 
 def test_first_version_is_promoted_without_a_gate() -> None:
-    plan = servedmodel.decide_rollout(spec(), None, 1, None, "1", None, NOW)
+    plan = decide_rollout(spec(), None, 1, None, "1", None, NOW)
     assert plan.set_alias == "1"
-    assert plan.deploy == Deploy("models:/digits@champion")
+    assert plan.deploy == Deploy("models:/digits@champion", version="1")
     assert plan.status.serving_version == "1"
     assert cond(plan.status, "RolledOut") == ("True", "FirstVersion")
     assert "nothing to compare" in plan.events[0].message
 
 
 def test_steady_state_deploys_the_alias() -> None:
-    plan = servedmodel.decide_rollout(spec(), None, 1, "3", "3", None, NOW)
+    plan = decide_rollout(spec(), None, 1, "3", "3", None, NOW)
     assert (plan.set_alias, plan.deploy, plan.events) == (
         None,
-        Deploy("models:/digits@champion"),
+        Deploy("models:/digits@champion", version="3"),
         (),
     )
     assert cond(plan.status, "RolledOut") == ("True", "RolledOut")
@@ -114,15 +127,15 @@ def test_steady_state_deploys_the_alias() -> None:
 
 
 def test_a_settled_rollout_keeps_saying_how_the_version_got_there() -> None:
-    first = servedmodel.decide_rollout(spec(), None, 1, None, "1", None, NOW)
+    first = decide_rollout(spec(), None, 1, None, "1", None, NOW)
     later = NOW + timedelta(minutes=5)
-    again = servedmodel.decide_rollout(spec(), first.status, 1, "1", "1", None, later)
+    again = decide_rollout(spec(), first.status, 1, "1", "1", None, later)
     assert again.status == first.status  # no status churn on every poll
     assert cond(again.status, "RolledOut") == ("True", "FirstVersion")
     # A new spec generation, or an alias moved by hand, is described afresh.
-    edited = servedmodel.decide_rollout(spec(), first.status, 2, "1", "1", None, later)
+    edited = decide_rollout(spec(), first.status, 2, "1", "1", None, later)
     assert cond(edited.status, "RolledOut") == ("True", "RolledOut")
-    moved = servedmodel.decide_rollout(spec(), first.status, 1, "2", "2", None, later)
+    moved = decide_rollout(spec(), first.status, 1, "2", "2", None, later)
     assert (moved.status.serving_version, cond(moved.status, "RolledOut")) == (
         "2",
         ("True", "RolledOut"),
@@ -131,36 +144,32 @@ def test_a_settled_rollout_keeps_saying_how_the_version_got_there() -> None:
 
 def test_a_passed_candidate_is_promoted_and_the_verdict_counted_once() -> None:
     passed = gate(Metrics(overall=0.92, slices={"base": 0.95, "new-user": 0.7}))
-    plan = servedmodel.decide_rollout(
-        spec(), ServedModelStatus(serving_version="1"), 1, "1", "2", passed, NOW
-    )
+    plan = decide_rollout(spec(), ServedModelStatus(serving_version="1"), 1, "1", "2", passed, NOW)
     assert plan.set_alias == "2"
     assert (plan.status.serving_version, plan.status.candidate_version) == ("2", None)
     assert [e.reason for e in plan.events] == ["GatePassed", "Promoted"]
     assert plan.new_verdict == passed
     # The alias has moved: the next poll sees serving == latest.
-    after = servedmodel.decide_rollout(spec(), plan.status, 1, "2", "2", None, NOW)
+    after = decide_rollout(spec(), plan.status, 1, "2", "2", None, NOW)
     assert (after.set_alias, after.events, after.new_verdict) == (None, (), None)
 
 
 def test_a_failed_candidate_keeps_serving_and_warns_once() -> None:
     failed = gate(Metrics(overall=0.95, slices={"base": 0.99, "new-user": 0.5}))
-    plan = servedmodel.decide_rollout(spec(), None, 1, "1", "2", failed, NOW)
+    plan = decide_rollout(spec(), None, 1, "1", "2", failed, NOW)
     assert plan.set_alias is None
-    assert plan.deploy == Deploy("models:/digits@champion")
+    assert plan.deploy == Deploy("models:/digits@champion", version="1")
     assert (plan.status.serving_version, plan.status.candidate_version) == ("1", "2")
     assert cond(plan.status, "GateFailed") == ("True", "SliceRegression")
     assert cond(plan.status, "RolledOut") == ("False", "GateFailed")
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "GateFailed")]
-    again = servedmodel.decide_rollout(spec(), plan.status, 1, "1", "2", plan.status.gate, NOW)
+    again = decide_rollout(spec(), plan.status, 1, "1", "2", plan.status.gate, NOW)
     assert (again.events, again.new_verdict) == ((), None)
 
 
 def test_manual_promotion_only_reports() -> None:
     passed = gate(Metrics(overall=0.92, slices=BASE.slices))
-    plan = servedmodel.decide_rollout(
-        spec(promotion={"mode": "manual"}), None, 1, "1", "2", passed, NOW
-    )
+    plan = decide_rollout(spec(promotion={"mode": "manual"}), None, 1, "1", "2", passed, NOW)
     assert plan.set_alias is None
     assert cond(plan.status, "RolledOut") == ("False", "AwaitingPromotion")
 
@@ -168,61 +177,53 @@ def test_manual_promotion_only_reports() -> None:
 def test_canary_steps_hold_then_advance_then_promote() -> None:
     s = spec(canary={"steps": [10, 50], "stepSeconds": 60})
     passed = gate(Metrics(overall=0.92, slices=BASE.slices))
-    start = servedmodel.decide_rollout(s, None, 1, "1", "2", passed, NOW)
-    assert start.deploy == Deploy("models:/digits@champion", "models:/digits/2", 10)
+    start = decide_rollout(s, None, 1, "1", "2", passed, NOW)
+    assert start.deploy == Deploy("models:/digits@champion", "models:/digits/2", 10, version="1")
     assert (start.status.canary_percent, start.status.canary_step_time) == (
         10,
         "2026-01-01T12:00:00Z",
     )
     assert [e.reason for e in start.events] == ["GatePassed", "CanaryStarted"]
     assert cond(start.status, "RolledOut") == ("False", "Canary")
-    hold = servedmodel.decide_rollout(
-        s, start.status, 1, "1", "2", passed, NOW + timedelta(seconds=59)
-    )
+    hold = decide_rollout(s, start.status, 1, "1", "2", passed, NOW + timedelta(seconds=59))
     assert (hold.status.canary_percent, hold.events) == (10, ())
-    step = servedmodel.decide_rollout(
-        s, hold.status, 1, "1", "2", passed, NOW + timedelta(seconds=60)
-    )
-    assert step.deploy == Deploy("models:/digits@champion", "models:/digits/2", 50)
+    step = decide_rollout(s, hold.status, 1, "1", "2", passed, NOW + timedelta(seconds=60))
+    assert step.deploy == Deploy("models:/digits@champion", "models:/digits/2", 50, version="1")
     assert [e.reason for e in step.events] == ["CanaryStep"]
-    done = servedmodel.decide_rollout(
-        s, step.status, 1, "1", "2", passed, NOW + timedelta(seconds=121)
-    )
+    done = decide_rollout(s, step.status, 1, "1", "2", passed, NOW + timedelta(seconds=121))
     assert done.set_alias == "2"
-    assert done.deploy == Deploy("models:/digits@champion")
+    assert done.deploy == Deploy("models:/digits@champion", version="2")
     assert (done.status.canary_percent, done.status.serving_version) == (0, "2")
 
 
 def test_a_newer_candidate_during_a_canary_starts_over() -> None:
     s = spec(canary={"steps": [10, 50], "stepSeconds": 60})
     passed2 = gate(Metrics(overall=0.92, slices=BASE.slices))
-    canary = servedmodel.decide_rollout(s, None, 1, "1", "2", passed2, NOW).status
+    canary = decide_rollout(s, None, 1, "1", "2", passed2, NOW).status
     passed3 = servedmodel.evaluate_gate(
         BASE, Metrics(overall=0.93, slices=BASE.slices), Promotion(), "1", "3"
     )
-    plan = servedmodel.decide_rollout(s, canary, 1, "1", "3", passed3, NOW + timedelta(seconds=90))
-    assert plan.deploy == Deploy("models:/digits@champion", "models:/digits/3", 10)
+    plan = decide_rollout(s, canary, 1, "1", "3", passed3, NOW + timedelta(seconds=90))
+    assert plan.deploy == Deploy("models:/digits@champion", "models:/digits/3", 10, version="1")
 
 
 def test_pinned_version_is_served_as_is() -> None:
-    plan = servedmodel.decide_rollout(spec(version="4"), None, 1, None, "9", None, NOW)
-    assert plan.deploy == Deploy("models:/digits/4")
+    plan = decide_rollout(spec(version="4"), None, 1, None, "9", None, NOW)
+    assert plan.deploy == Deploy("models:/digits/4", version="4")
     assert plan.set_alias is None
     assert cond(plan.status, "RolledOut") == ("True", "Pinned")
 
 
 def test_deciding_without_the_needed_verdict_is_a_bug() -> None:
     with pytest.raises(ValueError, match="gate_needed"):
-        servedmodel.decide_rollout(spec(), None, 1, "1", "2", None, NOW)
+        decide_rollout(spec(), None, 1, "1", "2", None, NOW)
 
 
 def test_ready_follows_the_predictor() -> None:
-    plan = servedmodel.decide_rollout(spec(), None, 3, "1", "1", None, NOW)
-    waiting = servedmodel.decide_ready(
-        plan, ServingState(False, None, "RevisionMissing", "x"), 3, NOW
-    )
+    plan = decide_rollout(spec(), None, 3, "1", "1", None, NOW)
+    waiting = servedmodel.finalise(plan, ServingState(False, None, "RevisionMissing", "x"), 3, NOW)
     assert cond(waiting, "Ready") == ("False", "RevisionMissing")
-    ready = servedmodel.decide_ready(plan, ServingState(True, "http://m"), 3, NOW)
+    ready = servedmodel.finalise(plan, ServingState(True, "http://m"), 3, NOW)
     assert cond(ready, "Ready") == ("True", "Serving")
     assert ready.url == "http://m"
     found = conditions.get_condition(ready.conditions, "Ready")

@@ -4,6 +4,8 @@ reading a batch Job and its pods into a TrainerState."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,9 +13,9 @@ import pytest
 from kubeloop.api import conditions
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
 from kubeloop.reconcile import observations, trainingjob
-from kubeloop.reconcile.trainingjob import TrainerState
+from kubeloop.reconcile.trainingjob import Observed, TrainerState, TrainingJobPlan
 
-NOW = "2026-01-01T12:00:00Z"
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 RESULT = json.dumps(
     {
         "trainingJob": "tj",
@@ -39,6 +41,16 @@ def spec(**fields: Any) -> TrainingJobSpec:
     )
 
 
+def decide(
+    status: TrainingJobStatus | None,
+    generation: int,
+    trainer: TrainerState | None,
+    problems: Sequence[str] = (),
+) -> TrainingJobPlan:
+    observed = Observed(generation, "tj", trainer, tuple(problems))
+    return trainingjob.decide(spec(), status, observed, NOW)
+
+
 def ready(status: TrainingJobStatus) -> tuple[str, str]:
     found = conditions.get_condition(status.conditions, "Ready")
     assert found is not None
@@ -46,7 +58,7 @@ def ready(status: TrainingJobStatus) -> tuple[str, str]:
 
 
 def test_a_new_job_starts_its_trainer_once_named() -> None:
-    plan = trainingjob.decide(None, 1, None, "tj", [], NOW)
+    plan = decide(None, 1, None)
     assert plan.start_trainer
     assert (plan.status.phase, plan.status.job_name, plan.status.observed_generation) == (
         "Pending",
@@ -58,16 +70,14 @@ def test_a_new_job_starts_its_trainer_once_named() -> None:
 
 
 def test_phases_follow_the_trainer_and_events_mark_transitions() -> None:
-    started = trainingjob.decide(None, 1, None, "tj", [], NOW).status
-    running = trainingjob.decide(started, 1, TrainerState("Running", "T0"), "tj", [], NOW)
+    started = decide(None, 1, None).status
+    running = decide(started, 1, TrainerState("Running", "T0"))
     assert (running.status.phase, running.status.start_time) == ("Running", "T0")
     assert [e.reason for e in running.events] == ["Running"]
-    again = trainingjob.decide(running.status, 1, TrainerState("Running", "T0"), "tj", [], NOW)
+    again = decide(running.status, 1, TrainerState("Running", "T0"))
     assert again.events == ()
     assert not again.start_trainer
-    done = trainingjob.decide(
-        again.status, 1, TrainerState("Succeeded", "T0", "T1", result=RESULT), "tj", [], NOW
-    )
+    done = decide(again.status, 1, TrainerState("Succeeded", "T0", "T1", result=RESULT))
     status = done.status
     assert (status.phase, status.model_version, status.mlflow_run_id) == ("Succeeded", "7", "run-1")
     assert status.metrics is not None
@@ -81,27 +91,25 @@ def test_phases_follow_the_trainer_and_events_mark_transitions() -> None:
 
 def test_a_finished_job_whose_trainer_is_gone_is_not_restarted() -> None:
     done = TrainingJobStatus(phase="Succeeded", model_version="7")
-    plan = trainingjob.decide(done, 2, None, "tj", [], NOW)
+    plan = decide(done, 2, None)
     assert not plan.start_trainer
     assert plan.status.phase == "Succeeded"
     assert plan.status.observed_generation == 2
-    failed = trainingjob.decide(TrainingJobStatus(phase="Failed"), 1, None, "tj", [], NOW)
+    failed = decide(TrainingJobStatus(phase="Failed"), 1, None)
     assert not failed.start_trainer
 
 
 def test_a_running_job_whose_trainer_vanishes_fails_rather_than_training_twice() -> None:
-    plan = trainingjob.decide(TrainingJobStatus(phase="Running"), 1, None, "tj", [], NOW)
+    plan = decide(TrainingJobStatus(phase="Running"), 1, None)
     assert (plan.start_trainer, plan.status.phase, plan.finished) == (False, "Failed", True)
     assert ready(plan.status) == ("False", "TrainerLost")
-    pending = trainingjob.decide(
-        TrainingJobStatus(phase="Pending", job_name="tj"), 1, None, "tj", [], NOW
-    )
+    pending = decide(TrainingJobStatus(phase="Pending", job_name="tj"), 1, None)
     assert pending.start_trainer
 
 
 def test_failure_carries_the_reason_and_is_told_once() -> None:
     trainer = TrainerState("Failed", "T0", "T1", "BackoffLimitExceeded", "pod x: OOMKilled")
-    plan = trainingjob.decide(TrainingJobStatus(phase="Running"), 1, trainer, "tj", [], NOW)
+    plan = decide(TrainingJobStatus(phase="Running"), 1, trainer)
     assert plan.status.phase == "Failed"
     assert ready(plan.status) == ("False", "BackoffLimitExceeded")
     succeeded = conditions.get_condition(plan.status.conditions, "Succeeded")
@@ -109,7 +117,7 @@ def test_failure_carries_the_reason_and_is_told_once() -> None:
     assert (succeeded.status, succeeded.message) == ("False", "pod x: OOMKilled")
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "Failed")]
     assert plan.finished
-    again = trainingjob.decide(plan.status, 1, trainer, "tj", [], NOW)
+    again = decide(plan.status, 1, trainer)
     assert (again.events, again.finished) == ((), False)
 
 
@@ -118,7 +126,7 @@ def test_failure_carries_the_reason_and_is_told_once() -> None:
     [(None, "''"), ("{not json", "{not json"), ('{"modelVersion": "1"}', "modelVersion")],
 )
 def test_an_unreadable_result_fails_the_job(result: str | None, words: str) -> None:
-    plan = trainingjob.decide(None, 1, TrainerState("Succeeded", result=result), "tj", [], NOW)
+    plan = decide(None, 1, TrainerState("Succeeded", result=result))
     assert plan.status.phase == "Failed"
     assert ready(plan.status) == ("False", "ResultUnreadable")
     message = conditions.get_condition(plan.status.conditions, "Ready")
@@ -127,13 +135,13 @@ def test_an_unreadable_result_fails_the_job(result: str | None, words: str) -> N
 
 
 def test_invalid_spec_does_not_start_and_warns_once() -> None:
-    plan = trainingjob.decide(None, 3, None, "tj", ["bad label"], NOW)
+    plan = decide(None, 3, None, ["bad label"])
     assert not plan.start_trainer
     assert ready(plan.status) == ("False", "InvalidSpec")
     assert [e.reason for e in plan.events] == ["InvalidSpec"]
-    again = trainingjob.decide(plan.status, 3, None, "tj", ["bad label"], NOW)
+    again = decide(plan.status, 3, None, ["bad label"])
     assert again.events == ()
-    fixed = trainingjob.decide(again.status, 4, None, "tj", [], NOW)
+    fixed = decide(again.status, 4, None)
     assert fixed.start_trainer
 
 

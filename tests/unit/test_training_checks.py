@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from kubeloop import plugins, registry, storage
+from kubeloop.api.training_result import TrainingFailure, TrainingResult
 from kubeloop.training import checks, datasets, entrypoint
 from tests.conftest import unused_url
 
@@ -120,11 +121,18 @@ def test_trainer_exits_2_before_touching_any_server(
     assert code == entrypoint.INVALID
     out, err = capsys.readouterr()
     assert out == ""
-    assert not result.exists()
     (line,) = [line for line in err.splitlines() if line.startswith("kubeloop trainer:")]
     assert "TrainingJob default/check-me failed" in line
     assert "spec.args.epochs: 0 is below the minimum 1" in line
     assert "spec.args.batchSize: expected int, got float 1.5" in line
+    # The reason goes where the result would (the pod's termination message), for the status.
+    failure = TrainingFailure.parse(result.read_text())
+    assert failure is not None
+    assert (failure.error, failure.exit_code) == ("InvalidSpec", entrypoint.INVALID)
+    assert "spec.args.epochs: 0 is below the minimum 1" in failure.message
+    # A failure is never taken for a result.
+    with pytest.raises(ValueError, match="no training result"):
+        TrainingResult.parse(result.read_text())
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,11 @@
-"""Standard Kubernetes conditions, set through one pure function."""
+"""Standard Kubernetes conditions, set through one pure function, and the warn-once rule."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from kubeloop.api.common import Condition, ConditionStatus
-
-
-def now_rfc3339() -> str:
-    """Current UTC time in the form Kubernetes writes timestamps."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from kubeloop.api.times import format_time
 
 
 def set_condition(
@@ -19,16 +15,18 @@ def set_condition(
     reason: str,
     message: str,
     observed_generation: int,
-    now: str,
+    now: datetime,
 ) -> list[Condition]:
     """Return conditions with `type` set; no side effects.
 
     lastTransitionTime moves to `now` only when the status changes, so a condition that
     keeps its status keeps the time it first took it, whatever its reason or message.
     """
-    previous = next((c for c in conditions if c.type == type), None)
+    previous = get_condition(conditions, type)
     transition = (
-        now if previous is None or previous.status != status else previous.last_transition_time
+        format_time(now)
+        if previous is None or previous.status != status
+        else previous.last_transition_time
     )
     updated = Condition(
         type=type,
@@ -52,3 +50,22 @@ def is_true(conditions: list[Condition], type: str) -> bool:  # noqa: A002
     """Whether the condition of `type` is present with status True."""
     condition = get_condition(conditions, type)
     return condition is not None and condition.status == "True"
+
+
+def is_news(
+    conditions: list[Condition],
+    type: str,  # noqa: A002
+    status: ConditionStatus,
+    reason: str,
+    observed_generation: int,
+) -> bool:
+    """Whether setting `type` to (status, reason) tells something the conditions do not say
+    yet for this spec generation: the warn-once rule. A person hears of a problem once per
+    reason and spec, not at every reconcile."""
+    previous = get_condition(conditions, type)
+    return (
+        previous is None
+        or previous.status != status
+        or previous.reason != reason
+        or previous.observed_generation != observed_generation
+    )

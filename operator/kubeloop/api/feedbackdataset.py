@@ -116,6 +116,8 @@ class FeedbackDatasetStatus(ApiModel):
     """Samples that arrived after the latest snapshot."""
     last_key: str | None = None
     """Newest sample key counted; the next poll lists only keys after it."""
+    storage: str | None = None
+    """The location the counts and snapshots describe (spec.storage, which must not move)."""
     snapshots: list[Snapshot] = Field(default_factory=list)
     """Snapshots by generation."""
     last_training_job: str | None = None

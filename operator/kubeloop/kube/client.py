@@ -19,6 +19,7 @@ import kubernetes  # type: ignore[import-untyped]  # the client ships no type hi
 import urllib3
 
 logger = logging.getLogger(__name__)
+FIELD_MANAGER = "kubeloop"
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,24 @@ class KubeClient:
             resource.path(namespace, name, subresource),
             body=patch,
             content_type="application/merge-patch+json",
+        )
+
+    def apply(
+        self, resource: Resource, namespace: str | None, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Server-side apply `body` as field manager kubeloop, forcing ownership of its fields.
+
+        The server creates the object or merges it, removes fields kubeloop set before and
+        no longer sets, and leaves fields others (defaults, other controllers) own alone: no
+        code guesses which fields the server defaulted.
+        """
+        name = body["metadata"]["name"]
+        return self._call(
+            "PATCH",
+            resource.path(namespace, name),
+            body=body,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
         )
 
     def delete(self, resource: Resource, namespace: str | None, name: str) -> None:

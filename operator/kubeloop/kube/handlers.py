@@ -1,19 +1,22 @@
-"""kopf handlers: thin triggers of one idempotent reconcile per kind.
+"""kopf handlers: thin triggers of the one reconcile per kind in kubeloop.reconcile.
 
-Each kind is reconciled on create, update and resume, and FeedbackDatasets and ServedModels
-on an idle timer too (storage and registry polls, canary steps). A Job's events reconcile the
-TrainingJob that owns it when the Job's status differs from what that TrainingJob's last
-reconcile saw (or the Job is gone). The reconcile reads the object afresh, under a per-object
-lock, and never branches on what changed.
+Each kind is reconciled on create, update and resume; FeedbackDatasets and ServedModels also
+on a poll (storage and registry polls, canary steps). A Job's events reconcile the TrainingJob
+that owns it when the Job's status differs from what that TrainingJob's last reconcile saw (or
+the Job is gone). The reconcile reads the object afresh, under a per-object lock, and never
+branches on what changed.
 
-kopf puts its own finalizer on objects that have timers (FeedbackDataset, ServedModel), to stop
-the timer when the object goes; it holds no cleanup of kubeloop's and kopf removes it at once.
-kubeloop adds no finalizer: nothing outside the cluster needs cleaning, and children go with
-their owner through ownerReferences.
+No finalizers: nothing outside the cluster needs cleaning when an object goes (its children
+go with it through ownerReferences), so a deletion never waits for a running operator. That is
+why the poll is kubeloop's own loop and not kopf's timers, which put a finalizer on every
+object they tick for. The loop follows kopf's peering: it polls only while this operator
+leads, by the rule kopf pauses operators with (`peering.leads`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -23,51 +26,67 @@ import kopf
 
 from kubeloop import __version__, metrics
 from kubeloop.api.common import GROUP, VERSION
-from kubeloop.kube import feedbackdatasets, servedmodels, trainingjobs
+from kubeloop.api.errors import Unavailable
+from kubeloop.kube import peering, ports
 from kubeloop.kube.client import ApiError
-from kubeloop.kube.runtime import Retry, Runtime
+from kubeloop.kube.runtime import Runtime
+from kubeloop.reconcile import builders, feedbackdataset, servedmodel, trainingjob
 from kubeloop.reconcile.common import LABEL_TRAININGJOB
-from kubeloop.registry import RegistryUnavailable
-from kubeloop.storage import StorageUnavailable
+from kubeloop.reconcile.ports import Body, Ports
 
 logger = logging.getLogger("kubeloop.operator")
 
-Reconcile = Callable[[Runtime, str, str], None]
+Reconcile = Callable[[Body, Ports, Any], object]
+RECONCILES: dict[str, Reconcile] = {
+    "TrainingJob": trainingjob.reconcile,
+    "FeedbackDataset": feedbackdataset.reconcile,
+    "ServedModel": servedmodel.reconcile,
+}
+PLURALS = {"TrainingJob": "trainingjobs", "FeedbackDataset": "feedbackdatasets"}
+PLURALS["ServedModel"] = "servedmodels"
+POLLED = ("FeedbackDataset", "ServedModel")
 
 
-def run_reconcile(
-    rt: Runtime, kind: str, reconcile: Reconcile, namespace: str, name: str, polled: bool
-) -> None:
-    """Reconcile one object under its lock, counting and timing it.
+def run_reconcile(rt: Runtime, kind: str, namespace: str, name: str) -> bool:
+    """Reconcile one object under its lock, counting and timing it; False when it must be
+    retried because a dependency (S3, MLflow, the API server) is unavailable.
 
-    An unavailable dependency (S3, MLflow, the API server) is retried: by kopf after
-    poll_seconds (kopf.TemporaryError), or, for `polled` kinds, by their next timer tick.
-    The object's status says what is unavailable.
+    The object is read afresh under the lock: a body read before it (an event's, a list's)
+    may predate what a concurrent reconcile wrote. Its status says what is unavailable.
     """
     started = time.monotonic()
     result = "ok"
     try:
         with rt.lock(kind, namespace, name):
-            reconcile(rt, namespace, name)
-    except (Retry, StorageUnavailable, RegistryUnavailable, ApiError) as error:
+            body = rt.client.get(ports.RESOURCES[kind], namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                metrics.forget(kind, namespace, name)
+                if kind == "TrainingJob":
+                    rt.saw_job(namespace, builders.job_name(name), None)
+                return True
+            reconcile_ports, trainer = ports.ports(rt)
+            RECONCILES[kind](body, reconcile_ports, rt.now())
+            if kind == "TrainingJob":
+                rt.saw_job(namespace, builders.job_name(name), trainer.job)
+    except (Unavailable, ApiError) as error:
         if isinstance(error, ApiError) and not error.transient:
             result = "error"
             raise
         result = "retry"
-        if not polled:
-            raise kopf.TemporaryError(str(error), delay=rt.settings.poll_seconds) from error
-        logger.info("%s %s/%s: retrying on the next poll: %s", kind, namespace, name, error)
+        logger.info("%s %s/%s: will retry: %s", kind, namespace, name, error)
+        return False
     except Exception:
         result = "error"
         raise
     finally:
         metrics.RECONCILE.labels(kind, result).inc()
         metrics.RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - started)
+    return True
 
 
-def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
+def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> None:
     """Register kubeloop's handlers with `registry`."""
-    poll = rt.settings.poll_seconds
+    retry = rt.settings.poll_seconds
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -77,26 +96,41 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
     def probe(**_: Any) -> str:
         return __version__
 
-    def handler(kind: str, reconcile: Reconcile, polled: bool) -> Callable[..., None]:
+    @kopf.on.startup(registry=registry)
+    async def start_polling(**_: Any) -> None:
+        poller.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_polling(**_: Any) -> None:
+        await poller.stop()
+
+    def handler(kind: str) -> Callable[..., None]:
         def handle(*, namespace: str | None, name: str, **_: Any) -> None:
-            run_reconcile(rt, kind, reconcile, namespace or "", name, polled)
+            poller.context = contextvars.copy_context()
+            if not run_reconcile(rt, kind, namespace or "", name):
+                raise kopf.TemporaryError("a dependency is unavailable", delay=retry)
 
         handle.__name__ = f"reconcile_{kind.lower()}"
         return handle
 
-    kinds: list[tuple[str, str, Reconcile, bool]] = [
-        ("trainingjobs", trainingjobs.KIND, trainingjobs.reconcile, False),
-        ("feedbackdatasets", feedbackdatasets.KIND, feedbackdatasets.reconcile, True),
-        ("servedmodels", servedmodels.KIND, servedmodels.reconcile, True),
-    ]
-    for plural, kind, reconcile, polled in kinds:
-        handle = handler(kind, reconcile, polled)
+    for kind, plural in PLURALS.items():
+        handle = handler(kind)
         for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
             decorator(GROUP, VERSION, plural, registry=registry, id=f"{plural}-reconcile")(handle)
-        if polled:
-            kopf.timer(
-                GROUP, VERSION, plural, interval=poll, registry=registry, id=f"{plural}-poll"
-            )(handle)
+
+        def deleted(
+            *,
+            type: str,  # noqa: A002 - kopf's keyword
+            namespace: str | None,
+            name: str,
+            kind: str = kind,
+            **_: Any,
+        ) -> None:
+            poller.context = contextvars.copy_context()
+            if type == "DELETED":
+                metrics.forget(kind, namespace or "", name)
+
+        kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"{plural}-deleted")(deleted)
 
     jobs = {LABEL_TRAININGJOB: kopf.PRESENT}
 
@@ -110,42 +144,59 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry) -> None:
         **_: Any,
     ) -> None:
         for owner in body.metadata.get("ownerReferences") or []:
-            if owner.get("kind") != trainingjobs.KIND or not owner.get("controller"):
+            if owner.get("kind") != "TrainingJob" or not owner.get("controller"):
                 continue
             # Under the TrainingJob's lock: a reconcile in flight records what it saw first.
-            with rt.lock(trainingjobs.KIND, namespace or "", owner["name"]):
+            with rt.lock("TrainingJob", namespace or "", owner["name"]):
                 news = type == "DELETED" or rt.job_is_news(namespace or "", name, dict(body))
-            if not news:
-                continue  # nothing the TrainingJob's status depends on changed
-            try:
-                run_reconcile(
-                    rt,
-                    trainingjobs.KIND,
-                    trainingjobs.reconcile,
-                    namespace or "",
-                    owner["name"],
-                    polled=False,
-                )
-            except kopf.TemporaryError as error:
+            if news and not run_reconcile(rt, "TrainingJob", namespace or "", owner["name"]):
                 # Events are not retried; the TrainingJob's own handlers are.
-                logger.warning("TrainingJob %s/%s: %s", namespace, owner["name"], error)
+                logger.warning("TrainingJob %s/%s: retried on its next event", namespace, name)
 
-    forgetters = {
-        "trainingjobs": trainingjobs.forget,
-        "feedbackdatasets": feedbackdatasets.forget,
-        "servedmodels": servedmodels.forget,
-    }
-    for plural, forget in forgetters.items():
 
-        def deleted(
-            *,
-            type: str,  # noqa: A002 - kopf's keyword
-            namespace: str | None,
-            name: str,
-            forget: Callable[[str, str], None] = forget,
-            **_: Any,
-        ) -> None:
-            if type == "DELETED":
-                forget(namespace or "", name)
+class Poller:
+    """Reconciles every FeedbackDataset and ServedModel each poll_seconds while this operator
+    leads: one list per kind and watched namespace, then one reconcile per object."""
 
-        kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"{plural}-deleted")(deleted)
+    def __init__(
+        self, rt: Runtime, namespaces: list[str], leadership: peering.Leadership | None
+    ) -> None:
+        self.rt = rt
+        self.namespaces = namespaces
+        self.leadership = leadership
+        self.context: contextvars.Context | None = None
+        """kopf's context, taken from a handler: Events posted from the poll need it."""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="kubeloop-poll")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.rt.settings.poll_seconds)
+            try:
+                await asyncio.to_thread(self.poll_once)
+            except Exception as error:  # the loop outlives any one failed poll
+                logger.warning("poll failed, retrying at the next one: %s", error)
+
+    def poll_once(self) -> None:
+        """Blocking: one round over every polled object, when this operator leads."""
+        if self.context is None:
+            return  # no handler ran yet: kopf has not started handling (Events need it)
+        if self.leadership is not None and not self.leadership.leads(self.rt.client):
+            return
+        for kind in POLLED:
+            places: list[str | None] = [*self.namespaces] or [None]
+            for namespace in places:
+                items = self.rt.client.list_objects(ports.RESOURCES[kind], namespace)
+                for body in items:
+                    where, name = body["metadata"].get("namespace", ""), body["metadata"]["name"]
+                    try:
+                        self.context.run(run_reconcile, self.rt, kind, where, name)
+                    except Exception as error:  # one object's failure is its own
+                        logger.warning("%s %s/%s: %s", kind, where, name, error)

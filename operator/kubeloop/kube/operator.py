@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import Sequence
 
 import kopf
@@ -11,6 +14,7 @@ import prometheus_client
 
 from kubeloop.kube import handlers
 from kubeloop.kube.client import KubeClient
+from kubeloop.kube.peering import Leadership
 from kubeloop.kube.runtime import Runtime
 from kubeloop.settings import Settings
 
@@ -69,13 +73,22 @@ def run(
         logger.info("peering %s with priority %d", peering, priority)
     registry = kopf.OperatorRegistry()
     runtime = Runtime.from_settings(settings, KubeClient.from_environment())
-    handlers.register(runtime, registry)
+    # kopf's peering record of this operator: the pod's name in a cluster, like kopf's own.
+    identity = os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}"
+    identity += f"/{secrets.token_hex(3)}"
+    leadership = None
+    if peering is not None and not standalone:
+        # kopf keeps one ClusterKopfPeering for a cluster-wide operator, else a KopfPeering in
+        # each watched namespace: the poll asks the same objects whether this operator leads.
+        leadership = Leadership(peering, identity, priority or 0, tuple(watched))
+    handlers.register(runtime, registry, handlers.Poller(runtime, watched, leadership))
     kopf.run(
         registry=registry,
         settings=kopf_settings(settings),
         standalone=standalone or None,
         peering_name=peering,
         priority=priority,
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str it does not export
         clusterwide=not watched,
         namespaces=watched,
         liveness_endpoint=liveness,

@@ -1,36 +1,21 @@
-"""What the operator's reconciles share: settings, the API client, storage and registry
-clients, per-object locks, status writes and events."""
+"""What the operator's reconciles share in one process: settings, the API client, storage and
+registry clients, per-object locks, and what the last TrainingJob reconciles saw."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from kubeloop.api.common import ApiModel
-from kubeloop.kube.client import EVENTS, ApiError, KubeClient, Resource
-from kubeloop.reconcile import builders, common, observations
-from kubeloop.reconcile.common import Event, merge_patch
+from kubeloop.api.times import utc_now
+from kubeloop.kube.client import KubeClient, Resource
+from kubeloop.reconcile import builders, observations
 from kubeloop.registry import Registry
 from kubeloop.settings import Settings
 from kubeloop.storage import ObjectStore
-
-logger = logging.getLogger("kubeloop.operator")
-
-
-class Retry(Exception):
-    """A dependency (S3, MLflow, the API server) is unavailable; reconcile again later.
-
-    The status already says so in a condition when this is raised.
-    """
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -40,7 +25,7 @@ class Runtime:
     settings: Settings
     client: KubeClient
     defaults: builders.ChildDefaults
-    clock: Callable[[], datetime] = _utcnow
+    clock: Callable[[], datetime] = utc_now
     _registry: Registry | None = field(default=None, init=False)
     _stores: dict[tuple[str, str, str], ObjectStore] = field(default_factory=dict, init=False)
     _locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict, init=False)
@@ -56,7 +41,7 @@ class Runtime:
         return self.clock()
 
     def lock(self, kind: str, namespace: str, name: str) -> threading.Lock:
-        """One lock per object: a timer and a change handler never reconcile it at once."""
+        """One lock per object: a poll and a change handler never reconcile it at once."""
         with self._guard:
             return self._locks.setdefault((kind, namespace, name), threading.Lock())
 
@@ -104,66 +89,3 @@ class Runtime:
         found = self.client.serves(resource)
         self._serves[resource.api_version + resource.plural] = (found, time.monotonic())
         return found
-
-    def write_status(self, resource: Resource, body: dict[str, Any], new: ApiModel) -> None:
-        """Merge-patch the status subresource from what `body` holds to `new`.
-
-        Only the model's fields are compared: keys others keep in the status stay.
-        """
-        known = common.field_names(type(new))
-        stored = {k: v for k, v in (body.get("status") or {}).items() if k in known}
-        patch = merge_patch(stored, new.to_wire())
-        if not patch:
-            return
-        metadata = body["metadata"]
-        try:
-            self.client.patch(
-                resource, metadata["namespace"], metadata["name"], {"status": patch}, "status"
-            )
-        except ApiError as error:
-            if error.status == 404:
-                return  # deleted meanwhile
-            raise
-
-    def emit(self, involved: dict[str, Any], events: Iterable[Event]) -> None:
-        """Post each event about `involved`; a failure to post is logged, never raised."""
-        metadata = involved.get("metadata", {})
-        for event in events:
-            log = logger.warning if event.type == "Warning" else logger.info
-            log(
-                "%s %s/%s: %s: %s",
-                involved.get("kind"),
-                metadata.get("namespace"),
-                metadata.get("name"),
-                event.reason,
-                event.message,
-            )
-            try:
-                self.client.create(
-                    EVENTS,
-                    metadata.get("namespace"),
-                    builders.build_event(involved, event, self.now()),
-                )
-            except ApiError as error:
-                logger.warning("could not post event %s: %s", event.reason, error)
-
-
-def _ref(body: dict[str, Any]) -> str:
-    metadata = body.get("metadata", {})
-    return f"{body.get('kind')}/{metadata.get('namespace')}/{metadata.get('name')}"
-
-
-def is_owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
-    """Whether `child` names `owner` as its controller (by uid when the owner has one)."""
-    uid = owner.get("metadata", {}).get("uid")
-    for reference in child.get("metadata", {}).get("ownerReferences") or []:
-        if not reference.get("controller"):
-            continue
-        if uid and reference.get("uid") == uid:
-            return True
-        if not uid and (reference.get("kind"), reference.get("name")) == (
-            owner.get("kind"),
-            owner.get("metadata", {}).get("name"),
-        ):
-            return True
-    return False

@@ -27,8 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kubeloop import digits, manifests
-from kubeloop.local import report, services
+from kubeloop.local import lock, report, servers, services
 from kubeloop.local.loop import LocalLoop
+from kubeloop.local.processes import ProcessTable
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "digits"
 MODEL = "digits"
@@ -53,18 +54,27 @@ class Options:
 
 def run(state_dir: Path, options: Options, console: Console) -> dict[str, Any]:
     """Run the demo in `state_dir/demo` (made anew) and return its summary."""
-    workdir = state_dir / "demo"
+    workdir = state_dir.resolve() / "demo"  # children run elsewhere: every path is absolute
     if workdir.exists():
+        with lock.holding(workdir):
+            ProcessTable(workdir).stop_all()  # whatever a killed demo left running
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     started = time.monotonic()
-    servers = services.ensure_servers(workdir, say=console.print)
-    loop = LocalLoop(workdir, servers.s3_url, servers.mlflow_url, say=console.print)
-    try:
-        return _story(loop, workdir, options, console, started)
-    finally:
-        loop.close()
-        servers.stop()
+    with lock.holding(workdir):
+        table = ProcessTable(workdir)
+        say = console.print
+        found = servers.ensure_servers(table, say)
+        loop = LocalLoop(workdir, found.s3_url, found.mlflow_url, say=say, processes=table)
+        try:
+            return _story(loop, workdir, options, console, started)
+        finally:
+            loop.close()
+            servers.stop_servers(table)
+            console.print(
+                f"to look at what the demo made (MLflow runs and versions, the predictor): "
+                f"kubeloop up -f {EXAMPLES} --state-dir {workdir}"
+            )
 
 
 def _story(

@@ -16,10 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 HOST = "127.0.0.1"
 MLFLOW_BUCKET = "mlflow"
@@ -71,7 +70,23 @@ def log_tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_s3(data_dir: Path, port: int | None = None, timeout: float = 60.0) -> Service:
+class Spawner(Protocol):
+    """Starts a server process: `spawn` below, or a process table that records it."""
+
+    def __call__(
+        self,
+        name: str,
+        command: list[str],
+        url: str,
+        log_path: Path,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+    ) -> Service: ...
+
+
+def start_s3(
+    data_dir: Path, port: int | None = None, timeout: float = 60.0, starter: Spawner | None = None
+) -> Service:
     """Start a SeaweedFS S3 server bound to 127.0.0.1 with its data in `data_dir`."""
     weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(weed).exists():
@@ -91,7 +106,7 @@ def start_s3(data_dir: Path, port: int | None = None, timeout: float = 60.0) -> 
         "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
     url = f"http://{HOST}:{port}"
-    service = spawn("s3", command, url, data_dir / "s3.log", cwd=data_dir)
+    service = (starter or spawn)("s3", command, url, data_dir / "s3.log", cwd=data_dir)
     wait_ready(service, url + "/", timeout)
     return service
 
@@ -103,6 +118,7 @@ def start_mlflow(
     secret_key: str = "kubeloop",
     port: int | None = None,
     timeout: float = 120.0,
+    starter: Spawner | None = None,
 ) -> Service:
     """Start an MLflow server on SQLite in `state_dir`, artifacts in s3://mlflow on `s3_url`.
 
@@ -124,7 +140,9 @@ def start_mlflow(
         "--host", HOST, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     url = f"http://{HOST}:{port}"
-    service = spawn("mlflow", command, url, state_dir / "mlflow.log", cwd=state_dir, env=env)
+    service = (starter or spawn)(
+        "mlflow", command, url, state_dir / "mlflow.log", cwd=state_dir, env=env
+    )
     wait_ready(service, url + "/health", timeout)
     return service
 
@@ -194,40 +212,12 @@ def wait_ready(service: Service, health_url: str, timeout: float) -> None:
     )
 
 
-@dataclass
-class Servers:
-    """The S3 and MLflow servers of a state directory, started here or reused."""
-
-    s3_url: str
-    mlflow_url: str
-    started: list[Service] = field(default_factory=list)
-
-    def stop(self) -> None:
-        """Stop the servers this process started; reused ones belong to whoever started them."""
-        for service in reversed(self.started):
-            service.stop()
-
-
-def ensure_servers(state_dir: Path, say: Callable[[str], None] = print) -> Servers:
-    """The servers recorded in `state_dir/servers.json` when they still answer, else new ones.
-
-    Data stays in the state directory (s3/ and mlflow.db), so a new server continues where
-    the last one stopped.
-    """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    record = state_dir / "servers.json"
-    known = json.loads(record.read_text()) if record.exists() else {}
-    s3_url, mlflow_url = known.get("s3"), known.get("mlflow")
-    if s3_url and mlflow_url and is_healthy(s3_url + "/") and is_healthy(mlflow_url + "/health"):
-        say(f"reusing the S3 server at {s3_url} and MLflow at {mlflow_url}")
-        return Servers(s3_url, mlflow_url)
-    s3 = start_s3(state_dir / "s3")
-    say(f"started the S3 server (SeaweedFS) at {s3.url}")
-    try:
-        mlflow = start_mlflow(state_dir, s3.url)
-    except ServiceError:
-        s3.stop()
-        raise
-    say(f"started MLflow at {mlflow.url}")
-    record.write_text(json.dumps({"s3": s3.url, "mlflow": mlflow.url}))
-    return Servers(s3.url, mlflow.url, [s3, mlflow])
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:`port` right now."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True

@@ -1,20 +1,45 @@
-"""`kubeloop up -f DIR`: run the manifests a user would `kubectl apply`, on this machine."""
+"""`kubeloop up -f DIR`: run the manifests a user would `kubectl apply`, on this machine;
+`kubeloop down`: stop everything a state directory runs."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 
 from kubeloop import manifests
 from kubeloop.api import validation
-from kubeloop.local import services
+from kubeloop.local import lock, servers
 from kubeloop.local.loop import LocalLoop
+from kubeloop.local.processes import ProcessTable
+from kubeloop.reconcile.ports import Body
 
 
-def run(state_dir: Path, paths: list[Path], console: Console, poll_seconds: float = 2.0) -> int:
+@dataclass(frozen=True)
+class Addresses:
+    """Ports a person asked for; free defaults otherwise, kept across restarts."""
+
+    predictor_port: int | None = None
+    mlflow_port: int | None = None
+    s3_port: int | None = None
+
+
+def run(
+    state_dir: Path,
+    paths: list[Path],
+    console: Console,
+    poll_seconds: float = 2.0,
+    addresses: Addresses | None = None,
+) -> int:
     """Start or reuse the servers, apply `paths` and reconcile until Ctrl-C; the exit code."""
+    state_dir = state_dir.resolve()
+    addresses = addresses or Addresses()
     documents = [doc for path in paths for _, doc in manifests.load(path)]
     refused = [
         f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}: {error}"
@@ -26,33 +51,99 @@ def run(state_dir: Path, paths: list[Path], console: Console, poll_seconds: floa
             console.print(f"refused {line}", markup=False)
         console.print("nothing was started; fix the manifests and run `kubeloop up` again")
         return 2
-    servers = services.ensure_servers(state_dir, say=console.print)
-    loop = LocalLoop(state_dir, servers.s3_url, servers.mlflow_url, say=console.print)
-    try:
-        for document in documents:
-            outcome = loop.apply(document)
-            console.print(
-                f"{document['kind'].lower()}.kubeloop.io/{document['metadata']['name']} {outcome}"
-            )
-        console.print(
-            f"MLflow UI: {servers.mlflow_url}   S3: {servers.s3_url}   state: {state_dir}"
+    with lock.holding(state_dir), _stopped_by_sigterm():
+        table = ProcessTable(state_dir)
+        say = _printer(console)
+        found = servers.ensure_servers(table, say, addresses.s3_port, addresses.mlflow_port)
+        loop = LocalLoop(
+            state_dir,
+            found.s3_url,
+            found.mlflow_url,
+            say=say,
+            processes=table,
+            predictor_port=addresses.predictor_port,
         )
-        console.print("reconciling; Ctrl-C stops every process and keeps the state")
-        announced: set[str] = set()
-        while True:
-            loop.step()
-            for (kind, name), body in loop.objects.items():
-                url = (body.get("status") or {}).get("url")
-                if kind == "ServedModel" and url and name not in announced:
-                    announced.add(name)
-                    dataset = body["spec"].get("feedbackDataset")
-                    console.print(f"ServedModel/{name}: predictor at {url}/v2/models/{name}/infer")
-                    if dataset:
-                        console.print(f"  feedback: POST {url}/v1/feedback/{dataset}")
-            time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        console.print("stopping; the state stays in " + str(state_dir))
+        try:
+            for document in documents:
+                outcome = loop.apply(document)
+                kind, name = document["kind"].lower(), document["metadata"]["name"]
+                console.print(f"{kind}.kubeloop.io/{name} {outcome}")
+            console.print(
+                f"MLflow UI: {found.mlflow_url}   S3: {found.s3_url}   state: {state_dir}"
+            )
+            console.print("reconciling; Ctrl-C stops every process and keeps the state")
+            announced: set[str] = set()
+            while True:
+                loop.step()
+                for body in loop.objects.of_kind("ServedModel"):
+                    name = body["metadata"]["name"]
+                    if name not in announced and (body.get("status") or {}).get("url"):
+                        announced.add(name)
+                        for line in urls(body):
+                            console.print(line, markup=False)
+                time.sleep(poll_seconds)
+        except KeyboardInterrupt:
+            console.print("stopping; the state stays in " + str(state_dir))
+            return 0
+        finally:
+            loop.close()
+            servers.stop_servers(table)
+
+
+def down(state_dir: Path, console: Console) -> int:
+    """Stop the `kubeloop up` running `state_dir` and every process the directory started."""
+    state_dir = state_dir.resolve()
+    if not state_dir.is_dir():
+        console.print(f"nothing runs: {state_dir} does not exist")
         return 0
+    pid = lock.stop_holder(state_dir)
+    if pid is not None:
+        console.print(f"stopped kubeloop (pid {pid})")
+    with lock.holding(state_dir):
+        stopped = ProcessTable(state_dir).stop_all()
+    for role in stopped:
+        console.print(f"stopped {role}")
+    if pid is None and not stopped:
+        console.print(f"nothing was running in {state_dir}")
+    return 0
+
+
+def urls(served_model: Body) -> list[str]:
+    """Every URL a person needs for a serving ServedModel: inference, feedback, review, metrics."""
+    name = served_model["metadata"]["name"]
+    url = served_model["status"]["url"]
+    lines = [
+        f"ServedModel/{name}: predictor at {url}",
+        f"  inference  POST {url}/v2/models/{name}/infer",
+        f"             POST {url}/v1/models/{name}:predict   (KServe V1)",
+        f"  version    GET  {url}/v1/models/{name}/version",
+        f"  metrics    GET  {url}/metrics",
+    ]
+    dataset = served_model["spec"].get("feedbackDataset")
+    if dataset:
+        lines += [
+            f"  feedback   POST {url}/v1/feedback/{dataset}",
+            f"  review     GET  {url}/v1/review/{dataset}",
+        ]
+    return lines
+
+
+def _printer(console: Console) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    return say
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM (`kubeloop down`) stops like Ctrl-C: processes stopped, state kept."""
+
+    def interrupt(number: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
     finally:
-        loop.close()
-        servers.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,8 +1,9 @@
 """The Kubernetes children of kubeloop's resources, as plain manifests; no side effects.
 
 Only the operator (kubeloop.kube) creates these; the local mode runs the same entrypoints
-(trainer_args, predictor_args) as processes. Every child carries a controller ownerReference
-and a deterministic name, so creating it twice is harmless.
+(trainer_args, predictor_args) as processes. Every child has a deterministic name, so creating
+it twice is harmless; the operator adds the controller ownerReference at the edge (kopf's
+append_owner_reference), so the builders do not know their owner.
 
 Credentials never appear literally: training and predictor pods read S3 keys through
 secretKeyRef, from the operator's configured Secret, a FeedbackDataset's storage.secretRef or
@@ -11,9 +12,7 @@ a TrainingJob's spec.credentials.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import yaml
@@ -30,10 +29,7 @@ from kubeloop.reconcile.common import (
     LABEL_TRACK,
     LABEL_TRAININGJOB,
     MANAGED_BY,
-    Event,
-    Owner,
     child_name,
-    format_time,
 )
 from kubeloop.settings import Settings
 
@@ -77,15 +73,9 @@ def _metadata(
     name: str,
     namespace: str,
     labels: dict[str, str],
-    owner: Owner,
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "labels": labels,
-        "ownerReferences": [owner.reference()],
-    }
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
     if annotations:
         metadata["annotations"] = annotations
     return metadata
@@ -146,14 +136,14 @@ def trainingjob_manifest(tj: TrainingJob) -> dict[str, Any]:
     }
 
 
-def build_configmap(tj: TrainingJob, owner: Owner) -> dict[str, Any]:
+def build_configmap(tj: TrainingJob) -> dict[str, Any]:
     """The ConfigMap holding the TrainingJob manifest the trainer reads from SPEC_DIR."""
     text = yaml.safe_dump(trainingjob_manifest(tj), sort_keys=False)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(
-            job_name(tj.metadata.name), tj.metadata.namespace, trainer_labels(tj), owner
+            job_name(tj.metadata.name), tj.metadata.namespace, trainer_labels(tj)
         ),
         "data": {SPEC_FILE: text},
     }
@@ -168,7 +158,7 @@ def trainer_env(tj: TrainingJob, defaults: ChildDefaults) -> list[dict[str, Any]
     return env
 
 
-def build_job(tj: TrainingJob, owner: Owner, defaults: ChildDefaults) -> dict[str, Any]:
+def build_job(tj: TrainingJob, defaults: ChildDefaults) -> dict[str, Any]:
     """The batch/v1 Job running the trainer once on the TrainingJob's spec.
 
     Template labels and annotations go to the Job and its pod, so a queueing system (Kueue's
@@ -192,7 +182,7 @@ def build_job(tj: TrainingJob, owner: Owner, defaults: ChildDefaults) -> dict[st
         },
         "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}],
         "terminationMessagePath": trainingjob.RESULT_PATH,
-        "terminationMessagePolicy": "File",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -218,7 +208,7 @@ def build_job(tj: TrainingJob, owner: Owner, defaults: ChildDefaults) -> dict[st
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": _metadata(
-            name, tj.metadata.namespace, labels, owner, dict(template.annotations) or None
+            name, tj.metadata.namespace, labels, dict(template.annotations) or None
         ),
         "spec": job_spec,
     }
@@ -289,7 +279,6 @@ def predictor_container(
 
 def build_inference_service(
     sm: ServedModel,
-    owner: Owner,
     defaults: ChildDefaults,
     deploy: servedmodel.Deploy,
     feedback: tuple[str, FeedbackDatasetSpec] | None = None,
@@ -314,7 +303,6 @@ def build_inference_service(
             inference_service_name(sm.metadata.name),
             sm.metadata.namespace,
             predictor_labels(sm),
-            owner,
         ),
         "spec": {"predictor": predictor},
     }
@@ -322,7 +310,6 @@ def build_inference_service(
 
 def build_deployment(
     sm: ServedModel,
-    owner: Owner,
     defaults: ChildDefaults,
     uri: str,
     track: str = "stable",
@@ -336,7 +323,7 @@ def build_deployment(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(
-            predictor_name(sm.metadata.name, track), sm.metadata.namespace, labels, owner
+            predictor_name(sm.metadata.name, track), sm.metadata.namespace, labels
         ),
         "spec": {
             "replicas": count,
@@ -360,13 +347,13 @@ def canary_replicas(stable_replicas: int, percent: int) -> int:
     return max(1, round(stable_replicas * percent / max(1, 100 - percent)))
 
 
-def build_service(sm: ServedModel, owner: Owner) -> dict[str, Any]:
+def build_service(sm: ServedModel) -> dict[str, Any]:
     """The Service in front of the stable and canary predictor Deployments."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(
-            service_name(sm.metadata.name), sm.metadata.namespace, predictor_labels(sm), owner
+            service_name(sm.metadata.name), sm.metadata.namespace, predictor_labels(sm)
         ),
         "spec": {
             "selector": predictor_labels(sm),
@@ -384,39 +371,3 @@ def build_service(sm: ServedModel, owner: Owner) -> dict[str, Any]:
 
 def service_url(sm: ServedModel) -> str:
     return f"http://{service_name(sm.metadata.name)}.{sm.metadata.namespace}.svc.cluster.local"
-
-
-# --- Events -----------------------------------------------------------------------------
-
-
-def build_event(
-    involved: dict[str, Any], event: Event, now: datetime, component: str = "kubeloop-operator"
-) -> dict[str, Any]:
-    """A core/v1 Event about `involved` (an object's apiVersion, kind and metadata)."""
-    metadata = involved.get("metadata", {})
-    stamp = format_time(now)
-    reference = {
-        "apiVersion": involved.get("apiVersion"),
-        "kind": involved.get("kind"),
-        "name": metadata.get("name"),
-        "namespace": metadata.get("namespace"),
-    }
-    if metadata.get("uid"):
-        reference["uid"] = metadata["uid"]
-    # Named like kubectl's events: <object>.<unique suffix>, the suffix derived, not random.
-    digest = hashlib.sha256(f"{reference}{event}{now.isoformat()}".encode()).hexdigest()[:16]
-    name = f"{str(metadata.get('name'))[:200]}.{digest}"
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": name, "namespace": metadata.get("namespace")},
-        "involvedObject": reference,
-        "type": event.type,
-        "reason": event.reason,
-        "message": event.message[:1024],
-        "source": {"component": component},
-        "reportingComponent": component,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }

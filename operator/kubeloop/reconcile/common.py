@@ -1,4 +1,4 @@
-"""What every reconcile shares: names, labels, owners, events, times and merge patches.
+"""What every reconcile shares: names, labels, reading objects, and the warn-once rule.
 
 No side effects.
 """
@@ -9,14 +9,14 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from kubeloop.api import validation
-from kubeloop.api.common import CustomResource
+from kubeloop.api import conditions, validation
+from kubeloop.api.common import Condition, CustomResource
+from kubeloop.reconcile.ports import Event
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -29,50 +29,6 @@ LABEL_SERVEDMODEL = "kubeloop.io/servedmodel"
 LABEL_TRACK = "kubeloop.io/track"
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The object that owns a child, as a controller ownerReference names it."""
-
-    api_version: str
-    kind: str
-    name: str
-    uid: str
-
-    def reference(self) -> dict[str, Any]:
-        """The controller ownerReference: the child is garbage-collected with its owner."""
-        return {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-    @classmethod
-    def of(cls, body: Mapping[str, Any]) -> Owner:
-        """The owner described by an object's apiVersion, kind and metadata."""
-        metadata = body.get("metadata", {})
-        return cls(
-            str(body.get("apiVersion", "")),
-            str(body.get("kind", "")),
-            str(metadata.get("name", "")),
-            str(metadata.get("uid", "")),
-        )
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something a person watching the object should hear about.
-
-    The operator posts it as a Kubernetes Event; the local mode logs it.
-    """
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 def child_name(name: str, suffix: str = "", max_length: int = 63) -> str:
@@ -88,55 +44,6 @@ def child_name(name: str, suffix: str = "", max_length: int = 63) -> str:
     digest = hashlib.sha256(full.encode()).hexdigest()[:8]
     head = base[: max_length - len(digest) - 1].rstrip("-")
     return f"{head}-{digest}"
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 UTC, as Kubernetes writes timestamps."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """The moment an RFC 3339 timestamp names, or None when there is none."""
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch (RFC 7386) that turns `old` into `new`; empty when they are equal."""
-    patch: dict[str, Any] = {key: None for key in old if key not in new}
-    for key, value in new.items():
-        previous = old.get(key)
-        if isinstance(value, Mapping) and isinstance(previous, Mapping):
-            nested = merge_patch(previous, value)
-            if nested:
-                patch[key] = nested
-        elif key not in old or previous != value:
-            patch[key] = value
-    return patch
-
-
-def is_subset(desired: Any, current: Any) -> bool:
-    """Whether `current` already holds everything in `desired` (dicts may hold more keys;
-    a None in `desired` means the key must be absent, as in a merge patch).
-
-    Lists must match item by item, so a server that adds defaults inside a list item (a
-    container's terminationMessagePolicy, say) does not make the list look different.
-    """
-    if isinstance(desired, Mapping):
-        return isinstance(current, Mapping) and all(
-            current.get(key) is None
-            if value is None
-            else key in current and is_subset(value, current[key])
-            for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(current, list)
-            and len(desired) == len(current)
-            and all(is_subset(d, c) for d, c in zip(desired, current, strict=True))
-        )
-    return bool(desired == current)
 
 
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -173,15 +80,6 @@ def label_problems(labels: Mapping[str, str], where: str) -> list[str]:
 def is_dns_subdomain(name: str) -> bool:
     """Whether `name` can name a Kubernetes object (DNS-1123 subdomain)."""
     return len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))
-
-
-def without_nulls(value: Any) -> Any:
-    """`value` with every None-valued key removed, as an object to create must be."""
-    if isinstance(value, Mapping):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [without_nulls(v) for v in value]
-    return value
 
 
 StatusT = TypeVar("StatusT", bound=BaseModel)
@@ -228,3 +126,24 @@ def parse(
 
 def generation(body: dict[str, Any]) -> int:
     return int(body.get("metadata", {}).get("generation") or 0)
+
+
+def name_of(body: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of an object."""
+    metadata = body.get("metadata") or {}
+    return str(metadata.get("namespace") or "default"), str(metadata.get("name") or "")
+
+
+def set_failing(
+    current: list[Condition],
+    type_: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> tuple[list[Condition], tuple[Event, ...]]:
+    """Condition `type_` False for `reason`, and a Warning event when that is news (told
+    once per reason and spec generation: conditions.is_news); no side effects."""
+    news = conditions.is_news(current, type_, "False", reason, generation)
+    updated = conditions.set_condition(current, type_, "False", reason, message, generation, now)
+    return updated, (Event("Warning", reason, message),) if news else ()

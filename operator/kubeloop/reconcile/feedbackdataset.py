@@ -1,8 +1,8 @@
-"""FeedbackDataset decisions: count new samples, and retrain exactly once per threshold.
+"""FeedbackDataset: count new samples, and retrain exactly once per threshold.
 
-Pure pieces (`count_new`, `decide_trigger`, `build_snapshot_manifest`, `build_training_job`,
-`record_snapshot`) and `reconcile`, which runs them in a crash-safe order against a runtime's
-`FeedbackPorts` (S3 and the Kubernetes API in the operator; S3 and local files in `kubeloop up`).
+Pure pieces (`count_new`, `decide`, `build_snapshot_manifest`, `build_training_job`,
+`record_snapshot`) and `reconcile`, which runs them in a crash-safe order through the
+runtime's ports (object storage, and the objects of the Kubernetes API or of `kubeloop up`).
 
 The trigger order, and why a crash at any point is harmless:
 
@@ -14,41 +14,45 @@ The trigger order, and why a crash at any point is harmless:
    a. write the snapshot manifest to its deterministic key `{prefix}snapshots/gen-<n>.json`
       (overwriting is safe: no TrainingJob refers to generation n yet);
    b. create TrainingJob `<dataset>-gen-<n>` ("already exists" counts as created);
-   c. return the status recording snapshot n, for the runtime to write last.
+   c. write the status recording snapshot n, last.
 A crash before (b) leaves at most an unreferenced manifest that the next trigger overwrites; a
 crash after (b) is adopted by step 3; a lost status write is adopted the same way. No step
 creates a second TrainingJob for generation n, and the threshold stays reached until the
 status records the snapshot, so no trigger is lost.
+
+spec.storage does not change: the counts, the last key and the snapshots describe one
+location (status.storage). A changed location is refused (Ready=False, StorageChanged) and
+nothing is counted until it is set back; a new location is a new FeedbackDataset.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from kubeloop.api import conditions
+from kubeloop import metrics
+from kubeloop.api import conditions, validation
 from kubeloop.api.common import API_VERSION, ConditionStatus
+from kubeloop.api.errors import Unavailable
 from kubeloop.api.feedbackdataset import (
     FeedbackDataset,
     FeedbackDatasetSpec,
     FeedbackDatasetStatus,
-    Kpi,
     Snapshot,
+    Storage,
 )
-from kubeloop.api.samples import SAMPLES, LiveAccuracy, SnapshotManifest, snapshot_key
+from kubeloop.api.samples import LiveAccuracy, SnapshotManifest, snapshot_key
+from kubeloop.api.times import format_time, parse_time
 from kubeloop.api.trainingjob import DatasetSource
-from kubeloop.reconcile import trainingjob
+from kubeloop.reconcile import common, trainingjob
 from kubeloop.reconcile.common import (
     LABEL_FEEDBACKDATASET,
     LABEL_GENERATION,
     LABEL_MANAGED_BY,
     MANAGED_BY,
-    Event,
-    Owner,
-    format_time,
-    parse_time,
 )
+from kubeloop.reconcile.ports import Body, Event, FeedbackStore, Objects, Ports
 
 FEEDBACK_DATASET_NAME = "feedback"
 """Name the new snapshot gets among the TrainingJob's datasets, unless the template names it."""
@@ -75,34 +79,6 @@ class TriggerDecision:
     message: str
 
 
-class FeedbackPorts(Protocol):
-    """The I/O `reconcile` needs from a runtime; any call may raise, and `reconcile` is rerun."""
-
-    def list_sample_keys(self, start_after: str | None) -> list[str]:
-        """Keys under `{prefix}samples/` after `start_after`, in lexical (= arrival) order."""
-        ...
-
-    def read_manifest(self, generation: int) -> SnapshotManifest | None:
-        """The snapshot manifest of `generation`, or None when it is not stored."""
-        ...
-
-    def write_manifest(self, manifest: SnapshotManifest) -> None:
-        """Store `manifest` at its deterministic key, replacing what is there."""
-        ...
-
-    def get_training_job(self, name: str) -> dict[str, Any] | None:
-        """The TrainingJob manifest named `name` in the dataset's namespace, or None."""
-        ...
-
-    def create_training_job(self, manifest: dict[str, Any]) -> bool:
-        """Create the TrainingJob; False when one of that name already existed."""
-        ...
-
-    def live_kpi(self, kpi: Kpi) -> LiveKpi | None:
-        """The KPI's served model's live accuracy, or None when it cannot be known."""
-        ...
-
-
 @dataclass(frozen=True)
 class FeedbackOutcome:
     """What `reconcile` did and the status to write."""
@@ -115,10 +91,6 @@ class FeedbackOutcome:
     """TrainingJob created by this reconcile (not an adopted one)."""
     adopted: str | None = None
     """TrainingJob a previous, interrupted reconcile had created, now recorded."""
-
-
-def samples_prefix(spec: FeedbackDatasetSpec) -> str:
-    return f"{spec.storage.prefix}{SAMPLES}"
 
 
 def manifest_uri(spec: FeedbackDatasetSpec, generation: int) -> str:
@@ -157,7 +129,7 @@ def live_kpi(live: LiveAccuracy, version: str | None) -> LiveKpi:
     return LiveKpi(version, counts.accuracy, counts.judged)
 
 
-def decide_trigger(
+def decide(
     spec: FeedbackDatasetSpec,
     status: FeedbackDatasetStatus,
     now: datetime,
@@ -227,7 +199,6 @@ def build_training_job(
     dataset: FeedbackDataset,
     generation: int,
     manifest: str,
-    owner: Owner | None = None,
 ) -> dict[str, Any]:
     """The TrainingJob manifest of snapshot `generation`, from spec.retrain.trainingTemplate.
 
@@ -262,8 +233,6 @@ def build_training_job(
         },
         "annotations": {"kubeloop.io/snapshot-manifest": manifest},
     }
-    if owner is not None:
-        metadata["ownerReferences"] = [owner.reference()]
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainingJob",
@@ -332,57 +301,101 @@ def spec_problems(spec: FeedbackDatasetSpec, name: str) -> list[str]:
     return problems
 
 
-def reconcile(
-    dataset: FeedbackDataset,
-    ports: FeedbackPorts,
-    now: datetime,
-    owner: Owner | None = None,
-    problems: list[str] | None = None,
+def location(storage: Storage) -> str:
+    """Where a dataset's samples live, as status.storage records it."""
+    where = f"s3://{storage.bucket}/{storage.prefix}"
+    return f"{where} at {storage.endpoint}" if storage.endpoint else where
+
+
+def reconcile(body: Body, ports: Ports, now: datetime) -> FeedbackOutcome:
+    """Count new samples; at the threshold, freeze a snapshot and create its TrainingJob, in
+    the order the module docstring explains; then write the status and tell the events."""
+    namespace, name = common.name_of(body)
+    old = common.read_status(FeedbackDatasetStatus, body)
+    errors = validation.model_errors(body)
+    if errors:
+        return _refuse(body, ports.objects, old, "InvalidSpec", "; ".join(errors), now)
+    dataset = FeedbackDataset.model_validate({**common.spec_body(body), "status": old.to_wire()})
+    where = location(dataset.spec.storage)
+    if old.storage is not None and old.storage != where:
+        message = (
+            f"spec.storage moved from {old.storage} to {where}: the counts and snapshots belong "
+            "to the old location. Set spec.storage back, or create a new FeedbackDataset for "
+            "the new location"
+        )
+        return _refuse(body, ports.objects, old, "StorageChanged", message, now)
+    try:
+        store = ports.feedback.open(namespace, dataset.spec.storage)
+        outcome = count_and_trigger(dataset, body, store, ports.objects, now)
+    except Unavailable as error:
+        _refuse(body, ports.objects, old, error.reason, str(error), now)
+        raise
+    ports.objects.write_status(body, outcome.status)
+    ports.objects.emit(body, outcome.events)
+    threshold = dataset.spec.retrain.threshold if dataset.spec.retrain else None
+    status = outcome.status
+    metrics.observe_feedback_dataset(
+        namespace, name, status.samples, status.samples_since_snapshot, threshold
+    )
+    if outcome.created or outcome.adopted:
+        # An adopted trigger was never counted: its reconcile crashed before this line.
+        metrics.RETRAIN_TRIGGERS.labels(namespace, name).inc()
+    return outcome
+
+
+def count_and_trigger(
+    dataset: FeedbackDataset, body: Body, store: FeedbackStore, objects: Objects, now: datetime
 ) -> FeedbackOutcome:
-    """Count new samples and trigger the next retrain, in the order the module docstring
-    explains. Calls `ports`; everything else is pure."""
+    """Steps 1-4 of the module docstring; the status is the caller's to write, last."""
     name = dataset.metadata.name
+    namespace = dataset.metadata.namespace
     spec = dataset.spec
     before = dataset.status or FeedbackDatasetStatus()
-    status = count_new(before, ports.list_sample_keys(before.last_key)).model_copy(
-        update={"observed_generation": dataset.metadata.generation}
+    status = count_new(before, store.list_sample_keys(before.last_key)).model_copy(
+        update={
+            "observed_generation": dataset.metadata.generation,
+            "storage": location(spec.storage),
+        }
     )
     new_samples = status.samples - before.samples
-    problems = [*(problems or []), *spec_problems(spec, name)]
+    problems = spec_problems(spec, name)
     if problems:
         message = "; ".join(problems)
-        told = _has_condition(status, "Ready", "InvalidSpec", message)
+        news = conditions.is_news(
+            before.conditions, "Ready", "False", "InvalidSpec", status.observed_generation
+        )
         status = _with_conditions(status, ("False", "InvalidSpec", message), None, now)
-        events = () if told else (Event("Warning", "InvalidSpec", message),)
+        events = (Event("Warning", "InvalidSpec", message),) if news else ()
         return FeedbackOutcome(status, events, new_samples)
 
     ready = _ready(status)
     if spec.retrain is None:
-        decision = decide_trigger(spec, status, now)
+        decision = decide(spec, status, now)
         status = _with_conditions(status, ready, decision, now)
         return FeedbackOutcome(status, (), new_samples)
 
     generation = next_generation(status)
     job_name = training_job_name(name, generation)
-    existing = ports.get_training_job(job_name)
+    existing = objects.get("TrainingJob", namespace, job_name)
     if existing is not None:
         if not is_own_training_job(existing, name, generation):
             message = (
                 f"TrainingJob {job_name} exists but was not created by FeedbackDataset {name} "
                 "for this generation; delete or rename it so the next retrain can use the name"
             )
-            status = _with_conditions(status, ("False", "NameConflict", message), None, now)
-            told = _has_condition(dataset.status, "Ready", "NameConflict", message)
-            return FeedbackOutcome(
-                status, () if told else (Event("Warning", "NameConflict", message),), new_samples
+            news = conditions.is_news(
+                before.conditions, "Ready", "False", "NameConflict", status.observed_generation
             )
-        return _adopt(dataset, status, ports, generation, job_name, now, new_samples)
+            status = _with_conditions(status, ("False", "NameConflict", message), None, now)
+            events = (Event("Warning", "NameConflict", message),) if news else ()
+            return FeedbackOutcome(status, events, new_samples)
+        return _adopt(dataset, status, store, generation, job_name, now, new_samples)
 
-    pre = decide_trigger(spec, status, now)
+    pre = decide(spec, status, now)
     live = None
     if pre.trigger and spec.retrain.kpi is not None:
-        live = ports.live_kpi(spec.retrain.kpi)
-    decision = decide_trigger(spec, status, now, live)
+        live = _live_kpi(spec.retrain.kpi.served_model, namespace, store, objects)
+    decision = decide(spec, status, now, live)
     if not decision.trigger:
         status = _with_conditions(status, ready, decision, now)
         return FeedbackOutcome(status, (), new_samples)
@@ -390,7 +403,7 @@ def reconcile(
     previous = status.snapshots[-1] if status.snapshots else None
     previous_keys: list[str] = []
     if previous is not None:
-        stored = ports.read_manifest(previous.generation)
+        stored = store.read_manifest(previous.generation)
         previous_keys = stored.keys if stored is not None else []
     start_after = previous_keys[-1] if previous_keys else None
     manifest = build_snapshot_manifest(
@@ -398,13 +411,13 @@ def reconcile(
         spec,
         generation,
         previous_keys,
-        ports.list_sample_keys(start_after),
+        store.list_sample_keys(start_after),
         status.last_key,
         now,
     )
     uri = manifest_uri(spec, generation)
-    ports.write_manifest(manifest)
-    created = ports.create_training_job(build_training_job(dataset, generation, uri, owner))
+    store.write_manifest(manifest)
+    created = objects.create(build_training_job(dataset, generation, uri), body)
     status = record_snapshot(status, manifest, uri, job_name, now)
     triggered = TriggerDecision(
         True,
@@ -423,16 +436,47 @@ def reconcile(
     )
 
 
+def _live_kpi(
+    served_model: str, namespace: str, store: FeedbackStore, objects: Objects
+) -> LiveKpi | None:
+    """The KPI's reading: the served version's live accuracy, or None when it cannot be known."""
+    served = objects.get("ServedModel", namespace, served_model)
+    live = store.live_accuracy()
+    if served is None or live is None:
+        return None
+    return live_kpi(live, (served.get("status") or {}).get("servingVersion"))
+
+
+def _refuse(
+    body: Body,
+    objects: Objects,
+    old: FeedbackDatasetStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+) -> FeedbackOutcome:
+    """Write Ready=False for `reason` (a Warning when that is news); nothing is counted."""
+    generation = common.generation(body)
+    status = old.model_copy(deep=True)
+    status.observed_generation = generation
+    status.conditions, events = common.set_failing(
+        status.conditions, "Ready", reason, message, generation, now
+    )
+    objects.write_status(body, status)
+    objects.emit(body, events)
+    return FeedbackOutcome(status, events)
+
+
 def _adopt(
     dataset: FeedbackDataset,
     status: FeedbackDatasetStatus,
-    ports: FeedbackPorts,
+    store: FeedbackStore,
     generation: int,
     job_name: str,
     now: datetime,
     new_samples: int,
 ) -> FeedbackOutcome:
-    manifest = ports.read_manifest(generation)
+    manifest = store.read_manifest(generation)
     if manifest is None:
         # The manifest is written before the TrainingJob is created; only an outside hand
         # (a wiped bucket) gets here. Record the generation anyway so counting goes on.
@@ -461,22 +505,14 @@ def _ready(status: FeedbackDatasetStatus) -> tuple[ConditionStatus, str, str]:
     return ("True", "Counting", message)
 
 
-def _has_condition(
-    status: FeedbackDatasetStatus | None, type_: str, reason: str, message: str
-) -> bool:
-    found = conditions.get_condition(status.conditions, type_) if status else None
-    return found is not None and found.reason == reason and found.message == message
-
-
 def _with_conditions(
     status: FeedbackDatasetStatus,
     ready: tuple[ConditionStatus, str, str],
     retraining: TriggerDecision | None,
     now: datetime,
 ) -> FeedbackDatasetStatus:
-    stamp = format_time(now)
     generation = status.observed_generation
-    result = conditions.set_condition(status.conditions, "Ready", *ready, generation, stamp)
+    result = conditions.set_condition(status.conditions, "Ready", *ready, generation, now)
     if retraining is not None:
         result = conditions.set_condition(
             result,
@@ -485,6 +521,6 @@ def _with_conditions(
             retraining.reason,
             retraining.message,
             generation,
-            stamp,
+            now,
         )
     return status.model_copy(update={"conditions": result})

@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubeloop.reconcile.servedmodel import ServingState
-from kubeloop.reconcile.trainingjob import TrainerState
+from kubeloop.api.training_result import TrainingFailure
+from kubeloop.reconcile.ports import ServingState, TrainerState
 
 TRAINER_CONTAINER = "trainer"
 _WAITING_IS_NEWS = {
@@ -85,7 +85,7 @@ def trainer_state(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
             terminated = (_trainer_status(pod).get("state") or {}).get("terminated") or {}
             if terminated and terminated.get("exitCode") != 0:
                 name = (pod.get("metadata") or {}).get("name")
-                detail = str(terminated.get("message") or "").strip()[:500]
+                detail = failure_detail(str(terminated.get("message") or ""))
                 message += (
                     f"; pod {name}: the trainer exited with code {terminated.get('exitCode')} "
                     f"({terminated.get('reason') or 'Error'})" + (f": {detail}" if detail else "")
@@ -123,6 +123,14 @@ def trainer_state(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     if int(status.get("ready") or 0) > 0:
         return TrainerState("Running", start)
     return TrainerState("Pending", start)
+
+
+def failure_detail(message: str, limit: int = 1500) -> str:
+    """A failed trainer's termination message for a person: its TrainingFailure described
+    (error, message, last log lines), or the text as it is (a crash's log tail)."""
+    failure = TrainingFailure.parse(message)
+    text = failure.describe() if failure is not None else message.strip()
+    return text[:limit]
 
 
 def inference_service_state(isvc: Mapping[str, Any]) -> ServingState:

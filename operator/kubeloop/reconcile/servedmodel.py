@@ -1,10 +1,14 @@
-"""ServedModel decisions: the quality gate, the rollout of a new version, and readiness.
+"""ServedModel: serve a registered model, and promote new versions through a quality gate.
 
-A runtime reads the registry (the version behind the alias, the latest version, and, when
-`gate_needed`, both versions' metrics for `evaluate_gate`), then calls `decide_rollout`. It
-moves the alias when the plan says `set_alias`, runs what `plan.deploy` describes (an
-InferenceService, a Deployment, or a local predictor process), observes it as a
-`ServingState`, and calls `decide_ready` for the status it writes. No side effects here.
+    reconcile(body, ports, now)
+        refuse an invalid spec, or one the runtime cannot serve     (InvalidSpec, no KServe)
+        observe: the version behind the alias, the latest version, and, when `gate_needed`,
+                 both versions' metrics for `evaluate_gate`          (ports.registry)
+        decide the next rollout step                                (pure)
+        move the alias when the plan says `set_alias`               (ports.registry)
+        run what `plan.deploy` describes: an InferenceService, a Deployment, or a local
+        predictor process, observed as a `ServingState`             (ports.predictor)
+        finalise: Ready from the ServingState; write the status     (pure; ports.objects)
 
 Canary, and what it means when the predictor follows an alias: the stable predictor runs
 `models:/<model>@<alias>` and serves whatever the alias names. During a canary the candidate
@@ -19,14 +23,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
-from kubeloop.api import conditions
+from kubeloop import metrics
+from kubeloop.api import conditions, validation
 from kubeloop.api.common import ConditionStatus
-from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
-from kubeloop.api.servedmodel import Batching, Gate, Promotion, ServedModelSpec, ServedModelStatus
+from kubeloop.api.errors import Unavailable
+from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetSpec
+from kubeloop.api.servedmodel import (
+    Batching,
+    Gate,
+    Promotion,
+    ServedModel,
+    ServedModelSpec,
+    ServedModelStatus,
+)
+from kubeloop.api.times import format_time, parse_time
 from kubeloop.api.trainingjob import Metrics
-from kubeloop.reconcile.common import Event, format_time, is_dns_subdomain, parse_time
+from kubeloop.reconcile import common
+from kubeloop.reconcile.common import is_dns_subdomain
+from kubeloop.reconcile.ports import (
+    Body,
+    Deploy,
+    Event,
+    FeedbackRef,
+    Objects,
+    Ports,
+    Registry,
+    ServingState,
+)
+
+__all__ = ["Deploy", "ServingState"]
 
 PREDICTOR_COMMAND = ("python", "-m", "kubeloop.serving")
 PREDICTOR_PORT = 8080
@@ -146,10 +172,6 @@ def evaluate_gate(
     return gate
 
 
-def is_gate_passed(gate: Gate | None) -> bool:
-    return gate is not None and gate.verdict == "Passed"
-
-
 def gate_needed(
     spec: ServedModelSpec, status: ServedModelStatus | None, serving: str | None, latest: str | None
 ) -> bool:
@@ -166,18 +188,6 @@ def gate_needed(
         and gate.baseline_version == serving
         and gate.verdict != "Pending"
     )
-
-
-@dataclass(frozen=True)
-class Deploy:
-    """What the predictor should run."""
-
-    stable_uri: str
-    """Model URI of the stable predictor (the alias, or a pinned version)."""
-    canary_uri: str | None = None
-    """Model URI of the canary (a pinned candidate), during a canary."""
-    canary_percent: int = 0
-    """Traffic share of the canary."""
 
 
 @dataclass(frozen=True)
@@ -212,38 +222,52 @@ def _settled(status: ServedModelStatus, serving: str, generation: int) -> bool:
     )
 
 
-def decide_rollout(
+@dataclass(frozen=True)
+class Observed:
+    """What `reconcile` read from the registry before deciding."""
+
+    generation: int
+    """metadata.generation of the spec."""
+    serving: str | None
+    """The version behind spec.alias; None when the alias is not set (or a version is pinned)."""
+    latest: str | None
+    """The highest registered version; None when there is none yet."""
+    gate: Gate | None
+    """The verdict on latest against serving when `gate_needed` said so, else the status's."""
+
+
+def decide(
     spec: ServedModelSpec,
     status: ServedModelStatus | None,
-    generation: int,
-    serving: str | None,
-    latest: str | None,
-    gate: Gate | None,
+    observed: Observed,
     now: datetime,
 ) -> RolloutPlan:
     """The next rollout step; no side effects.
 
-    `serving` is the version behind spec.alias (None: alias not set), `latest` the highest
-    registered version (None: none yet), `gate` the verdict on latest against serving when
-    `gate_needed` said so (else the status's). The first version, with no alias set, is
-    promoted at once: there is nothing to compare it against.
+    The first version, with no alias set, is promoted at once: there is nothing to compare it
+    against. Ready is `finalise`'s, once the runtime has run what the plan deploys.
     """
+    generation, serving, latest, gate = (
+        observed.generation,
+        observed.serving,
+        observed.latest,
+        observed.gate,
+    )
     old = status or ServedModelStatus()
     new = old.model_copy(deep=True)
     new.observed_generation = generation
-    stamp = format_time(now)
     model = spec.registered_model
     alias_uri = model_uri(model, alias=spec.alias)
     events: list[Event] = []
 
     def rolled_out(value: ConditionStatus, reason: str, message: str) -> None:
         new.conditions = conditions.set_condition(
-            new.conditions, "RolledOut", value, reason, message, generation, stamp
+            new.conditions, "RolledOut", value, reason, message, generation, now
         )
 
     def gate_failed(value: ConditionStatus, reason: str, message: str) -> None:
         new.conditions = conditions.set_condition(
-            new.conditions, "GateFailed", value, reason, message, generation, stamp
+            new.conditions, "GateFailed", value, reason, message, generation, now
         )
 
     def steady(version: str, reason: str, message: str) -> None:
@@ -256,7 +280,8 @@ def decide_rollout(
     if spec.version is not None:
         steady(spec.version, "Pinned", f"serving pinned version {spec.version}; no promotion")
         gate_failed("False", "Pinned", "the gate does not run for a pinned version")
-        return RolloutPlan(new, deploy=Deploy(model_uri(model, version=spec.version)))
+        deploy = Deploy(model_uri(model, version=spec.version), version=spec.version)
+        return RolloutPlan(new, deploy=deploy)
     if latest is None:
         new.serving_version = None
         rolled_out(
@@ -270,12 +295,13 @@ def decide_rollout(
         steady(latest, "FirstVersion", message)
         gate_failed("False", "FirstVersion", message)
         events.append(Event("Normal", "Promoted", message))
-        return RolloutPlan(new, set_alias=latest, deploy=Deploy(alias_uri), events=tuple(events))
+        deploy = Deploy(alias_uri, version=latest)
+        return RolloutPlan(new, set_alias=latest, deploy=deploy, events=tuple(events))
     if int(latest) <= int(serving):
         if not _settled(old, serving, generation):
             steady(serving, "RolledOut", f"serving version {serving} (@{spec.alias})")
             gate_failed("False", "NoCandidate", "no version newer than the serving one")
-        return RolloutPlan(new, deploy=Deploy(alias_uri), events=tuple(events))
+        return RolloutPlan(new, deploy=Deploy(alias_uri, version=serving), events=tuple(events))
 
     if gate is None or gate.candidate_version != latest or gate.baseline_version != serving:
         raise ValueError(
@@ -295,7 +321,10 @@ def decide_rollout(
         if fresh:
             events.append(Event("Warning", "GateFailed", gate.message))
         return RolloutPlan(
-            new, deploy=Deploy(alias_uri), events=tuple(events), new_verdict=gate if fresh else None
+            new,
+            deploy=Deploy(alias_uri, version=serving),
+            events=tuple(events),
+            new_verdict=gate if fresh else None,
         )
 
     gate_failed("False", "GatePassed", gate.message)
@@ -310,7 +339,8 @@ def decide_rollout(
             f"candidate {latest} passed the gate; promotion is manual: set alias "
             f"{spec.alias} of {model} to {latest} to promote it",
         )
-        return RolloutPlan(new, deploy=Deploy(alias_uri), events=tuple(events), new_verdict=verdict)
+        deploy = Deploy(alias_uri, version=serving)
+        return RolloutPlan(new, deploy=deploy, events=tuple(events), new_verdict=verdict)
 
     steps = spec.canary.steps if spec.canary is not None else []
     percent = old.canary_percent if old.candidate_version == latest else 0
@@ -343,7 +373,7 @@ def decide_rollout(
         return RolloutPlan(
             new,
             set_alias=latest,
-            deploy=Deploy(alias_uri),
+            deploy=Deploy(alias_uri, version=latest),
             events=tuple(events),
             new_verdict=verdict,
         )
@@ -351,37 +381,15 @@ def decide_rollout(
     new.canary_percent = percent
     new.canary_step_time = format_time(started or now)
     rolled_out("False", "Canary", f"candidate {latest} takes {percent}% of traffic")
-    deploy = Deploy(alias_uri, model_uri(model, version=latest), percent)
+    deploy = Deploy(alias_uri, model_uri(model, version=latest), percent, version=serving)
     return RolloutPlan(new, deploy=deploy, events=tuple(events), new_verdict=verdict)
 
 
-class RegistryPort(Protocol):
-    """The registry reads and the alias move `roll_out` needs; any call may raise."""
-
-    def alias_version(self, name: str, alias: str) -> str | None:
-        """The version behind `alias`, or None when it is not set."""
-        ...
-
-    def latest_version_number(self, name: str) -> str | None:
-        """The highest version of `name`, or None when it has none."""
-        ...
-
-    def version_metrics(self, name: str, version: str, metric: str) -> Metrics:
-        """The version's evaluation; empty when its run is gone."""
-        ...
-
-    def set_alias(self, name: str, alias: str, version: str) -> None: ...
-
-
-def roll_out(
-    spec: ServedModelSpec,
-    status: ServedModelStatus | None,
-    generation: int,
-    registry: RegistryPort,
-    now: datetime,
-) -> RolloutPlan:
-    """Read the registry, judge a newer version when needed, decide the next rollout step and
-    move the alias when it says so. Calls `registry`; the decisions are the pure ones above."""
+def observe(
+    spec: ServedModelSpec, status: ServedModelStatus | None, registry: Registry, generation: int
+) -> Observed:
+    """Read the registry: the serving and latest versions, and both versions' metrics when
+    `gate_needed` says the pair has not been judged (the verdict is evaluate_gate's)."""
     model = spec.registered_model
     serving = registry.alias_version(model, spec.alias) if spec.version is None else None
     latest = registry.latest_version_number(model)
@@ -395,27 +403,101 @@ def roll_out(
             serving,
             latest,
         )
-    plan = decide_rollout(spec, status, generation, serving, latest, gate, now)
-    if plan.set_alias is not None:
-        registry.set_alias(model, spec.alias, plan.set_alias)
-    return plan
+    return Observed(generation, serving, latest, gate)
 
 
-@dataclass(frozen=True)
-class ServingState:
-    """What a runtime saw of its predictor (InferenceService, Deployment, local process)."""
+def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
+    """Serve the version behind the alias; judge, canary and promote newer versions.
 
-    ready: bool
-    url: str | None = None
-    reason: str = ""
-    """Why it is not ready: one CamelCase word."""
-    message: str = ""
+    The order: refuse what cannot be served; read the registry; decide; move the alias; run
+    the predictor; derive Ready from what runs; write the status last. A crash before the
+    status write repeats the same decision on the next reconcile (the alias already moved:
+    the candidate is then the serving version, which settles the rollout).
+    """
+    namespace, name = common.name_of(body)
+    generation = common.generation(body)
+    old = common.read_status(ServedModelStatus, body)
+    sm, problems = common.parse(ServedModel, body, lambda sm: spec_problems(sm.spec))
+    if sm is None or problems:
+        return _refuse(body, ports.objects, old, "InvalidSpec", "; ".join(problems), now)
+    refused = ports.predictor.problem(sm)
+    if refused is not None:
+        return _refuse(body, ports.objects, old, *refused, now)
+    feedback, events = _feedback(sm, old, ports.objects)
+    try:
+        observed = observe(sm.spec, old, ports.registry, generation)
+        plan = decide(sm.spec, old, observed, now)
+        if plan.set_alias is not None:
+            ports.registry.set_alias(sm.spec.registered_model, sm.spec.alias, plan.set_alias)
+    except Unavailable as error:
+        status = registry_unavailable(old, generation, str(error), now)
+        ports.objects.write_status(body, status)
+        news = conditions.is_news(
+            old.conditions, "RolledOut", "Unknown", "RegistryUnavailable", generation
+        )
+        ports.objects.emit(
+            body, [Event("Warning", "RegistryUnavailable", str(error))] if news else []
+        )
+        raise
+    state = None
+    if plan.deploy is not None:
+        spec_changed = old.observed_generation != generation
+        state = ports.predictor.apply(sm, body, plan.deploy, feedback, spec_changed)
+    status = finalise(plan, state, generation, now)
+    ports.objects.write_status(body, status)
+    ports.objects.emit(body, [*events, *plan.events])
+    metrics.observe_serving(namespace, name, status.serving_version)
+    if plan.new_verdict is not None:
+        metrics.GATE_VERDICTS.labels(plan.new_verdict.verdict).inc()
+        for slice_name, delta in plan.new_verdict.slice_deltas.items():
+            metrics.GATE_SLICE_DELTA.labels(namespace, name, slice_name).set(delta)
+    return status
 
 
-def decide_ready(
+def _feedback(
+    sm: ServedModel, old: ServedModelStatus, objects: Objects
+) -> tuple[FeedbackRef | None, list[Event]]:
+    """The referenced FeedbackDataset's spec for the predictor's feedback arguments.
+
+    A missing or invalid one does not stop serving; it is said in a Warning event, once.
+    """
+    name = sm.spec.feedback_dataset
+    if name is None:
+        return None, []
+    body = objects.get("FeedbackDataset", sm.metadata.namespace, name)
+    if body is not None and not validation.model_errors(body):
+        dataset = FeedbackDataset.model_validate(common.spec_body(body))
+        return (name, dataset.spec), []
+    if old.observed_generation == sm.metadata.generation and old.conditions:
+        return None, []  # said when this generation was first reconciled
+    return None, [
+        Event(
+            "Warning",
+            "FeedbackDatasetNotFound",
+            f"FeedbackDataset {name} is missing or invalid: serving without collecting feedback",
+        )
+    ]
+
+
+def _refuse(
+    body: Body, objects: Objects, old: ServedModelStatus, reason: str, message: str, now: datetime
+) -> ServedModelStatus:
+    """Write Ready=False for `reason` (a Warning when that is news): nothing is served."""
+    generation = common.generation(body)
+    status = old.model_copy(deep=True)
+    status.observed_generation = generation
+    status.conditions, events = common.set_failing(
+        status.conditions, "Ready", reason, message, generation, now
+    )
+    objects.write_status(body, status)
+    objects.emit(body, events)
+    return status
+
+
+def finalise(
     plan: RolloutPlan, serving: ServingState | None, generation: int, now: datetime
 ) -> ServedModelStatus:
-    """The status with Ready and url set from what the runtime saw; no side effects."""
+    """The plan's status with Ready and url set from what the runtime runs; no side effects."""
     status = plan.status.model_copy(deep=True)
     if serving is not None:
         status.url = serving.url
@@ -433,21 +515,9 @@ def decide_ready(
             f" at {serving.url}" if serving.url else ""
         )
     status.conditions = conditions.set_condition(
-        status.conditions, "Ready", value, reason, message, generation, format_time(now)
+        status.conditions, "Ready", value, reason, message, generation, now
     )
     return status
-
-
-def not_servable(
-    status: ServedModelStatus | None, generation: int, reason: str, message: str, now: datetime
-) -> ServedModelStatus:
-    """The status when the spec or the cluster stops serving (InvalidSpec, KServeNotInstalled)."""
-    new = (status or ServedModelStatus()).model_copy(deep=True)
-    new.observed_generation = generation
-    new.conditions = conditions.set_condition(
-        new.conditions, "Ready", "False", reason, message, generation, format_time(now)
-    )
-    return new
 
 
 def spec_problems(spec: ServedModelSpec) -> list[str]:
@@ -477,6 +547,6 @@ def registry_unavailable(
         "RegistryUnavailable",
         f"{message}; serving continues, rollouts wait for the registry",
         generation,
-        format_time(now),
+        now,
     )
     return new

@@ -1,32 +1,41 @@
-"""TrainingJob decisions: what the trainer's state means for the job's status, and when to start it.
+"""TrainingJob: one run of the trainer entrypoint that registers a model version.
 
-A runtime observes its trainer (a batch Job and its pod on Kubernetes, a subprocess locally)
-as a `TrainerState`, then calls `decide`, which returns the new status, whether the trainer
-must be started, and the events worth telling. No side effects.
+    reconcile(body, ports, now)
+        parse the spec and find its problems       (spec_problems: pure)
+        observe the trainer                        (ports.trainer: Job and pods, or a process)
+        decide                                     (pure: status, start?, events)
+        start the trainer if the plan says so      (idempotent: same name, existing is fine)
+        write the status, tell the events          (ports.objects)
 
-    problems = trainingjob.spec_problems(tj.spec)            # plus the models' own errors
-    plan = trainingjob.decide(tj.status, generation, observed_trainer, trainer_name,
-                              problems, now)
-    if plan.start_trainer: start it (idempotently: same name, "already exists" is fine)
-    write plan.status; tell plan.events
+A crash between starting the trainer and writing the status is harmless: the next reconcile
+observes the trainer it started and follows it. A running job whose trainer disappears fails
+rather than training (and registering) twice; a finished one stays finished.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from datetime import datetime
 
+from kubeloop import metrics
 from kubeloop.api import conditions
 from kubeloop.api.common import ConditionStatus
+from kubeloop.api.times import format_time
 from kubeloop.api.training_result import TrainingResult
-from kubeloop.api.trainingjob import Phase, TrainingJobSpec, TrainingJobStatus
-from kubeloop.reconcile.common import Event, is_dns_subdomain, key_problems, label_problems
+from kubeloop.api.trainingjob import Phase, TrainingJob, TrainingJobSpec, TrainingJobStatus
+from kubeloop.reconcile import common
+from kubeloop.reconcile.common import is_dns_subdomain, key_problems, label_problems
+from kubeloop.reconcile.ports import Body, Event, Ports, TrainerState
+
+__all__ = ["TrainerState"]
 
 TRAINER_COMMAND = ("python", "-m", "kubeloop.training")
 SPEC_PATH = "/etc/kubeloop/trainingjob.yaml"
 RESULT_PATH = "/dev/termination-log"
 TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
+INVALID_SPEC_EXIT_CODE = 2
+"""The trainer's exit code for a spec it refuses: retrying cannot help."""
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
@@ -47,24 +56,18 @@ def parse_result(text: str) -> TrainingResult:
         raise ValueError(f"{error}: {text[:200]!r}") from error
 
 
-TrainerPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
-
-
 @dataclass(frozen=True)
-class TrainerState:
-    """What a runtime saw of its trainer, whatever runs it (batch Job, local process)."""
+class Observed:
+    """What `reconcile` saw before deciding."""
 
-    phase: TrainerPhase
-    start_time: str | None = None
-    """When the trainer started (RFC 3339)."""
-    completion_time: str | None = None
-    """When it finished (RFC 3339)."""
-    reason: str = ""
-    """One CamelCase word for why it waits or failed: Suspended, ImagePullBackOff, ..."""
-    message: str = ""
-    """The same for a person."""
-    result: str | None = None
-    """The trainer's result text, once it succeeded."""
+    generation: int
+    """metadata.generation of the spec."""
+    trainer_name: str
+    """What runs (or will run) the trainer is called."""
+    trainer: TrainerState | None
+    """None: not started yet, or gone."""
+    problems: tuple[str, ...] = field(default=())
+    """Why the spec cannot run: the schema's, the models', spec_problems' and the runtime's."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,30 @@ class TrainingJobPlan:
     """The job reached Succeeded or Failed in this decision (it was not before)."""
     result: TrainingResult | None = None
     """The trainer's result, when this decision read one."""
+
+
+def reconcile(body: Body, ports: Ports, now: datetime) -> TrainingJobPlan:
+    """Start the trainer if it is not running and the job has not finished; follow it."""
+    tj, problems = common.parse(TrainingJob, body, lambda tj: spec_problems(tj.spec))
+    seen = ports.trainer.observe(body)
+    if seen.problem is not None:
+        problems = [*problems, seen.problem]
+    observed = Observed(common.generation(body), seen.name, seen.state, tuple(problems))
+    plan = decide(
+        tj.spec if tj is not None else None,
+        common.read_status(TrainingJobStatus, body),
+        observed,
+        now,
+    )
+    if plan.start_trainer and tj is not None:
+        ports.trainer.start(tj, body)
+    ports.objects.write_status(body, plan.status)
+    ports.objects.emit(body, plan.events)
+    namespace, name = common.name_of(body)
+    status = plan.status
+    times = (status.start_time, status.completion_time)
+    metrics.observe_training_job(namespace, name, status.phase, times, plan.finished)
+    return plan
 
 
 def spec_problems(spec: TrainingJobSpec) -> list[str]:
@@ -124,20 +151,22 @@ def spec_problems(spec: TrainingJobSpec) -> list[str]:
 
 
 def decide(
+    spec: TrainingJobSpec | None,
     status: TrainingJobStatus | None,
-    generation: int,
-    trainer: TrainerState | None,
-    trainer_name: str,
-    problems: list[str],
-    now: str,
+    observed: Observed,
+    now: datetime,
 ) -> TrainingJobPlan:
-    """The status that `trainer` (None: not started or gone) means; no side effects.
+    """The status that the observed trainer (None: not started or gone) means; no side effects.
 
     A finished job stays finished when its trainer disappears (a Job removed by
     ttlSecondsAfterFinished, say), and a running one whose trainer disappears fails: a job is
-    never trained twice. A pending one is started (again). A spec with `problems` is not
-    started; the status says InvalidSpec until the spec is fixed.
+    never trained twice. A pending one is started (again). A spec with problems (or none that
+    parses: `spec` None) is not started; the status says InvalidSpec until it is fixed.
     """
+    generation, trainer, trainer_name = observed.generation, observed.trainer, observed.trainer_name
+    problems = list(observed.problems)
+    if spec is None and not problems:
+        problems = ["the spec could not be read"]
     old = status or TrainingJobStatus()
     new = old.model_copy(deep=True)
     new.observed_generation = generation
@@ -145,11 +174,10 @@ def decide(
         return TrainingJobPlan(new)
     if trainer is None and problems:
         message = "; ".join(problems)
+        news = conditions.is_news(old.conditions, "Ready", "False", "InvalidSpec", generation)
         new.phase = "Pending"
         _set_phase_conditions(new, "InvalidSpec", message, generation, now)
-        ready = conditions.get_condition(old.conditions, "Ready")
-        told = ready is not None and ready.reason == "InvalidSpec" and ready.message == message
-        warning = () if told else (Event("Warning", "InvalidSpec", message),)
+        warning = (Event("Warning", "InvalidSpec", message),) if news else ()
         return TrainingJobPlan(new, events=warning)
     if trainer is None and old.phase == "Running":
         # Running again would train twice (and register twice): say so and stop instead.
@@ -158,7 +186,7 @@ def decide(
             "TrainingJob to train again"
         )
         new.phase = "Failed"
-        new.completion_time = now
+        new.completion_time = format_time(now)
         _set_phase_conditions(new, "TrainerLost", message, generation, now)
         return TrainingJobPlan(
             new, events=(Event("Warning", "Failed", f"TrainerLost: {message}"),), finished=True
@@ -195,7 +223,7 @@ def decide(
             reason = "Succeeded"
             message = f"registered {result.registered_model} version {result.model_version}{metric}"
     if phase in TERMINAL:
-        new.completion_time = trainer.completion_time or old.completion_time or now
+        new.completion_time = trainer.completion_time or old.completion_time or format_time(now)
     new.phase = phase
     reason = reason or phase
     message = message or {
@@ -218,7 +246,7 @@ def decide(
 
 
 def _set_phase_conditions(
-    status: TrainingJobStatus, reason: str, message: str, generation: int, now: str
+    status: TrainingJobStatus, reason: str, message: str, generation: int, now: datetime
 ) -> None:
     """Ready (True once the model version is registered) and Succeeded, from the phase."""
     succeeded: ConditionStatus = "Unknown"

@@ -4,7 +4,9 @@
 
 FILE is a TrainingJob manifest (YAML or JSON). Connections come from KUBELOOP_* settings.
 On success the result (kubeloop.api.training_result) is written to --result and printed
-as the last line of stdout; logs go to stderr. Exit codes:
+as the last line of stdout; on failure --result gets a TrainingFailure (the error, its
+message and the last log lines), so the reason reaches the TrainingJob's status (the pod's
+termination message). Logs go to stderr. Exit codes:
 
     0  a model version was registered
     1  training failed (bad data, a plugin error, an ONNX mismatch, ...)
@@ -15,12 +17,14 @@ as the last line of stdout; logs go to stderr. Exit codes:
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from kubeloop import plugins, registry, settings, storage
+from kubeloop.api.training_result import TrainingFailure
 from kubeloop.training import checks, datasets, onnx_check, run
 
 OK, FAILED, INVALID, UNREACHABLE = 0, 1, 2, 3
@@ -50,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, help="also write the result JSON to this file")
     args = parser.parse_args(argv)
     config = settings.load()
-    log = _logger(config.log_level)
+    log, tail = _logger(config.log_level)
     job_name = str(args.spec)
     try:
         job = checks.load_job(args.spec)
@@ -63,12 +67,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("unexpected error", exc_info=error)  # a bug: keep the traceback
             message = f"{type(error).__name__}: {message}"
         print(f"kubeloop trainer: TrainingJob {job_name} failed: {message}", file=sys.stderr)
+        if args.result is not None:
+            failure = TrainingFailure(
+                training_job=job_name,
+                error=type(error).__name__,
+                message=message,
+                exit_code=code,
+                log_tail=list(tail.lines),
+            )
+            _write(args.result, failure.to_line())
         return code
     line = result.to_line()
     if args.result is not None:
-        args.result.write_text(line + "\n")
+        _write(args.result, line)
     print(line, flush=True)
     return OK
+
+
+def _write(path: Path, line: str) -> None:
+    """The result or failure line, whole or not at all: a reader never sees half of it."""
+    if path.parent == Path("/dev"):  # the termination log: written in place
+        path.write_text(line + "\n")
+        return
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(line + "\n")
+    partial.replace(path)
 
 
 def exit_code(error: BaseException) -> int:
@@ -79,12 +102,29 @@ def exit_code(error: BaseException) -> int:
     return FAILED
 
 
-def _logger(level: str) -> logging.Logger:
+class _Tail(logging.Handler):
+    """Keeps the last log lines, for the failure report."""
+
+    def __init__(self, size: int = 12) -> None:
+        super().__init__()
+        self.lines: collections.deque[str] = collections.deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record)[:300])
+
+
+def _logger(level: str) -> tuple[logging.Logger, _Tail]:
     log = logging.getLogger("kubeloop.training")
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(formatter)
         log.addHandler(handler)
         log.propagate = False
+    tail = next((h for h in log.handlers if isinstance(h, _Tail)), None)
+    if tail is None:
+        tail = _Tail()
+        tail.setFormatter(formatter)
+        log.addHandler(tail)
     log.setLevel(level.upper())
-    return log
+    return log, tail

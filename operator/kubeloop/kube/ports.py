@@ -1,0 +1,311 @@
+"""The reconciles' ports on Kubernetes: objects and Events through the API server, trainers
+as batch Jobs, predictors as InferenceServices (or Deployments and a Service), feedback in S3.
+
+Children are written with server-side apply (field manager `kubeloop`, forced), so no code
+guesses which fields the server defaulted; the controller ownerReference is added here, at
+the edge, with kopf's helper, and Events go through kopf's poster. A batch Job is created
+once rather than applied: its pod template cannot change, and "already exists" is success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import kopf
+
+from kubeloop.api.common import ApiModel
+from kubeloop.api.errors import Unavailable
+from kubeloop.api.feedbackdataset import Storage
+from kubeloop.api.servedmodel import ServedModel
+from kubeloop.api.trainingjob import TrainingJob
+from kubeloop.feedback_store import DatasetStore
+from kubeloop.kube.client import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    FEEDBACKDATASETS,
+    INFERENCESERVICES,
+    JOBS,
+    PODS,
+    SERVEDMODELS,
+    SERVICES,
+    TRAININGJOBS,
+    ApiError,
+    Conflict,
+    Resource,
+)
+from kubeloop.kube.runtime import Runtime
+from kubeloop.reconcile import builders, common, observations
+from kubeloop.reconcile.common import LABEL_TRAININGJOB
+from kubeloop.reconcile.ports import (
+    Body,
+    Deploy,
+    Event,
+    FeedbackRef,
+    FeedbackStore,
+    Ports,
+    ServingState,
+    TrainerObservation,
+)
+
+logger = logging.getLogger("kubeloop.operator")
+
+RESOURCES: dict[str, Resource] = {
+    "TrainingJob": TRAININGJOBS,
+    "FeedbackDataset": FEEDBACKDATASETS,
+    "ServedModel": SERVEDMODELS,
+}
+
+
+def ports(rt: Runtime) -> tuple[Ports, KubeTrainer]:
+    """The ports of one reconcile, and its trainer port (which remembers the Job it saw)."""
+    trainer = KubeTrainer(rt)
+    return (
+        Ports(
+            objects=KubeObjects(rt),
+            trainer=trainer,
+            predictor=KubePredictor(rt),
+            registry=rt.registry(),
+            feedback=KubeFeedbackStores(rt),
+        ),
+        trainer,
+    )
+
+
+def owned(child: Body, owner: Body) -> Body:
+    """`child` with the controller ownerReference to `owner`: deleted with it."""
+    kopf.append_owner_reference(child, owner=kopf.Body(cast(kopf.RawBody, owner)))
+    return child
+
+
+class KubeObjects:
+    """kubeloop's custom objects, their status subresource and Events."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    def get(self, kind: str, namespace: str, name: str) -> Body | None:
+        return self._rt.client.get(RESOURCES[kind], namespace, name)
+
+    def create(self, manifest: Body, owner: Body) -> bool:
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            self._rt.client.create(RESOURCES[manifest["kind"]], namespace, owned(manifest, owner))
+        except Conflict:
+            return False
+        return True
+
+    def write_status(self, body: Body, status: ApiModel) -> None:
+        """Merge-patch the status subresource from what `body` holds to `status`.
+
+        Only the model's fields are compared: keys others keep in the status stay.
+        """
+        known = common.field_names(type(status))
+        stored = {k: v for k, v in (body.get("status") or {}).items() if k in known}
+        patch = merge_patch(stored, status.to_wire())
+        if not patch:
+            return
+        namespace, name = common.name_of(body)
+        try:
+            self._rt.client.patch(
+                RESOURCES[body["kind"]], namespace, name, {"status": patch}, "status"
+            )
+        except ApiError as error:
+            if error.status != 404:  # 404: deleted meanwhile
+                raise
+
+    def emit(self, body: Body, events: Sequence[Event]) -> None:
+        namespace, name = common.name_of(body)
+        for event in events:
+            log = logger.warning if event.type == "Warning" else logger.info
+            log("%s %s/%s: %s: %s", body.get("kind"), namespace, name, event.reason, event.message)
+            # Outside kopf's handlers (tests, tools) there is no poster: logged only.
+            with contextlib.suppress(LookupError):
+                kopf.event(
+                    kopf.Body(cast(kopf.RawBody, body)),
+                    type=event.type,
+                    reason=event.reason,
+                    message=event.message,
+                )
+
+
+class KubeTrainer:
+    """A TrainingJob's trainer as a batch Job, with the TrainingJob manifest in a ConfigMap."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self.job: Body | None = None
+        """The Job this reconcile saw or created; the Job-event filter remembers it."""
+
+    def observe(self, body: Body) -> TrainerObservation:
+        namespace, name = common.name_of(body)
+        job_name = builders.job_name(name)
+        job = self._rt.client.get(JOBS, namespace, job_name)
+        if job is not None and not is_owned_by(job, body):
+            problem = (
+                f"a Job named {job_name} exists and does not belong to this TrainingJob; delete "
+                "it or rename the TrainingJob"
+            )
+            return TrainerObservation(job_name, None, problem)
+        self.job = job
+        if job is None:
+            return TrainerObservation(job_name, None)
+        pods = self._rt.client.list_objects(PODS, namespace, {LABEL_TRAININGJOB: job_name})
+        pods = [p for p in pods if is_owned_by(p, job) or not job["metadata"].get("uid")]
+        return TrainerObservation(job_name, observations.trainer_state(job, pods))
+
+    def start(self, tj: TrainingJob, body: Body) -> None:
+        """Apply the ConfigMap (refreshing one a crash left behind), then create the Job."""
+        namespace = tj.metadata.namespace
+        self._rt.client.apply(CONFIGMAPS, namespace, owned(builders.build_configmap(tj), body))
+        job = owned(builders.build_job(tj, self._rt.defaults), body)
+        # Conflict: an earlier, interrupted reconcile created it; the next one follows it.
+        with contextlib.suppress(Conflict):
+            self.job = self._rt.client.create(JOBS, namespace, job)
+
+
+class KubePredictor:
+    """A ServedModel's predictor: a KServe InferenceService, or a Deployment and a Service."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    def problem(self, sm: ServedModel) -> tuple[str, str] | None:
+        if sm.spec.runtime == "kserve" and not self._rt.serves(INFERENCESERVICES):
+            return (
+                "KServeNotInstalled",
+                "KServe's InferenceService CRD (serving.kserve.io/v1beta1) is not installed in "
+                "this cluster: install KServe, or set spec.runtime: deployment to serve with a "
+                "plain Deployment and Service",
+            )
+        return None
+
+    def apply(
+        self,
+        sm: ServedModel,
+        body: Body,
+        deploy: Deploy,
+        feedback: FeedbackRef | None,
+        spec_changed: bool,
+    ) -> ServingState:
+        if sm.spec.runtime == "kserve":
+            state = self._inference_service(sm, body, deploy, feedback)
+        else:
+            state = self._deployments(sm, body, deploy, feedback)
+        if spec_changed:
+            self._remove_other_runtime(sm, body)
+        return state
+
+    def _inference_service(
+        self, sm: ServedModel, body: Body, deploy: Deploy, feedback: FeedbackRef | None
+    ) -> ServingState:
+        desired = builders.build_inference_service(sm, self._rt.defaults, deploy, feedback)
+        name = desired["metadata"]["name"]
+        current = self._rt.client.get(INFERENCESERVICES, sm.metadata.namespace, name)
+        if current is not None and not is_owned_by(current, body):
+            return ServingState(
+                False,
+                None,
+                "NameConflict",
+                f"InferenceService {name} exists and does not belong to this ServedModel",
+            )
+        applied = self._rt.client.apply(
+            INFERENCESERVICES, sm.metadata.namespace, owned(desired, body)
+        )
+        return observations.inference_service_state(applied)
+
+    def _deployments(
+        self, sm: ServedModel, body: Body, deploy: Deploy, feedback: FeedbackRef | None
+    ) -> ServingState:
+        client, namespace, defaults = self._rt.client, sm.metadata.namespace, self._rt.defaults
+        stable_replicas = max(sm.spec.min_replicas, 1)
+        stable = builders.build_deployment(
+            sm, defaults, deploy.stable_uri, "stable", stable_replicas, feedback
+        )
+        applied = client.apply(DEPLOYMENTS, namespace, owned(stable, body))
+        if deploy.canary_uri is not None:
+            replicas = builders.canary_replicas(stable_replicas, deploy.canary_percent)
+            canary = builders.build_deployment(
+                sm, defaults, deploy.canary_uri, "canary", replicas, feedback
+            )
+            client.apply(DEPLOYMENTS, namespace, owned(canary, body))
+        else:
+            client.delete(
+                DEPLOYMENTS, namespace, builders.predictor_name(sm.metadata.name, "canary")
+            )
+        client.apply(SERVICES, namespace, owned(builders.build_service(sm), body))
+        return observations.deployment_state(applied, builders.service_url(sm))
+
+    def _remove_other_runtime(self, sm: ServedModel, body: Body) -> None:
+        """After a spec change, delete the children of the runtime no longer chosen."""
+        namespace, name = sm.metadata.namespace, sm.metadata.name
+        if sm.spec.runtime == "kserve":
+            others = [
+                (DEPLOYMENTS, builders.predictor_name(name)),
+                (DEPLOYMENTS, builders.predictor_name(name, "canary")),
+                (SERVICES, builders.service_name(name)),
+            ]
+        elif self._rt.serves(INFERENCESERVICES):
+            others = [(INFERENCESERVICES, builders.inference_service_name(name))]
+        else:
+            others = []
+        for resource, child in others:
+            found = self._rt.client.get(resource, namespace, child)
+            if found is not None and is_owned_by(found, body):
+                self._rt.client.delete(resource, namespace, child)
+
+
+class KubeFeedbackStores:
+    """A FeedbackDataset's S3 prefix, with the keys of its storage.secretRef or the operator's."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    def open(self, namespace: str, storage: Storage) -> FeedbackStore:
+        settings = self._rt.settings
+        secret = storage.secret_ref
+        if secret is None:
+            access = settings.s3_access_key.get_secret_value()
+            key = settings.s3_secret_key.get_secret_value()
+            return DatasetStore(self._rt.store(storage.endpoint, access, key), storage)
+        fields = (settings.s3_secret_access_key_field, settings.s3_secret_secret_key_field)
+        values = [self._rt.client.secret_value(namespace, secret, f) for f in fields]
+        if values[0] is None or values[1] is None:
+            raise Unavailable(
+                f"Secret {secret} (storage.secretRef) is missing or lacks the keys {fields[0]} "
+                f"and {fields[1]} in namespace {namespace}",
+                reason="SecretNotFound",
+            )
+        return DatasetStore(self._rt.store(storage.endpoint, values[0], values[1]), storage)
+
+
+def is_owned_by(child: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    """Whether `child` names `owner` as its controller (by uid when the owner has one)."""
+    uid = owner.get("metadata", {}).get("uid")
+    for reference in child.get("metadata", {}).get("ownerReferences") or []:
+        if not reference.get("controller"):
+            continue
+        if uid and reference.get("uid") == uid:
+            return True
+        if not uid and (reference.get("kind"), reference.get("name")) == (
+            owner.get("kind"),
+            owner.get("metadata", {}).get("name"),
+        ):
+            return True
+    return False
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`; empty when they are equal."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        previous = old.get(key)
+        if isinstance(value, Mapping) and isinstance(previous, Mapping):
+            nested = merge_patch(previous, value)
+            if nested:
+                patch[key] = nested
+        elif key not in old or previous != value:
+            patch[key] = value
+    return patch

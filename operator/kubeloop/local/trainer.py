@@ -1,0 +1,162 @@
+"""TrainingJobs on one machine: the trainer entrypoint as a process, retried as a Job would be.
+
+The files of TrainingJob NAME, under `<state>/trainingjobs/NAME/`:
+
+    trainingjob.yaml      the manifest the trainer reads (a ConfigMap holds it on a cluster)
+    job.json              the attempts: number, start time, pid
+    attempt-N.log         the trainer's output
+    attempt-N.result      its result, or its failure (kubeloop.api.training_result)
+
+The process of the running attempt is the process table's role `trainer/NAME`, so a restarted
+`kubeloop up` follows a trainer its killed predecessor started instead of starting another.
+Like the Job controller, this port starts a failed attempt again while spec.backoffLimit
+allows, except after an invalid spec (exit code 2: no retry can help). A retried attempt never
+registers a second version: the trainer first looks for one tagged with the TrainingJob's uid.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubeloop.api.times import format_time, utc_now
+from kubeloop.api.training_result import TrainingFailure, TrainingResult
+from kubeloop.api.trainingjob import TrainingJob
+from kubeloop.local.objects import path_inside
+from kubeloop.local.processes import ProcessTable
+from kubeloop.local.services import log_tail
+from kubeloop.reconcile import builders, trainingjob
+from kubeloop.reconcile.ports import Body, TrainerObservation, TrainerState
+
+
+class LocalTrainer:
+    """The trainer port of the local runtime."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        processes: ProcessTable,
+        env: dict[str, str],
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self._root = state_dir / "trainingjobs"
+        self._processes = processes
+        self._env = env
+        self._say = say
+
+    def observe(self, body: Body) -> TrainerObservation:
+        name = body["metadata"]["name"]
+        job = self._job(name)
+        if job is None or job.get("uid") != body["metadata"].get("uid"):
+            return TrainerObservation(name, None)  # none yet, or an earlier object's of that name
+        attempt = job["attempts"][-1]
+        number, started = int(attempt["n"]), str(attempt["startTime"])
+        if self._processes.alive(_role(name)):
+            return TrainerObservation(name, TrainerState("Running", start_time=started))
+        if "pid" not in attempt or attempt.get("interrupted"):
+            # Never started (killed before), or stopped by `kubeloop up` closing: not a failure.
+            self._spawn(name, number)
+            return TrainerObservation(name, TrainerState("Running", start_time=started))
+        result_file = self._dir(name) / f"attempt-{number}.result"
+        text = result_file.read_text() if result_file.exists() else ""
+        finished = (
+            format_time(datetime.fromtimestamp(result_file.stat().st_mtime, UTC))
+            if result_file.exists()
+            else format_time(utc_now())
+        )
+        try:
+            TrainingResult.parse(text)
+        except ValueError:
+            pass
+        else:
+            self._processes.forget(_role(name))
+            return TrainerObservation(
+                name, TrainerState("Succeeded", started, finished, result=text)
+            )
+        failure = TrainingFailure.parse(text)
+        code = failure.exit_code if failure else self._processes.exit_code(_role(name))
+        self._processes.forget(_role(name))
+        retries = int(body.get("spec", {}).get("backoffLimit", 1))
+        if number <= retries and code != trainingjob.INVALID_SPEC_EXIT_CODE:
+            self._say(
+                f"- TrainingJob/{name}: attempt {number} failed; starting attempt {number + 1}"
+            )
+            self._start_attempt(name, number + 1)
+            return TrainerObservation(name, TrainerState("Running", start_time=started))
+        log = self._dir(name) / f"attempt-{number}.log"
+        how = f"with code {code}" if code is not None else "(it was stopped or crashed)"
+        detail = failure.describe() if failure else f"log tail ({log}):\n{log_tail(log, 8)}"
+        message = f"the trainer exited {how} after {number} attempt(s): {detail}"
+        return TrainerObservation(
+            name, TrainerState("Failed", started, finished, "TrainerFailed", message)
+        )
+
+    def start(self, tj: TrainingJob, body: Body) -> None:
+        name = tj.metadata.name
+        directory = self._dir(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest = builders.trainingjob_manifest(tj)
+        (directory / "trainingjob.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        job = self._job(name)
+        if job is None or job.get("uid") != body["metadata"].get("uid"):
+            self._write_job(name, {"uid": body["metadata"].get("uid"), "attempts": []})
+            self._start_attempt(name, 1)
+
+    def stop_all(self) -> list[str]:
+        """Stop every running trainer; the next `kubeloop up` runs the attempt again (it does
+        not count as a failure: the trainer first looks for a version it registered)."""
+        stopped = []
+        for role in self._processes.roles("trainer/"):
+            if not self._processes.alive(role):
+                continue
+            name = role.removeprefix("trainer/")
+            job = self._job(name)
+            if job is not None and job["attempts"]:
+                job["attempts"][-1]["interrupted"] = True
+                self._write_job(name, job)
+            self._processes.stop(role)
+            stopped.append(name)
+        return stopped
+
+    def _start_attempt(self, name: str, number: int) -> None:
+        job = self._job(name) or {"attempts": []}
+        job["attempts"].append({"n": number, "startTime": format_time(utc_now())})
+        self._write_job(name, job)
+        self._spawn(name, number)
+
+    def _spawn(self, name: str, number: int) -> None:
+        directory = self._dir(name)
+        result = directory / f"attempt-{number}.result"
+        result.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "kubeloop.training"]
+        command += trainingjob.trainer_args(str(directory / "trainingjob.yaml"), str(result))
+        log = directory / f"attempt-{number}.log"
+        started = self._processes.spawn(_role(name), command, "", log, self._root, self._env)
+        job = self._job(name) or {"attempts": [{"n": number, "startTime": format_time(utc_now())}]}
+        job["attempts"][-1]["pid"] = started.process.pid
+        job["attempts"][-1].pop("interrupted", None)
+        self._write_job(name, job)
+        self._say(f"- TrainingJob/{name}: training in a subprocess (log: {log})")
+
+    def _dir(self, name: str) -> Path:
+        return path_inside(self._root, name)
+
+    def _job(self, name: str) -> dict[str, Any] | None:
+        path = self._dir(name) / "job.json"
+        return dict(json.loads(path.read_text())) if path.exists() else None
+
+    def _write_job(self, name: str, job: dict[str, Any]) -> None:
+        path = self._dir(name) / "job.json"
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(job))
+        partial.replace(path)
+
+
+def _role(name: str) -> str:
+    return f"trainer/{name}"
