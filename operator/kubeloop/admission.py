@@ -118,7 +118,7 @@ def _parsed(model: Any, value: Any) -> BaseModel | None:
 
 def _name(manifest: dict[str, Any]) -> str:
     """metadata.name, or a placeholder when it is invalid (a problem already named)."""
-    name = (manifest.get("metadata") or {}).get("name")
+    name = _at(manifest, "metadata", "name")
     try:
         return ObjectMeta(name=name).name
     except ValidationError:

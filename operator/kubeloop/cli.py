@@ -156,21 +156,22 @@ def _run_operator(args: argparse.Namespace) -> int:
     from kubeloop.kube import client, operator  # kopf and the Kubernetes client load only here
 
     try:
-        return operator.run(
-            settings.load(),
-            namespaces=args.namespaces,
-            all_namespaces=args.all_namespaces,
-            peering=args.peering,
-            standalone=args.standalone,
-            liveness=args.liveness,
-            priority=args.priority,
-            verbose=args.verbose,
-        )
+        # Before operator.run starts the metrics server and logs: a missing cluster is then
+        # the one line printed.
+        client.KubeClient.from_environment()
     except client.ApiError as error:
-        if error.status != 0:
-            raise
         print(f"kubeloop operator: {error.message}", file=sys.stderr)
         return 2
+    return operator.run(
+        settings.load(),
+        namespaces=args.namespaces,
+        all_namespaces=args.all_namespaces,
+        peering=args.peering,
+        standalone=args.standalone,
+        liveness=args.liveness,
+        priority=args.priority,
+        verbose=args.verbose,
+    )
 
 
 def _run_up(args: argparse.Namespace) -> int:

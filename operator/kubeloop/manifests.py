@@ -105,6 +105,11 @@ def _read_file(path: Path) -> list[Manifest | Unreadable]:
                 ),
             )
         ]
+    return parse(path, text)
+
+
+def parse(path: Path, text: str) -> list[Manifest | Unreadable]:
+    """The documents of `text`, read as `read` reads the file `path`."""
     documents: list[Manifest | Unreadable] = []
     index = 0
     for index, content in enumerate(_documents(text), start=1):
@@ -144,13 +149,13 @@ def _manifest_problems(document: Any) -> list[str]:
     if not isinstance(document, dict):
         return [
             "a manifest must be a mapping (apiVersion, kind, metadata, spec), got "
-            f"{_kind_of(document)}"
+            f"{_shown(document)}"
         ]
     problems = list(_json_problems(document, []))
     metadata = document.get("metadata", {})
     if not isinstance(metadata, dict):
         problems.insert(
-            0, f"metadata: must be a mapping (name, namespace, labels), got {_kind_of(metadata)}"
+            0, f"metadata: must be a mapping (name, namespace, labels), got {_shown(metadata)}"
         )
     return problems
 
@@ -164,8 +169,7 @@ def _json_problems(value: Any, path: list[Any]) -> Iterator[str]:
                 yield from _json_problems(item, [*path, key])
             else:
                 yield (
-                    f"{where}: key {key!r} is {_kind_of(key)}, but JSON keys are strings; "
-                    f'quote it ("{key}")'
+                    f"{where}: key {key!r} is {_kind_of(key)}, but JSON keys are strings; quote it"
                 )
     elif isinstance(value, list):
         for index, item in enumerate(value):
@@ -194,8 +198,13 @@ def _kind_of(value: Any) -> str:
         set: "a set (!!set)",
         tuple: "a pair list (!!omap or !!pairs)",
     }
-    shown = names.get(type(value), type(value).__name__)
-    return f"{shown} {value!r}" if isinstance(value, str | int | float) else shown
+    return names.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    """What `value` is, with the value itself when it is a short scalar."""
+    scalar = isinstance(value, str | int | float) and not isinstance(value, bool)
+    return f"{_kind_of(value)} {value!r}" if scalar and len(repr(value)) <= 40 else _kind_of(value)
 
 
 class _TooBig(yaml.YAMLError):
