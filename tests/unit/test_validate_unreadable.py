@@ -86,28 +86,28 @@ def test_a_missing_file_or_an_empty_directory(
     assert "no *.yaml or *.yml files" in capsys.readouterr().out
 
 
-def test_documents_around_a_broken_one_are_still_checked(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("middle", "said", "unsaid"),
+    [
+        ("42\n", ["document 2: not a manifest", "document 3: TrainingJob/Bad_Name invalid"], []),
+        ("kind: [\n", ["document 2: not a manifest\n  is not valid YAML"], ["document 3"]),
+    ],
+    ids=["not-a-mapping", "syntax-error-ends-the-file"],
+)
+def test_documents_before_a_broken_one_are_still_checked(
+    middle: str,
+    said: list[str],
+    unsaid: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = tmp_path / "mixed.yaml"
-    path.write_text(f"{TRAININGJOB}---\n42\n---\n{TRAININGJOB.replace('fine', 'Bad_Name')}")
+    path.write_text(f"{TRAININGJOB}---\n{middle}---\n{TRAININGJOB.replace('fine', 'Bad_Name')}")
     assert cli.main(["validate", "-f", str(path)]) == 2
     out = capsys.readouterr().out
     assert f"{path}, document 1: TrainingJob/fine valid" in out
-    assert f"{path}, document 2: not a manifest" in out
-    assert f"{path}, document 3: TrainingJob/Bad_Name invalid" in out
-
-
-def test_a_syntax_error_ends_the_file_but_not_what_came_before(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / "broken.yaml"
-    path.write_text(f"{TRAININGJOB}---\nkind: [\n---\n{TRAININGJOB}")
-    assert cli.main(["validate", "-f", str(path)]) == 2
-    out = capsys.readouterr().out
-    assert f"{path}, document 1: TrainingJob/fine valid" in out
-    assert f"{path}, document 2: not a manifest\n  is not valid YAML" in out
-    assert "document 3" not in out
+    assert all(f"{path}, {line}" in out for line in said)
+    assert not any(line in out for line in unsaid)
 
 
 def test_load_names_every_unreadable_document(tmp_path: Path) -> None:

@@ -7,16 +7,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from kubeloop.api.common import (
-    LIST_SET,
-    ApiModel,
-    Condition,
-    CustomResource,
-    Int32,
-    Int64,
-    ObjectName,
-    cel_rules,
-)
+from kubeloop.api import common
+from kubeloop.api.common import LIST_SET, ApiModel, Condition, CustomResource, cel_rules
 from kubeloop.api.trainingjob import IMAGE_SCHEMA, REGISTERED_MODEL
 
 Verdict = Literal["Pending", "Passed", "Failed"]
@@ -35,7 +27,7 @@ class Canary(ApiModel):
         json_schema_extra={**LIST_SET, **cel_rules(("self.isSorted()", INCREASING))},
     )
     """Traffic percentages to the candidate, in order, e.g. [10, 50]; then 100."""
-    step_seconds: Int32 = Field(default=300, ge=0)
+    step_seconds: common.Int32 = Field(default=300, ge=0)
     """Time each step holds before the next."""
 
     @model_validator(mode="after")
@@ -94,9 +86,9 @@ class ServedModelSpec(ApiModel):
     """Pin a version instead of following the alias; disables promotion."""
     runtime: Literal["kserve", "deployment"] = "kserve"
     """kserve: an InferenceService; deployment: a Deployment and Service (no KServe)."""
-    min_replicas: Int32 = Field(default=1, ge=0)
+    min_replicas: common.Int32 = Field(default=1, ge=0)
     """Fewest predictor replicas."""
-    max_replicas: Int32 = Field(default=1, ge=1)
+    max_replicas: common.Int32 = Field(default=1, ge=1)
     """Most predictor replicas."""
     canary: Canary | None = None
     """Canary rollout; promoted versions go to 100% at once when omitted."""
@@ -104,7 +96,7 @@ class ServedModelSpec(ApiModel):
     """Quality gate and promotion mode."""
     batching: Batching = Field(default_factory=Batching)
     """Micro-batching in the predictor."""
-    feedback_dataset: ObjectName | None = None
+    feedback_dataset: common.ObjectName | None = None
     """FeedbackDataset receiving this model's feedback and prediction log."""
     image: str | None = Field(default=None, json_schema_extra=IMAGE_SCHEMA)
     """Predictor image; the operator's default predictor image when omitted."""
@@ -153,7 +145,7 @@ class ServedModelStatus(ApiModel):
     """Model version taking the traffic."""
     candidate_version: str | None = None
     """Newer version under evaluation or canary."""
-    canary_percent: Int64 = 0
+    canary_percent: common.Int64 = 0
     """Traffic share of the candidate during a canary."""
     canary_step_time: str | None = None
     """When the current canary step began (RFC 3339)."""
@@ -161,7 +153,7 @@ class ServedModelStatus(ApiModel):
     """Latest gate verdict."""
     conditions: list[Condition] = Field(default_factory=list)
     """Standard conditions: Ready, RolledOut, GateFailed."""
-    observed_generation: Int64 = 0
+    observed_generation: common.Int64 = 0
     """metadata.generation this status describes."""
 
 
