@@ -179,7 +179,7 @@ def _json_problems(value: Any, path: list[Any]) -> Iterator[str]:
     elif isinstance(value, datetime.date):
         yield (
             f"{where}: {value.isoformat()} reads as a YAML timestamp, which JSON cannot carry; "
-            f'quote it ("{value.isoformat()}") to mean the text'
+            "quote the value to mean the text"
         )
     elif not isinstance(value, str | int | float | bool | None):
         yield f"{where}: {_kind_of(value)} cannot be carried by JSON; write a string instead"

@@ -301,9 +301,11 @@ def check_args(
     return parsed, []
 
 
-def parse_args(info: PluginInfo, args: Mapping[str, Any], base_model: str | None = None) -> Any:
-    """`args` as the plugin's model (typed Any: its class is the plugin's); InvalidArguments
-    names every problem."""
+def parse_args(
+    info: PluginInfo, args: Mapping[str, Any], base_model: str | None = None
+) -> Arguments:
+    """`args` as the plugin's model (an instance of `info.arguments`); InvalidArguments names
+    every problem."""
     parsed, problems = check_args(info, args, base_model)
     if parsed is None:
         raise InvalidArguments(f"arguments of plugin {info.name!r}: " + "; ".join(problems))
