@@ -191,8 +191,7 @@ def _fit(
         "seed": seed,
         "epochs": max(1, math.ceil(steps * batch / len(labelled))),
     }
-    resolved, problems = plugins.check_args(plugin.info(), args)
-    assert not problems, problems
+    resolved = plugins.parse_args(plugin.info(), args)
     data = plugins.LabelledImages.of(images[labelled], labels[labelled], "base")
     empty = plugins.LabelledImages.concat([])
     context = plugins.TrainingContext(

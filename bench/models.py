@@ -75,9 +75,7 @@ def train(
 ) -> tuple[plugins.TrainedModel[Any], plugins.Evaluation, float]:
     """Train through the plugin as the trainer does; (model, per-slice accuracy, seconds)."""
     plugin = plugins.load(PLUGIN)
-    resolved, problems = plugins.check_args(plugin.info(), args)
-    if problems:
-        raise ValueError("; ".join(problems))
+    resolved = plugins.parse_args(plugin.info(), args, parent.uri if parent else None)
     assembled = splits.assemble(references, snapshots, SLICES)
     context = plugins.TrainingContext(
         resolved, assembled.datasets, "accuracy", parent, logging.getLogger("bench"), _quiet

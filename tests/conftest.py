@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,3 +60,17 @@ def unused_url() -> str:
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+def kubeloop_up(cwd: Path, manifest: Path) -> subprocess.CompletedProcess[str]:
+    """`kubeloop up -f manifest --state-dir s/t` in its own process, for a test of what it
+    refuses: code that failed to refuse would go on serving, so the timeout ends it."""
+    return subprocess.run(
+        [sys.executable, "-m", "kubeloop.cli", "up", "-f", str(manifest), "--state-dir", "s/t"],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "2000"},  # rich wraps narrower output
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

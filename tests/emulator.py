@@ -95,7 +95,6 @@ class Emulator(kmock.KubernetesEmulator):
                 metadata.setdefault("name", f"{metadata['generateName']}{next(_VERSIONS):05d}")
         return await super()._handle(request)
 
-
     async def _as_apply(self, request: Any) -> Any:
         """Carry out the apply here, then let kmock answer it as a read of the object.
 
@@ -123,7 +122,9 @@ class Emulator(kmock.KubernetesEmulator):
         return request
 
 
-def _applied_patch(current: dict[str, Any], applied: dict[str, Any], version: str) -> dict[str, Any]:
+def _applied_patch(
+    current: dict[str, Any], applied: dict[str, Any], version: str
+) -> dict[str, Any]:
     """The merge patch that makes the applied fields the object's (one field manager)."""
     metadata = applied.get("metadata") or {}
     kept = ("labels", "annotations", "ownerReferences")

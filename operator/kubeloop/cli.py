@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubeloop import __version__, api, manifests, settings
-from kubeloop.api import crd, validation
+from kubeloop.api import crd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,15 +123,23 @@ def _run_crds(args: argparse.Namespace) -> int:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    problems = 0
-    for path, manifest in manifests.load(args.filename):
-        name = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
-        errors = validation.manifest_errors(manifest)
-        problems += len(errors)
-        print(f"{path}: {name} {'invalid' if errors else 'valid'}")
-        for error in errors:
-            print(f"  {error}")
-    return 1 if problems else 0
+    """Every document, valid or not with each problem; exit 2 when a file or document cannot
+    be read as a manifest, else 1 when one is invalid."""
+    from kubeloop import admission  # loads the plugins, to check their arguments
+
+    unreadable = invalid = 0
+    for document in manifests.read(args.filename):
+        if isinstance(document, manifests.Unreadable):
+            unreadable += 1
+            print(f"{document.where}: not a manifest")
+            problems = list(document.problems)
+        else:
+            problems = admission.problems(document.body)
+            invalid += bool(problems)
+            print(f"{document.where}: {document.title} {'invalid' if problems else 'valid'}")
+        for problem in problems:
+            print(f"  {problem}")
+    return 2 if unreadable else 1 if invalid else 0
 
 
 def _run_plugins_list(args: argparse.Namespace) -> int:
@@ -154,8 +162,15 @@ def _run_plugins_list(args: argparse.Namespace) -> int:
 
 def _run_operator(args: argparse.Namespace) -> int:
     from kubeloop import settings
-    from kubeloop.kube import operator  # kopf and the Kubernetes client load only here
+    from kubeloop.kube import client, operator  # kopf and the Kubernetes client load only here
 
+    try:
+        # Before operator.run starts the metrics server and logs: a missing cluster is then
+        # the one line printed.
+        client.KubeClient.from_environment()
+    except client.ApiError as error:
+        print(f"kubeloop operator: {error.message}", file=sys.stderr)
+        return 2
     return operator.run(
         settings.load(),
         namespaces=args.namespaces,

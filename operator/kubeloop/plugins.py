@@ -6,6 +6,12 @@ lifecycle is small: `info()` declares arguments and datasets, `train()` fits a m
 `predict()` gives the outputs the ONNX export must reproduce, `evaluate()` scores slices,
 `export()` returns the ONNX bytes and `checkpoint()` what a later fine-tune starts from.
 
+A plugin declares its arguments as a pydantic model, a subclass of `Arguments` named in
+`PluginInfo.arguments`: field types, defaults, constraints and docstrings. From that one
+model come the checks of a TrainingJob's `args` (`check_args`: every problem, each naming
+`args.<name>`), the defaults, the JSON Schema of `kubeloop plugins list --json`, and the
+typed object `train()` gets as `context.args`.
+
 Every exported model has the same interface, which the predictor relies on:
 one float32 input named `input` of shape [batch, *input_shape] and two outputs,
 `probabilities` [batch, classes] (softmax inside the graph) and `embedding` [batch, D]
@@ -22,7 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
+import pydantic
 from numpy.typing import NDArray
+from pydantic import ConfigDict, ValidationInfo
+
+from kubeloop.api.common import ApiModel
+from kubeloop.api.validation import field_path
 
 ENTRY_POINT_GROUP = "kubeloop.plugins"
 INPUT = "input"
@@ -32,7 +43,6 @@ OUTPUTS = (PROBABILITIES, EMBEDDING)
 LABELLED_IMAGES = "labelled-images"
 """Dataset kind: grayscale images (N, H, W) in [0, 1], a class label and a slice tag each."""
 
-ArgumentType = Literal["int", "float", "str", "bool"]
 Metric = Literal["accuracy", "macro_f1"]
 M = TypeVar("M")
 
@@ -45,18 +55,32 @@ class InvalidArguments(PluginError):
     """The job's arguments or data do not fit the plugin; the message names every problem."""
 
 
-@dataclass(frozen=True)
-class Argument:
-    """One argument a plugin accepts in a TrainingJob's `args`."""
+class Arguments(ApiModel):
+    """Base of a plugin's arguments model: one field per argument of a TrainingJob's `args`.
 
-    name: str
-    type: ArgumentType
-    description: str
-    required: bool = False
-    default: Any = None
-    choices: tuple[Any, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
+    Fields are snake_case in Python and camelCase in `args`; a field's docstring is its
+    description. Types are strict, as the JSON of a manifest is: 2.5 is no int and "yes" no
+    bool, though an int is a float. Names the model does not declare are refused. A rule
+    across fields is a validator; one that needs the job's baseModel reads `job_of(info)`.
+    """
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+
+A = TypeVar("A", bound=Arguments)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the validators of an Arguments model may know of the job beyond its `args`."""
+
+    base_model: str | None
+    """The TrainingJob's spec.baseModel: the version a fine-tune starts from, if any."""
+
+
+def job_of(info: ValidationInfo) -> JobContext | None:
+    """The job whose `args` are being checked; None when the model is built in Python."""
+    return info.context if isinstance(info.context, JobContext) else None
 
 
 @dataclass(frozen=True)
@@ -74,9 +98,14 @@ class PluginInfo:
     name: str
     version: str
     description: str
-    arguments: tuple[Argument, ...]
+    arguments: type[Arguments]
+    """The model of the plugin's `args`."""
     datasets: tuple[DatasetRequirement, ...]
     model_format: Literal["onnx"] = "onnx"
+
+    def arguments_schema(self) -> dict[str, Any]:
+        """JSON Schema of `args`, as a TrainingJob writes them (camelCase)."""
+        return self.arguments.model_json_schema(by_alias=True, mode="validation")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,19 +114,7 @@ class PluginInfo:
             "description": self.description,
             "modelFormat": self.model_format,
             "datasets": [{"kind": d.kind, "description": d.description} for d in self.datasets],
-            "arguments": [
-                {
-                    "name": a.name,
-                    "type": a.type,
-                    "description": a.description,
-                    "required": a.required,
-                    **({"default": a.default} if a.default is not None else {}),
-                    **({"choices": list(a.choices)} if a.choices else {}),
-                    **({"minimum": a.minimum} if a.minimum is not None else {}),
-                    **({"maximum": a.maximum} if a.maximum is not None else {}),
-                }
-                for a in self.arguments
-            ],
+            "arguments": self.arguments_schema(),
         }
 
 
@@ -174,11 +191,11 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class TrainingContext:
+class TrainingContext(Generic[A]):
     """Everything `Plugin.train` gets: checked arguments, data, base model, reporting."""
 
-    args: Mapping[str, Any]
-    """Arguments, checked against PluginInfo, with defaults filled in."""
+    args: A
+    """The job's `args` as the plugin's Arguments model, defaults filled in."""
     datasets: tuple[Dataset, ...]
     """Training and validation data of every dataset; the plugin decides the mix."""
     metric: Metric
@@ -211,23 +228,18 @@ class Evaluation:
     slices: dict[str, float]
 
 
-class Plugin(abc.ABC, Generic[M]):
-    """A training plugin: declare, train, predict, evaluate, export."""
+class Plugin(abc.ABC, Generic[M, A]):
+    """A training plugin: declare, train, predict, evaluate, export.
+
+    M is the plugin's own model type, A its Arguments model (`info().arguments`).
+    """
 
     @abc.abstractmethod
     def info(self) -> PluginInfo:
         """Name, version, arguments and datasets; cheap, imports no framework."""
 
-    def check(self, args: Mapping[str, Any], base_model: str | None) -> list[str]:
-        """Problems across arguments (e.g. a fine-tune mode without a base model).
-
-        Each problem starts with its field under spec, e.g. `args.fineTune: ...`.
-        """
-        del args, base_model
-        return []
-
     @abc.abstractmethod
-    def train(self, context: TrainingContext) -> TrainedModel[M]:
+    def train(self, context: TrainingContext[A]) -> TrainedModel[M]:
         """Fit a model, keeping the best epoch on `context.validation`."""
 
     @abc.abstractmethod
@@ -275,57 +287,49 @@ def score(metric: Metric, truth: NDArray[np.str_], predicted: NDArray[np.str_]) 
     return float(np.mean(f1s))
 
 
-def check_args(info: PluginInfo, args: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """(arguments with defaults filled in, every problem found); no side effects.
-
-    Problems: an argument the plugin does not declare, a missing required one, a value of
-    the wrong type, out of range, or not among the choices.
-    """
-    declared = {a.name: a for a in info.arguments}
-    problems = [
-        f"args.{name}: unknown argument of plugin {info.name!r} (it takes "
-        f"{', '.join(sorted(declared)) or 'no arguments'})"
-        for name in args
-        if name not in declared
-    ]
-    resolved: dict[str, Any] = {}
-    for argument in info.arguments:
-        if argument.name not in args:
-            if argument.required:
-                problems.append(
-                    f"args.{argument.name}: required argument is missing ({argument.description})"
-                )
-            resolved[argument.name] = argument.default
-            continue
-        value = args[argument.name]
-        problem = _argument_problem(argument, value)
-        if problem:
-            problems.append(f"args.{argument.name}: {problem}")
-        resolved[argument.name] = (
-            float(value) if argument.type == "float" and not problem else value
+def check_args(
+    info: PluginInfo, args: Mapping[str, Any], base_model: str | None = None
+) -> tuple[Arguments | None, list[str]]:
+    """(`args` as the plugin's model with defaults filled in, or None; every problem, each
+    starting `args.<name>:`) for a job fine-tuning `base_model`; no side effects."""
+    try:
+        parsed = info.arguments.model_validate(
+            dict(args), context=JobContext(base_model), by_alias=True, by_name=False
         )
-    return resolved, problems
+    except pydantic.ValidationError as error:
+        return None, [_argument_problem(info, e) for e in error.errors()]
+    return parsed, []
 
 
-def _argument_problem(argument: Argument, value: Any) -> str | None:
-    expected: dict[str, tuple[type, ...]] = {
-        "int": (int,),
-        "float": (int, float),
-        "str": (str,),
-        "bool": (bool,),
-    }
-    wrong_bool = isinstance(value, bool) and argument.type != "bool"
-    if wrong_bool or not isinstance(value, expected[argument.type]):
-        return f"expected {argument.type}, got {type(value).__name__} {value!r}"
-    if argument.choices and value not in argument.choices:
-        return f"{value!r} is not one of {list(argument.choices)}"
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    if argument.minimum is not None and value < argument.minimum:
-        return f"{value!r} is below the minimum {argument.minimum:g}"
-    if argument.maximum is not None and value > argument.maximum:
-        return f"{value!r} is above the maximum {argument.maximum:g}"
-    return None
+def parse_args(
+    info: PluginInfo, args: Mapping[str, Any], base_model: str | None = None
+) -> Arguments:
+    """`args` as the plugin's model (an instance of `info.arguments`); InvalidArguments names
+    every problem."""
+    parsed, problems = check_args(info, args, base_model)
+    if parsed is None:
+        raise InvalidArguments(f"arguments of plugin {info.name!r}: " + "; ".join(problems))
+    return parsed
+
+
+def _argument_problem(info: PluginInfo, error: Any) -> str:
+    where = f"args.{field_path(error['loc'])}" if error["loc"] else "args"
+    fields = info.arguments.model_fields
+    if error["type"] == "extra_forbidden":
+        names = sorted(f.alias or name for name, f in fields.items())
+        return (
+            f"{where}: unknown argument of plugin {info.name!r} (it takes "
+            f"{', '.join(names) or 'no arguments'})"
+        )
+    if error["type"] == "missing":
+        described = {f.alias or name: f.description for name, f in fields.items()}
+        about = described.get(field_path(error["loc"]))
+        return f"{where}: required argument is missing" + (f" ({about})" if about else "")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] not in ("value_error", "assertion_error"):
+        value = error["input"]
+        message += f", got {type(value).__name__} {value!r}"
+    return f"{where}: {message}"
 
 
 def describe(infos: Sequence[PluginInfo]) -> str:
@@ -335,23 +339,48 @@ def describe(infos: Sequence[PluginInfo]) -> str:
     blocks = []
     for info in infos:
         kinds = ", ".join(d.kind for d in info.datasets)
+        schema = info.arguments_schema()
+        required = set(schema.get("required", []))
         lines = [
             f"{info.name} {info.version}: {info.description}",
             f"  datasets: {kinds}; model format: {info.model_format}",
             "  arguments:",
         ]
-        for a in info.arguments:
-            default = "optional" if a.default is None else f"default {a.default!r}"
-            facts = [a.type, "required" if a.required else default]
-            if a.choices:
-                facts.append("one of " + "|".join(map(str, a.choices)))
-            if a.minimum is not None:
-                facts.append(f">= {a.minimum:g}")
-            if a.maximum is not None:
-                facts.append(f"<= {a.maximum:g}")
-            lines.append(f"    {a.name} ({', '.join(facts)}): {a.description}")
+        for name, argument in schema.get("properties", {}).items():
+            facts = ", ".join(_facts(argument, name in required))
+            description = " ".join(str(argument.get("description", "")).split())
+            lines.append(f"    {name} ({facts}): {description}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+_TYPE_NAMES = {"integer": "int", "number": "float", "string": "str", "boolean": "bool"}
+_BOUNDS = (
+    ("minimum", ">="),
+    ("exclusiveMinimum", ">"),
+    ("maximum", "<="),
+    ("exclusiveMaximum", "<"),
+)
+
+
+def _facts(schema: dict[str, Any], required: bool) -> list[str]:
+    """An argument's JSON Schema in a few words: type, default, choices, bounds."""
+    variants = [v for v in schema.get("anyOf", [schema]) if v.get("type") != "null"]
+    types = "|".join(_TYPE_NAMES.get(v.get("type", ""), v.get("type", "any")) for v in variants)
+    default = schema.get("default")
+    facts = [
+        types,
+        "required" if required else "optional" if default is None else f"default {default!r}",
+    ]
+    for variant in variants:
+        if "enum" in variant:
+            facts.append("one of " + "|".join(map(str, variant["enum"])))
+        facts += [f"{sign} {_number(variant[key])}" for key, sign in _BOUNDS if key in variant]
+    return facts
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def installed() -> dict[str, importlib.metadata.EntryPoint]:
@@ -359,7 +388,7 @@ def installed() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def load(name: str) -> Plugin[Any]:
+def load(name: str) -> Plugin[Any, Any]:
     """An instance of the installed plugin `name`; PluginError names those installed."""
     entry_points = installed()
     if name not in entry_points:

@@ -294,7 +294,8 @@ def test_a_moved_storage_is_refused_and_nothing_is_counted() -> None:
     ready = conditions.get_condition(outcome.status.conditions, "Ready")
     assert ready is not None
     assert (ready.status, ready.reason) == ("False", "StorageChanged")
-    assert "s3://bkt/fb/" in ready.message and "s3://bkt/other/" in ready.message
+    assert "s3://bkt/fb/" in ready.message
+    assert "s3://bkt/other/" in ready.message
     assert (status(ports).samples, status(ports).last_key) == (1, keys(1)[0])
     assert [e.reason for e in outcome.events] == ["StorageChanged"]
     assert not [k for k in ports.objects.items if k[0] == "TrainingJob"]

@@ -44,8 +44,9 @@ def test_a_valid_job_passes(tmp_path: Path, name: str) -> None:
     job = checks.load_job(_write(tmp_path, JOB, name))
     plugin, args = checks.check_job(job)
     assert plugin.info().name == "image-classifier"
-    assert args["epochs"] == 2
-    assert args["learningRate"] == pytest.approx(0.003)
+    assert isinstance(args, plugin.info().arguments)
+    assert args.to_wire()["epochs"] == 2
+    assert args.to_wire()["learningRate"] == pytest.approx(0.003)
 
 
 def test_every_problem_is_named_in_one_message(tmp_path: Path) -> None:
@@ -64,8 +65,8 @@ def test_every_problem_is_named_in_one_message(tmp_path: Path) -> None:
     message = str(raised.value)
     for fragment in [
         "spec.args.colour: unknown argument",
-        "spec.args.epochs: expected int, got str 'many'",
-        "spec.args.learningRate: -1 is below the minimum",
+        "spec.args.epochs: Input should be a valid integer, got str 'many'",
+        "spec.args.learningRate: Input should be greater than or equal to 0.000001, got int -1",
         "spec.args.fineTune: 'head' needs spec.baseModel",
         "unknown builtin dataset 'builtin://mnist'",
         "feedbackDataset 'digits-feedback' has no manifest",
@@ -123,13 +124,13 @@ def test_trainer_exits_2_before_touching_any_server(
     assert out == ""
     (line,) = [line for line in err.splitlines() if line.startswith("kubeloop trainer:")]
     assert "TrainingJob default/check-me failed" in line
-    assert "spec.args.epochs: 0 is below the minimum 1" in line
-    assert "spec.args.batchSize: expected int, got float 1.5" in line
+    assert "spec.args.epochs: Input should be greater than or equal to 1, got int 0" in line
+    assert "spec.args.batchSize: Input should be a valid integer, got float 1.5" in line
     # The reason goes where the result would (the pod's termination message), for the status.
     failure = TrainingFailure.parse(result.read_text())
     assert failure is not None
     assert (failure.error, failure.exit_code) == ("InvalidSpec", entrypoint.INVALID)
-    assert "spec.args.epochs: 0 is below the minimum 1" in failure.message
+    assert "spec.args.epochs: Input should be greater than or equal to 1" in failure.message
     # A failure is never taken for a result.
     with pytest.raises(ValueError, match="no training result"):
         TrainingResult.parse(result.read_text())

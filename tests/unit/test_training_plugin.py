@@ -14,6 +14,7 @@ import torch
 from kubeloop import digits, plugins
 from kubeloop.training import onnx_check
 from kubeloop_image_classifier import fit, network
+from kubeloop_image_classifier.arguments import ImageClassifierArgs
 
 PLUGIN = plugins.load("image-classifier")
 LOG = logging.getLogger("test")
@@ -25,8 +26,7 @@ def _context(
     base: plugins.BaseModel | None = None,
     reports: list[plugins.Progress] | None = None,
 ) -> plugins.TrainingContext:
-    resolved, problems = plugins.check_args(PLUGIN.info(), args)
-    assert problems == []
+    resolved = plugins.parse_args(PLUGIN.info(), args, base.uri if base else None)
     sink = reports if reports is not None else []
     return plugins.TrainingContext(resolved, datasets, "accuracy", base, LOG, sink.append)
 
@@ -144,18 +144,22 @@ def test_training_is_reproducible() -> None:
 
 
 def test_feedback_is_repeated_to_its_share() -> None:
-    options = fit.Options.from_args(
-        {
-            **plugins.check_args(PLUGIN.info(), {})[0],
-            "fineTune": "full",
-            "feedbackShare": 0.5,
-            "replay": 0.5,
-        }
-    )
-    mix = fit.training_mix((_digits(400), _new_user(50)), options, np.random.default_rng(0))
+    args = ImageClassifierArgs(fine_tune="full", feedback_share=0.5, replay=0.5)
+    mix = fit.training_mix((_digits(400), _new_user(50)), args, np.random.default_rng(0))
     from_feedback = int(np.sum(mix.slices == digits.NEW_USER))
     assert len(mix) - from_feedback == 200  # half of the reference data replayed
     assert from_feedback == 200  # 50 samples, four times: half of each epoch
+
+
+def test_fine_tune_mode_defaults_to_the_base_model_and_must_fit_it() -> None:
+    info = PLUGIN.info()
+    assert plugins.parse_args(info, {}).mode(fine_tuning=False) == "none"
+    assert plugins.parse_args(info, {}, "models:/digits/1").mode(fine_tuning=True) == "full"
+    assert plugins.parse_args(info, {"fineTune": "head"}, "models:/digits/1").mode(True) == "head"
+    with pytest.raises(plugins.InvalidArguments, match=r"args\.fineTune: 'head' needs spec\.base"):
+        plugins.parse_args(info, {"fineTune": "head"})
+    with pytest.raises(plugins.InvalidArguments, match=r"args\.fineTune: 'none' trains from scr"):
+        plugins.parse_args(info, {"fineTune": "none"}, "models:/digits/1")
 
 
 def test_cpu_threads_grow_with_the_image_within_the_cpus() -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasGenerator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP = "kubeloop.io"
@@ -23,6 +23,36 @@ def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
 
 LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 """Schema extra: the API server refuses a list of scalars with a repeated item."""
+
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A Kubernetes object name (DNS-1123 subdomain, at most 253 characters)."""
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""A namespace name (DNS-1123 label, at most 63 characters)."""
+NO_WHITESPACE = r"^\S+$"
+
+Int64 = Annotated[int, Field(le=INT64_MAX)]
+"""An integer the API server can store: it keeps integers as int64 and refuses larger ones."""
+Int32 = Annotated[int, Field(le=INT32_MAX)]
+"""An integer that ends up in an int32 field of a child object (replicas, a Job's seconds),
+or a duration in seconds that date arithmetic must be able to add (68 years at most)."""
+
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+"""The name of a Kubernetes object in the same namespace."""
+
+_T = TypeVar("_T")
+
+
+def _no_repeats(items: list[_T]) -> list[_T]:
+    repeated = sorted({str(item) for item in items if items.count(item) > 1})
+    if repeated:
+        raise ValueError(f"items must be unique; repeated: {', '.join(repeated)}")
+    return items
+
+
+StringSet = Annotated[list[str], Field(json_schema_extra=LIST_SET), AfterValidator(_no_repeats)]
+"""A list of strings without repeats, refused by the API server (list type set) and the models."""
 
 
 class ApiModel(BaseModel):
@@ -56,18 +86,22 @@ class Condition(ApiModel):
     """What happened and, when something is wrong, what to do about it."""
     last_transition_time: str = ""
     """RFC 3339 time at which status last changed."""
-    observed_generation: int = 0
+    observed_generation: Int64 = 0
     """metadata.generation of the spec this condition was computed from."""
 
 
 class ObjectMeta(BaseModel):
-    """The subset of metadata kubeloop reads; everything else is kept as is."""
+    """The subset of metadata kubeloop reads; everything else is kept as is.
+
+    Names are what the API server allows, so that no name a cluster would refuse reaches a
+    runtime that builds file names or S3 keys from it (`kubeloop up`).
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(min_length=1)
-    namespace: str = "default"
-    generation: int = 0
+    name: ObjectName
+    namespace: str = Field(default="default", max_length=63, pattern=DNS_LABEL)
+    generation: Int64 = 0
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
@@ -75,7 +109,7 @@ class ObjectMeta(BaseModel):
 class SecretKeyRef(ApiModel):
     """A key of a Secret in the resource's namespace."""
 
-    name: str = Field(min_length=1)
+    name: ObjectName
     """Name of the Secret."""
     key: str = Field(min_length=1)
     """Key inside the Secret."""

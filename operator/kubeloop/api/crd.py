@@ -3,6 +3,8 @@
 Pydantic writes JSON Schema; Kubernetes wants a structural OpenAPI v3 schema. The
 conversion inlines references, turns `X | None` into plain `X` (optional = not required),
 turns `Literal` constants into enums and free-form maps into preserved unknown fields.
+Of `metadata` a CRD may restrict only `name` (and generateName): it carries ObjectMeta's rule
+for names, so `kubectl apply` and `kubeloop up` refuse the same names as the models.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def build_crd(resource: type[CustomResource]) -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "metadata": _metadata_schema(),
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
@@ -96,6 +98,12 @@ def render_crd(resource: type[CustomResource]) -> str:
 def crd_filename(resource: type[CustomResource]) -> str:
     """File name of the CRD in crds/, e.g. kubeloop.io_trainingjobs.yaml."""
     return f"{common.GROUP}_{resource.PLURAL}.yaml"
+
+
+def _metadata_schema() -> dict[str, Any]:
+    """ObjectMeta's `name` rule; the API server forbids anything else under metadata."""
+    name = _model_schema(common.ObjectMeta)["properties"]["name"]
+    return {"type": "object", "properties": {"name": name}}
 
 
 def _non_optional(annotation: Any) -> type:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from kubeloop.api import common
 from kubeloop.api.common import LIST_SET, ApiModel, Condition, CustomResource
 from kubeloop.api.trainingjob import TrainingJobSpec
 
@@ -21,39 +22,43 @@ Strategy = Literal[
     "confidence-threshold",
 ]
 
+KEY_PREFIX = r"^([A-Za-z0-9_-][A-Za-z0-9._-]*/)+$"
+"""Path segments, each ending in '/'; none is '.' or '..', so keys stay under the prefix
+wherever they land (an S3 server, or files of the local runtime)."""
+
 
 class Storage(ApiModel):
     """Where the feedback samples live."""
 
     bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
     """S3 bucket holding samples and snapshot manifests."""
-    prefix: str = Field(min_length=1)
-    """Key prefix of this dataset, e.g. feedback/digits/."""
+    prefix: str = Field(min_length=1, max_length=512, pattern=KEY_PREFIX)
+    """Key prefix of this dataset, e.g. feedback/digits/: path segments ending in '/'."""
     endpoint: str | None = None
     """S3 endpoint URL; the operator's default endpoint when omitted."""
     region: str = "us-east-1"
     """S3 region."""
-    secret_ref: str | None = None
+    secret_ref: common.ObjectName | None = None
     """Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; the operator's when omitted."""
 
 
 class Kpi(ApiModel):
     """Skip retraining while the served model already does well enough on feedback."""
 
-    served_model: str = Field(min_length=1)
+    served_model: common.ObjectName
     """ServedModel whose live accuracy on feedback is compared."""
     min_accuracy: float = Field(ge=0.0, le=1.0)
     """Retrain only while live accuracy is below this."""
-    min_samples: int = Field(default=20, ge=1)
+    min_samples: common.Int64 = Field(default=20, ge=1)
     """Live accuracy counts only once this many predictions were judged."""
 
 
 class Retrain(ApiModel):
     """When and how a new TrainingJob is created."""
 
-    threshold: int = Field(ge=1)
+    threshold: common.Int64 = Field(ge=1)
     """New samples since the last snapshot that trigger a retrain."""
-    cooldown_seconds: int = Field(default=0, ge=0)
+    cooldown_seconds: common.Int32 = Field(default=0, ge=0)
     """Minimum seconds between two triggers."""
     kpi: Kpi | None = None
     """Optional KPI that, while met, holds retraining back."""
@@ -66,7 +71,7 @@ class Review(ApiModel):
 
     strategy: Strategy = "least-confidence"
     """Active-learning strategy ordering the queue."""
-    budget: int = Field(default=50, ge=1)
+    budget: common.Int64 = Field(default=50, ge=1)
     """Predictions offered per review request."""
 
 
@@ -77,9 +82,9 @@ class FeedbackDatasetSpec(ApiModel):
     """Object storage location of the samples."""
     classes: list[str] = Field(min_length=1, json_schema_extra=LIST_SET)
     """Labels a sample may carry."""
-    slices: list[str] = Field(default_factory=list)
+    slices: common.StringSet = Field(default_factory=list)
     """Slice tags a sample may carry (e.g. new-user); any tag when empty."""
-    input_shape: list[int] = Field(default_factory=list)
+    input_shape: list[Annotated[common.Int64, Field(ge=1)]] = Field(default_factory=list)
     """Shape of one input, e.g. [8, 8]; not checked when empty."""
     retrain: Retrain | None = None
     """Retraining trigger; samples are only collected when omitted."""
@@ -97,11 +102,11 @@ class FeedbackDatasetSpec(ApiModel):
 class Snapshot(ApiModel):
     """A frozen set of samples that a TrainingJob trained on."""
 
-    generation: int = Field(ge=1)
+    generation: common.Int64 = Field(ge=1)
     """Snapshot number, counting from 1."""
     manifest: str
     """URI of the manifest listing the sample keys."""
-    samples: int = Field(ge=0)
+    samples: common.Int64 = Field(ge=0)
     """Samples in the snapshot."""
     created_at: str
     """When the snapshot was frozen (RFC 3339)."""
@@ -110,9 +115,9 @@ class Snapshot(ApiModel):
 class FeedbackDatasetStatus(ApiModel):
     """Observed state of a FeedbackDataset."""
 
-    samples: int = 0
+    samples: common.Int64 = 0
     """Samples counted in storage."""
-    samples_since_snapshot: int = 0
+    samples_since_snapshot: common.Int64 = 0
     """Samples that arrived after the latest snapshot."""
     last_key: str | None = None
     """Newest sample key counted; the next poll lists only keys after it."""
@@ -126,7 +131,7 @@ class FeedbackDatasetStatus(ApiModel):
     """When the latest retrain was triggered (RFC 3339)."""
     conditions: list[Condition] = Field(default_factory=list)
     """Standard conditions: Ready, Retraining."""
-    observed_generation: int = 0
+    observed_generation: common.Int64 = 0
     """metadata.generation this status describes."""
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from kubeloop.api import common
 from kubeloop.api.common import LIST_SET, ApiModel, Condition, CustomResource, cel_rules
+from kubeloop.api.trainingjob import IMAGE_SCHEMA, REGISTERED_MODEL
 
 Verdict = Literal["Pending", "Passed", "Failed"]
 INCREASING = "canary steps must be strictly increasing"
+ALIAS = r"^[A-Za-z0-9_-]+$"
+"""An MLflow model alias: letters, digits, '_' and '-'."""
+RESERVED_ALIAS = "'latest' and v<number> name versions in MLflow, not aliases"
 
 
 class Canary(ApiModel):
@@ -21,7 +27,7 @@ class Canary(ApiModel):
         json_schema_extra={**LIST_SET, **cel_rules(("self.isSorted()", INCREASING))},
     )
     """Traffic percentages to the candidate, in order, e.g. [10, 50]; then 100."""
-    step_seconds: int = Field(default=300, ge=0)
+    step_seconds: common.Int32 = Field(default=300, ge=0)
     """Time each step holds before the next."""
 
     @model_validator(mode="after")
@@ -64,17 +70,25 @@ class ServedModelSpec(ApiModel):
         )
     )
 
-    registered_model: str = Field(min_length=1)
+    registered_model: str = Field(min_length=1, pattern=REGISTERED_MODEL)
     """Registered model in MLflow."""
-    alias: str = Field(default="champion", min_length=1)
+    alias: str = Field(
+        default="champion",
+        min_length=1,
+        max_length=255,
+        pattern=ALIAS,
+        json_schema_extra=cel_rules(
+            ("self != 'latest' && !self.matches('^[vV][0-9]+$')", RESERVED_ALIAS)
+        ),
+    )
     """MLflow alias that names the served version; moved on promotion."""
     version: str | None = None
     """Pin a version instead of following the alias; disables promotion."""
     runtime: Literal["kserve", "deployment"] = "kserve"
     """kserve: an InferenceService; deployment: a Deployment and Service (no KServe)."""
-    min_replicas: int = Field(default=1, ge=0)
+    min_replicas: common.Int32 = Field(default=1, ge=0)
     """Fewest predictor replicas."""
-    max_replicas: int = Field(default=1, ge=1)
+    max_replicas: common.Int32 = Field(default=1, ge=1)
     """Most predictor replicas."""
     canary: Canary | None = None
     """Canary rollout; promoted versions go to 100% at once when omitted."""
@@ -82,10 +96,17 @@ class ServedModelSpec(ApiModel):
     """Quality gate and promotion mode."""
     batching: Batching = Field(default_factory=Batching)
     """Micro-batching in the predictor."""
-    feedback_dataset: str | None = None
+    feedback_dataset: common.ObjectName | None = None
     """FeedbackDataset receiving this model's feedback and prediction log."""
-    image: str | None = None
+    image: str | None = Field(default=None, json_schema_extra=IMAGE_SCHEMA)
     """Predictor image; the operator's default predictor image when omitted."""
+
+    @field_validator("alias")
+    @classmethod
+    def _not_reserved(cls, alias: str) -> str:
+        if alias == "latest" or re.fullmatch(r"[vV][0-9]+", alias):
+            raise ValueError(f"{alias!r}: {RESERVED_ALIAS}")
+        return alias
 
     @model_validator(mode="after")
     def _replica_range(self) -> ServedModelSpec:
@@ -124,7 +145,7 @@ class ServedModelStatus(ApiModel):
     """Model version taking the traffic."""
     candidate_version: str | None = None
     """Newer version under evaluation or canary."""
-    canary_percent: int = 0
+    canary_percent: common.Int64 = 0
     """Traffic share of the candidate during a canary."""
     canary_step_time: str | None = None
     """When the current canary step began (RFC 3339)."""
@@ -132,7 +153,7 @@ class ServedModelStatus(ApiModel):
     """Latest gate verdict."""
     conditions: list[Condition] = Field(default_factory=list)
     """Standard conditions: Ready, RolledOut, GateFailed."""
-    observed_generation: int = 0
+    observed_generation: common.Int64 = 0
     """metadata.generation this status describes."""
 
 

@@ -6,10 +6,18 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from kubeloop.api import common
 from kubeloop.api.common import ApiModel, Condition, CustomResource, SecretKeyRef, cel_rules
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
 ONE_SOURCE = "set exactly one of uri or feedbackDataset"
+REGISTERED_MODEL = r"^[A-Za-z0-9][-A-Za-z0-9_.]*$"
+"""A registered model's name in MLflow, as kubeloop allows it."""
+IMAGE_SCHEMA: dict[str, Any] = {"pattern": common.NO_WHITESPACE}
+"""Schema extra of an image reference: the API server refuses one with whitespace on apply.
+
+Only the schema says it: the operator's spec_problems names it for objects already stored.
+"""
 
 
 class PluginRef(ApiModel):
@@ -34,9 +42,9 @@ class DatasetSource(ApiModel):
     """Name the plugin sees this dataset under, e.g. base or feedback."""
     uri: str | None = None
     """Where the data is: s3://bucket/prefix, or builtin://digits for the bundled digits."""
-    feedback_dataset: str | None = None
+    feedback_dataset: common.ObjectName | None = None
     """Name of a FeedbackDataset in the same namespace whose snapshot is used."""
-    generation: int | None = Field(default=None, ge=1)
+    generation: common.Int64 | None = Field(default=None, ge=1)
     """Snapshot generation of feedbackDataset; the latest snapshot when omitted."""
     manifest: str | None = None
     """URI of a frozen snapshot manifest; filled in when a FeedbackDataset creates the job."""
@@ -53,7 +61,7 @@ class Evaluation(ApiModel):
 
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     """Metric computed overall and per slice; the quality gate compares it."""
-    slices: list[str] = Field(default_factory=list)
+    slices: common.StringSet = Field(default_factory=list)
     """Data slices evaluated on their own held-out split, e.g. base, new-user."""
 
 
@@ -64,7 +72,7 @@ class Resources(ApiModel):
     """CPU request and limit, as a Kubernetes quantity (e.g. 2 or 500m)."""
     memory: str = Field(default="2Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
     """Memory request and limit, as a Kubernetes quantity (e.g. 4Gi)."""
-    gpu: int = Field(default=0, ge=0)
+    gpu: common.Int64 = Field(default=0, ge=0)
     """Number of nvidia.com/gpu to request; 0 trains on the CPU."""
 
 
@@ -94,17 +102,17 @@ class TrainingJobSpec(ApiModel):
     """Datasets to train and evaluate on."""
     base_model: str | None = None
     """MLflow model URI to fine-tune from, e.g. models:/digits@champion."""
-    registered_model: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    registered_model: str = Field(min_length=1, pattern=REGISTERED_MODEL)
     """Registered model in MLflow that receives the new version."""
     evaluation: Evaluation = Field(default_factory=Evaluation)
     """Metric and slices to evaluate."""
     resources: Resources = Field(default_factory=Resources)
     """CPU, memory and GPUs for the training pod."""
-    image: str | None = None
+    image: str | None = Field(default=None, json_schema_extra=IMAGE_SCHEMA)
     """Trainer image; the operator's default trainer image when omitted."""
     backoff_limit: int = Field(default=1, ge=0, le=10)
     """Retries of the training pod before the job fails."""
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: common.Int32 | None = Field(default=None, ge=0)
     """Delete the finished Job after this many seconds; kept when omitted."""
     template: PodTemplate = Field(default_factory=PodTemplate)
     """Labels, annotations and scheduling passed to the training pod."""
@@ -140,7 +148,7 @@ class TrainingJobStatus(ApiModel):
     """When the trainer started (RFC 3339)."""
     completion_time: str | None = None
     """When the trainer finished (RFC 3339)."""
-    observed_generation: int = 0
+    observed_generation: common.Int64 = 0
     """metadata.generation this status describes."""
 
 

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -94,11 +95,27 @@ class KubeClient:
 
     @classmethod
     def from_environment(cls) -> KubeClient:
-        """A client configured in-cluster (service account) or from the kubeconfig."""
+        """A client configured in-cluster (service account) or from the kubeconfig.
+
+        ApiError with status 0 and reason NoCluster, saying what was looked for and how to
+        point kubeloop at a cluster, when neither is there.
+        """
         try:
             kubernetes.config.load_incluster_config()
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
+        except kubernetes.config.ConfigException as in_cluster:
+            kubeconfig = os.environ.get("KUBECONFIG")
+            try:
+                kubernetes.config.load_kube_config()
+            except (kubernetes.config.ConfigException, OSError, ValueError) as error:
+                looked_at = f"KUBECONFIG={kubeconfig}" if kubeconfig else "~/.kube/config"
+                raise ApiError(
+                    0,
+                    "NoCluster",
+                    f"no Kubernetes cluster to connect to: not in a pod with a service account "
+                    f"({in_cluster}) and no usable kubeconfig at {looked_at} ({error}); set "
+                    "KUBECONFIG to a kubeconfig file (or select a context with `kubectl config "
+                    "use-context`), or run the operator in the cluster (helm install)",
+                ) from error
         return cls(kubernetes.client.ApiClient())
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:

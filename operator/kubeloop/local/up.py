@@ -13,8 +13,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from kubeloop import manifests
-from kubeloop.api import validation
+from kubeloop import admission, manifests
 from kubeloop.local import lock, servers
 from kubeloop.local.loop import LocalLoop
 from kubeloop.local.processes import ProcessTable
@@ -41,10 +40,12 @@ def run(
     state_dir = state_dir.resolve()
     addresses = addresses or Addresses()
     documents = [doc for path in paths for _, doc in manifests.load(path)]
+    # Everything the API server, the operator and the trainer would refuse, before anything
+    # starts or any file is written (a name is a path here).
     refused = [
         f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}: {error}"
         for doc in documents
-        for error in validation.schema_errors(doc)
+        for error in admission.problems(doc)
     ]
     if refused:
         for line in refused:

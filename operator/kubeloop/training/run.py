@@ -75,7 +75,7 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
         spec.registered_model, name, run_tags
     ) as run:
         log.info("MLflow run %s at %s", run.run_id, settings.mlflow_tracking_uri)
-        run.log_params(_params(job, info, args))
+        run.log_params(_params(job, info, args.to_wire()))
         epochs: list[dict[str, float]] = []
 
         def progress(report: plugins.Progress) -> None:
@@ -120,7 +120,7 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
                 training_job=f"{job.metadata.namespace}/{name}",
                 registered_model=spec.registered_model,
                 plugin=info,
-                args=args,
+                args=args.to_wire(),
                 lineage=assembled.lineage,
                 metric=metric,
                 evaluation=plugins.Evaluation(evaluation.overall, slices),

@@ -52,14 +52,13 @@ def main() -> None:
 
 
 def _run(
-    plugin: plugins.Plugin[Any],
+    plugin: plugins.Plugin[Any, Any],
     args: dict[str, Any],
     references: list[splits.Reference],
     feedback: list[splits.Feedback],
     parent: plugins.BaseModel | None,
 ) -> dict[str, Any]:
-    resolved, problems = plugins.check_args(plugin.info(), args)
-    assert not problems, problems
+    resolved = plugins.parse_args(plugin.info(), args, parent.uri if parent else None)
     assembled = splits.assemble(references, feedback, SLICES)
     context = plugins.TrainingContext(
         resolved, assembled.datasets, "accuracy", parent, logging.getLogger("bench"), _quiet
@@ -75,7 +74,7 @@ def _run(
         "bestEpoch": model.best_epoch,
         "accuracy": {k: round(v, 4) for k, v in evaluation.slices.items()},
         "trainExamples": train_sizes,
-        "args": {k: v for k, v in resolved.items() if v is not None},
+        "args": resolved.to_wire(),
     }
     return {"model": model, "report": report}
 

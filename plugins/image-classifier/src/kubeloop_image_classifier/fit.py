@@ -13,9 +13,7 @@ import math
 import os
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,37 +21,11 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from kubeloop import plugins
+from kubeloop_image_classifier.arguments import ImageClassifierArgs
 from kubeloop_image_classifier.network import Network
 
 _MAX_THREADS = 4  # a model this small gets no faster with more
 _PIXELS_PER_THREAD = 256  # below 16 x 16 pixels extra threads mostly wait on each other
-
-
-@dataclass(frozen=True)
-class Options:
-    """The plugin's arguments, typed."""
-
-    epochs: int
-    learning_rate: float
-    batch_size: int
-    seed: int
-    fine_tune: str
-    replay: float
-    feedback_share: float
-    augment: bool
-
-    @classmethod
-    def from_args(cls, args: Mapping[str, Any]) -> Options:
-        return cls(
-            epochs=int(args["epochs"]),
-            learning_rate=float(args["learningRate"]),
-            batch_size=int(args["batchSize"]),
-            seed=int(args["seed"]),
-            fine_tune=str(args["fineTune"]),
-            replay=float(args["replay"]),
-            feedback_share=float(args["feedbackShare"]),
-            augment=bool(args["augment"]),
-        )
 
 
 def seed_everything(seed: int) -> None:
@@ -82,18 +54,18 @@ def cpu_threads(height: int, width: int) -> int:
 
 
 def training_mix(
-    datasets: tuple[plugins.Dataset, ...], options: Options, rng: np.random.Generator
+    datasets: tuple[plugins.Dataset, ...], args: ImageClassifierArgs, rng: np.random.Generator
 ) -> plugins.LabelledImages:
     """Reference data (a `replay` share of it when fine-tuning) plus repeated feedback."""
     reference = [d.train for d in datasets if not d.feedback and len(d.train)]
     feedback = [d.train for d in datasets if d.feedback and len(d.train)]
-    if options.fine_tune != "none" and options.replay < 1.0:
-        reference = [_subsample(part, options.replay, rng) for part in reference]
+    if args.fine_tune in ("full", "head") and args.replay < 1.0:
+        reference = [_subsample(part, args.replay, rng) for part in reference]
     base = plugins.LabelledImages.concat(reference)
     extra = plugins.LabelledImages.concat(feedback)
-    if not len(extra) or not len(base) or options.feedback_share <= 0:
+    if not len(extra) or not len(base) or args.feedback_share <= 0:
         return plugins.LabelledImages.concat([p for p in (base, extra) if len(p)])
-    share = min(options.feedback_share, 0.95)
+    share = min(args.feedback_share, 0.95)
     repeats = max(1, round(share * len(base) / ((1 - share) * len(extra))))
     return plugins.LabelledImages.concat([base, *[extra] * repeats])
 
@@ -107,37 +79,40 @@ def _subsample(
 
 def fit(
     network: Network,
-    context: plugins.TrainingContext,
-    options: Options,
+    context: plugins.TrainingContext[ImageClassifierArgs],
+    args: ImageClassifierArgs,
     device: torch.device,
 ) -> tuple[int, list[dict[str, float]]]:
-    """Train `network` in place, leaving the best epoch's weights; (best epoch, history)."""
-    rng = np.random.default_rng(options.seed)
-    generator = torch.Generator().manual_seed(options.seed)
-    data = training_mix(tuple(context.datasets), options, rng)
+    """Train `network` in place, leaving the best epoch's weights; (best epoch, history).
+
+    `args.fine_tune` is the mode the plugin resolved (None trains every layer from scratch).
+    """
+    rng = np.random.default_rng(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    data = training_mix(tuple(context.datasets), args, rng)
     index = {label: i for i, label in enumerate(network.shape.classes)}
     images = torch.from_numpy(data.images[:, None]).to(device)
     targets = torch.tensor([index[label] for label in data.labels], device=device)
     validation = {d.name: d.validation for d in context.datasets if len(d.validation)}
     network.to(device)
-    if options.fine_tune == "head":
+    if args.fine_tune == "head":
         for parameter in network.features.parameters():
             parameter.requires_grad_(False)
     trainable = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=options.learning_rate)
+    optimizer = torch.optim.Adam(trainable, lr=args.learning_rate)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     history: list[dict[str, float]] = []
     val_key = f"val_{context.metric}"
-    for epoch in range(1, options.epochs + 1):
+    for epoch in range(1, args.epochs + 1):
         network.train()
-        if options.fine_tune == "head":
+        if args.fine_tune == "head":
             network.features.eval()
         order = torch.randperm(len(targets), generator=generator).to(device)
         total, seen = 0.0, 0
-        for start in range(0, len(order), options.batch_size):
-            batch = order[start : start + options.batch_size]
+        for start in range(0, len(order), args.batch_size):
+            batch = order[start : start + args.batch_size]
             inputs = images[batch]
-            if options.augment:
+            if args.augment:
                 inputs = shift(inputs, generator)
             optimizer.zero_grad()
             loss = F.cross_entropy(network(inputs)[0], targets[batch])
@@ -148,7 +123,7 @@ def fit(
         score = validation_score(network, validation, context.metric, device)
         metrics = {"train_loss": total / max(seen, 1), val_key: score}
         history.append(metrics)
-        context.progress(plugins.Progress(epoch, options.epochs, metrics))
+        context.progress(plugins.Progress(epoch, args.epochs, metrics))
         if best is None or score >= best[0]:  # ties go to the later, longer-trained epoch
             best = (score, epoch, copy.deepcopy(network.state_dict()))
     assert best is not None  # epochs >= 1 is checked with the arguments

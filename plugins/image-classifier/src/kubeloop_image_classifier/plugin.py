@@ -1,4 +1,5 @@
-"""The `image-classifier` plugin: declares its arguments, trains, predicts, exports.
+"""The `image-classifier` plugin: declares its arguments (`arguments.py`), trains, predicts,
+exports.
 
 torch is imported only when a model is trained or used, so `kubeloop plugins list` and
 argument checks stay fast.
@@ -7,61 +8,21 @@ argument checks stay fast.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from kubeloop import plugins
+from kubeloop_image_classifier.arguments import ImageClassifierArgs
 
 if TYPE_CHECKING:
     from kubeloop_image_classifier.network import Network
 
 NAME = "image-classifier"
-FINE_TUNE_MODES = ("none", "full", "head")
-
-ARGUMENTS = (
-    plugins.Argument("height", "int", "Image height in pixels.", default=8, minimum=2),
-    plugins.Argument("width", "int", "Image width in pixels.", default=8, minimum=2),
-    plugins.Argument("epochs", "int", "Passes over the training data.", default=30, minimum=1),
-    plugins.Argument(
-        "learningRate", "float", "Adam learning rate.", default=0.003, minimum=1e-6, maximum=1.0
-    ),
-    plugins.Argument("batchSize", "int", "Examples per gradient step.", default=64, minimum=1),
-    plugins.Argument("seed", "int", "Seed of every random choice.", default=0),
-    plugins.Argument(
-        "fineTune",
-        "str",
-        "How to use baseModel: full retrains every layer; head retrains only the classifier "
-        "(faster per epoch, but on digits it adapts less to a new user and loses about 5 "
-        "points on the base slice: see bench/README.md); none trains from scratch. "
-        "Default: full with a baseModel, none without.",
-        choices=FINE_TUNE_MODES,
-    ),
-    plugins.Argument(
-        "replay",
-        "float",
-        "Share of the reference (non-feedback) training data replayed when fine-tuning.",
-        default=1.0,
-        minimum=0.0,
-        maximum=1.0,
-    ),
-    plugins.Argument(
-        "feedbackShare",
-        "float",
-        "Feedback is repeated to make up about this share of each epoch (0: no repeats).",
-        default=0.5,
-        minimum=0.0,
-        maximum=0.95,
-    ),
-    plugins.Argument(
-        "augment", "bool", "Shift training images by up to one pixel at random.", default=True
-    ),
-)
 
 
-class ImageClassifier(plugins.Plugin["Network"]):
+class ImageClassifier(plugins.Plugin["Network", ImageClassifierArgs]):
     """A small CNN for grayscale H x W images, trained from scratch or fine-tuned."""
 
     def info(self) -> plugins.PluginInfo:
@@ -69,7 +30,7 @@ class ImageClassifier(plugins.Plugin["Network"]):
             name=NAME,
             version=importlib.metadata.version("kubeloop-image-classifier"),
             description=self.__doc__ or "",
-            arguments=ARGUMENTS,
+            arguments=ImageClassifierArgs,
             datasets=(
                 plugins.DatasetRequirement(
                     plugins.LABELLED_IMAGES,
@@ -78,28 +39,17 @@ class ImageClassifier(plugins.Plugin["Network"]):
             ),
         )
 
-    def check(self, args: Mapping[str, Any], base_model: str | None) -> list[str]:
-        mode = args.get("fineTune")
-        if base_model is None and mode in ("full", "head"):
-            return [f"args.fineTune: {mode!r} needs spec.baseModel, the version to start from"]
-        if base_model is not None and mode == "none":
-            return [
-                "args.fineTune: 'none' trains from scratch, so spec.baseModel would be ignored; "
-                "remove baseModel or choose full or head"
-            ]
-        return []
-
-    def train(self, context: plugins.TrainingContext) -> plugins.TrainedModel[Network]:
+    def train(
+        self, context: plugins.TrainingContext[ImageClassifierArgs]
+    ) -> plugins.TrainedModel[Network]:
         import torch
 
         from kubeloop_image_classifier import fit, network
 
-        args = dict(context.args)
-        if args.get("fineTune") is None:
-            args["fineTune"] = "none" if context.base_model is None else "full"
-        options = fit.Options.from_args(args)
-        height, width = int(args["height"]), int(args["width"])
-        fit.seed_everything(options.seed)
+        mode = context.args.mode(fine_tuning=context.base_model is not None)
+        args = context.args.model_copy(update={"fine_tune": mode})
+        height, width = args.height, args.width
+        fit.seed_everything(args.seed)
         torch.set_num_threads(fit.cpu_threads(height, width))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         labels = {
@@ -118,10 +68,10 @@ class ImageClassifier(plugins.Plugin["Network"]):
             NAME,
             device,
             len(net.shape.classes),
-            options.fine_tune,
+            mode,
             torch.get_num_threads(),
         )
-        best_epoch, history = fit.fit(net, context, options, device)
+        best_epoch, history = fit.fit(net, context, args, device)
         net.cpu().eval()
         return plugins.TrainedModel(
             model=net,
