@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--mlflow-port", type=int, help="MLflow's port (default: 5000, else free)")
     up.add_argument("--s3-port", type=int, help="the S3 server's port (default: 8333, else free)")
+    up.add_argument(
+        "--poll-seconds", type=float, default=2.0, help="seconds between reconciles (default: 2)"
+    )
     up.set_defaults(run=_run_up)
 
     down = commands.add_parser("down", help="stop what `kubeloop up` runs in a state directory")
@@ -191,7 +194,7 @@ def _run_up(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or settings.load().state_dir
     addresses = up.Addresses(args.port, args.mlflow_port, args.s3_port)
     try:
-        return up.run(state_dir, args.filename, Console(), addresses=addresses)
+        return up.run(state_dir, args.filename, Console(), args.poll_seconds, addresses)
     except (services.ServiceError, lock.StateBusy, ValueError, OSError) as error:
         print(f"kubeloop up: {error}", file=sys.stderr)
         return 1

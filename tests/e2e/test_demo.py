@@ -13,13 +13,18 @@ from pathlib import Path
 
 from PIL import Image
 
+from kubeloop.local import processes
+
 SLICE_BAND = 0.02  # the example ServedModel's maxSliceRegression
 
 
 def test_demo_retrains_on_feedback_and_serves_the_better_version(tmp_path: Path) -> None:
+    # Exactly the README's command (plus --json to read its summary), from a fresh working
+    # directory and with the default, relative state directory, as a newcomer runs it.
     kubeloop = Path(sys.executable).with_name("kubeloop")
     result = subprocess.run(
-        [str(kubeloop), "demo", "--quick", "--json", "--state-dir", str(tmp_path)],
+        [str(kubeloop), "demo", "--quick", "--json"],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=1200,
@@ -27,6 +32,9 @@ def test_demo_retrains_on_feedback_and_serves_the_better_version(tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert Path(summary["plot"]).is_relative_to(tmp_path / ".kubeloop" / "demo")
+    assert "kubeloop up -f" in result.stderr  # how to look at what it made, afterwards
+    assert not list(processes.marked(tmp_path / ".kubeloop" / "demo")), "left running"
 
     base, retrained = summary["versions"]
     assert base["trainingJob"] == "digits-base"

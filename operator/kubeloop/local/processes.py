@@ -163,7 +163,7 @@ class ProcessTable:
 
     def _adopt_unrecorded(self) -> None:
         """Record processes that carry this state directory's marker but no record."""
-        for process, role in _marked(self.state_dir):
+        for process, role in marked(self.state_dir):
             if role in self._tracked and self._tracked[role].pid == process.pid:
                 continue
             with contextlib.suppress(psutil.Error):
@@ -195,15 +195,17 @@ def _is_running(pid: int, started: float) -> bool:
         return False
 
 
-def _marked(state_dir: Path) -> Iterator[tuple[psutil.Process, str]]:
-    """Live processes whose environment names `state_dir` as their owner, with their role."""
-    prefix = f"{state_dir}|"
+def marked(state_dir: Path) -> Iterator[tuple[psutil.Process, str]]:
+    """Live processes whose environment names `state_dir` as their owner, with their role:
+    the leaders of their process groups (a server's workers inherit the marker too)."""
+    prefix = f"{state_dir.resolve()}|"
     for process in psutil.process_iter():
         try:
             owner = process.environ().get(OWNER_ENV, "")
-            if owner.startswith(prefix) and process.status() != psutil.STATUS_ZOMBIE:
+            leads = os.getpgid(process.pid) == process.pid
+            if owner.startswith(prefix) and leads and process.status() != psutil.STATUS_ZOMBIE:
                 yield process, owner.removeprefix(prefix)
-        except psutil.Error:
+        except (OSError, psutil.Error):
             continue
 
 

@@ -36,9 +36,19 @@ def run(
     poll_seconds: float = 2.0,
     addresses: Addresses | None = None,
 ) -> int:
-    """Start or reuse the servers, apply `paths` and reconcile until Ctrl-C; the exit code."""
-    state_dir = state_dir.resolve()
-    addresses = addresses or Addresses()
+    """Start or reuse the servers, apply `paths` and reconcile until Ctrl-C or SIGTERM; the
+    exit code. Whatever was started is stopped on the way out, however far it got."""
+    with _stopped_by_sigterm():
+        try:
+            return _run(state_dir.resolve(), paths, console, poll_seconds, addresses or Addresses())
+        except KeyboardInterrupt:
+            console.print("stopped; the state stays in " + str(state_dir.resolve()))
+            return 0
+
+
+def _run(
+    state_dir: Path, paths: list[Path], console: Console, poll_seconds: float, addresses: Addresses
+) -> int:
     documents = [doc for path in paths for _, doc in manifests.load(path)]
     # Everything the API server, the operator and the trainer would refuse, before anything
     # starts or any file is written (a name is a path here).
@@ -52,19 +62,20 @@ def run(
             console.print(f"refused {line}", markup=False)
         console.print("nothing was started; fix the manifests and run `kubeloop up` again")
         return 2
-    with lock.holding(state_dir), _stopped_by_sigterm():
+    with lock.holding(state_dir):
         table = ProcessTable(state_dir)
         say = _printer(console)
-        found = servers.ensure_servers(table, say, addresses.s3_port, addresses.mlflow_port)
-        loop = LocalLoop(
-            state_dir,
-            found.s3_url,
-            found.mlflow_url,
-            say=say,
-            processes=table,
-            predictor_port=addresses.predictor_port,
-        )
+        loop: LocalLoop | None = None
         try:
+            found = servers.ensure_servers(table, say, addresses.s3_port, addresses.mlflow_port)
+            loop = LocalLoop(
+                state_dir,
+                found.s3_url,
+                found.mlflow_url,
+                say=say,
+                processes=table,
+                predictor_port=addresses.predictor_port,
+            )
             for document in documents:
                 outcome = loop.apply(document)
                 kind, name = document["kind"].lower(), document["metadata"]["name"]
@@ -73,22 +84,26 @@ def run(
                 f"MLflow UI: {found.mlflow_url}   S3: {found.s3_url}   state: {state_dir}"
             )
             console.print("reconciling; Ctrl-C stops every process and keeps the state")
-            announced: set[str] = set()
-            while True:
-                loop.step()
-                for body in loop.objects.of_kind("ServedModel"):
-                    name = body["metadata"]["name"]
-                    if name not in announced and (body.get("status") or {}).get("url"):
-                        announced.add(name)
-                        for line in urls(body):
-                            console.print(line, markup=False)
-                time.sleep(poll_seconds)
-        except KeyboardInterrupt:
-            console.print("stopping; the state stays in " + str(state_dir))
-            return 0
+            _reconcile_forever(loop, console, poll_seconds)
         finally:
-            loop.close()
+            console.print("stopping the processes of " + str(state_dir))
+            if loop is not None:
+                loop.close()
             servers.stop_servers(table)
+    return 0
+
+
+def _reconcile_forever(loop: LocalLoop, console: Console, poll_seconds: float) -> None:
+    announced: set[str] = set()
+    while True:
+        loop.step()
+        for body in loop.objects.of_kind("ServedModel"):
+            name = body["metadata"]["name"]
+            if name not in announced and (body.get("status") or {}).get("url"):
+                announced.add(name)
+                for line in urls(body):
+                    console.print(line, markup=False)
+        time.sleep(poll_seconds)
 
 
 def down(state_dir: Path, console: Console) -> int:
