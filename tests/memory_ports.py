@@ -201,6 +201,8 @@ class MemoryRegistry:
     crashes: Crashes
     versions: dict[str, Metrics] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+    """Alias -> the ServedModel (namespace/name) that claimed it."""
 
     def alias_version(self, name: str, alias: str) -> str | None:
         crash = self.crashes.before()
@@ -224,6 +226,12 @@ class MemoryRegistry:
         crash = self.crashes.before()
         self.aliases[alias] = version
         self.crashes.after(crash, "moving the alias")
+
+    def alias_owner(self, name: str, alias: str) -> str | None:
+        return self.owners.get(alias)
+
+    def claim_alias(self, name: str, alias: str, owner: str) -> None:
+        self.owners[alias] = owner
 
 
 @dataclass

@@ -46,6 +46,9 @@ class ModelVersion:
         return f"models:/{self.name}/{self.version}"
 
 
+ALIAS_OWNER_TAG = "kubeloop.alias.{alias}"
+"""Registered-model tag naming the ServedModel (namespace/name) that moves an alias."""
+
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
 
 
@@ -135,6 +138,31 @@ class Registry:
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call(lambda: self._client.set_registered_model_alias(name, alias, version), name)
+
+    def alias_owner(self, name: str, alias: str) -> str | None:
+        """The ServedModel (namespace/name) that claimed `alias`, from the model's tags."""
+        try:
+            model = self._call(lambda: self._client.get_registered_model(name), name)
+        except ModelNotFound:
+            return None
+        owner = (model.tags or {}).get(ALIAS_OWNER_TAG.format(alias=alias))
+        return str(owner) if owner else None
+
+    def claim_alias(self, name: str, alias: str, owner: str) -> None:
+        """Tag the registered model (created when missing) with the ServedModel that promotes
+        through `alias`, so a second one on the same model cannot move it too."""
+        self._ensure_model(name)
+        tag = ALIAS_OWNER_TAG.format(alias=alias)
+        self._call(lambda: self._client.set_registered_model_tag(name, tag, owner), name)
+
+    def _ensure_model(self, name: str) -> None:
+        from mlflow.exceptions import RestException
+
+        try:
+            self._call(lambda: self._client.create_registered_model(name), name)
+        except RestException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
 
     def run_metrics(self, model: ModelVersion) -> dict[str, float]:
         """Every metric the version's run logged (the last value of each)."""

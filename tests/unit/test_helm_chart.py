@@ -169,3 +169,22 @@ def test_metrics_and_health_ports_must_differ() -> None:
 def test_wrong_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=message):
         helm.Chart.load(CHART).validate_schema(values)
+
+
+def test_child_pod_defaults_reach_the_operators_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "childPodSecurityContext": {"runAsNonRoot": True, "runAsUser": 2000},
+        "predictorResources": {"cpu": "500m", "memory": "2Gi"},
+        "trainerActiveDeadlineSeconds": 3600,
+    }
+    (deployment,) = by_kind(render(values), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for env in container["env"]:
+        if "value" in env:
+            monkeypatch.setenv(env["name"], env["value"])
+    settings = Settings()  # as the operator reads its environment
+    assert settings.child_pod_security_context["runAsUser"] == 2000
+    assert settings.child_pod_security_context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert settings.child_security_context["readOnlyRootFilesystem"] is True
+    assert (settings.predictor_cpu, settings.predictor_memory) == ("500m", "2Gi")
+    assert settings.trainer_active_deadline_seconds == 3600

@@ -12,7 +12,7 @@ from typing import Any
 
 from kubeloop.api.times import utc_now
 from kubeloop.kube.client import KubeClient, Resource
-from kubeloop.reconcile import builders, observations
+from kubeloop.reconcile import observations
 from kubeloop.registry import Registry
 from kubeloop.settings import Settings
 from kubeloop.storage import ObjectStore
@@ -24,7 +24,6 @@ class Runtime:
 
     settings: Settings
     client: KubeClient
-    defaults: builders.ChildDefaults
     clock: Callable[[], datetime] = utc_now
     _registry: Registry | None = field(default=None, init=False)
     _stores: dict[tuple[str, str, str], ObjectStore] = field(default_factory=dict, init=False)
@@ -35,7 +34,7 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, client: KubeClient) -> Runtime:
-        return cls(settings, client, builders.ChildDefaults.from_settings(settings))
+        return cls(settings, client)
 
     def now(self) -> datetime:
         return self.clock()

@@ -167,6 +167,14 @@ class Registry(Protocol):
 
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
 
+    def alias_owner(self, name: str, alias: str) -> str | None:
+        """The ServedModel (namespace/name) that promotes through `alias`, or None."""
+        ...
+
+    def claim_alias(self, name: str, alias: str, owner: str) -> None:
+        """Record `owner` as the one ServedModel promoting through `alias`."""
+        ...
+
 
 class FeedbackStore(Protocol):
     """One FeedbackDataset's objects in object storage."""
