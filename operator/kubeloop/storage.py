@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import CopySource
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
 
 from kubeloop.api.errors import Unavailable
@@ -147,6 +149,31 @@ class ObjectStore:
             if error.code == "NoSuchBucket":
                 return []
             raise
+
+    def copy(self, bucket: str, source: str, target: str) -> None:
+        """Copy one object within `bucket`, server-side; ObjectNotFound when there is none."""
+        try:
+            self._call(lambda: self._client.copy_object(bucket, target, CopySource(bucket, source)))
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchBucket"):
+                raise ObjectNotFound(f"s3://{bucket}/{source}") from error
+            raise
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        """Delete `keys` (absent ones are fine), up to 1000 per request."""
+        for start in range(0, len(keys), 1000):
+            batch = [DeleteObject(k) for k in keys[start : start + 1000]]
+
+            def remove(batch: list[DeleteObject] = batch) -> list[str]:
+                failed = self._client.remove_objects(bucket, batch)
+                return [f"{e.name}: {e.message}" for e in failed if e.code != "NoSuchKey"]
+
+            failures = self._call(remove)
+            if failures:
+                raise StorageUnavailable(
+                    f"object storage at {self.endpoint} refused to delete {len(failures)} "
+                    f"objects, e.g. {failures[0]}"
+                )
 
     def _call(self, func: Callable[..., T], *args: Any) -> T:
         """Run one client call, retrying connection failures and 5xx answers with backoff."""

@@ -109,7 +109,6 @@ async def test_threshold_creates_exactly_one_training_job(
     status = await eventually(lambda: counted(3), "3 samples counted")
     retraining = condition(status, "Retraining")
     assert (retraining["status"], retraining["reason"]) == ("False", "BelowThreshold")
-    assert status["lastKey"] == first[-1]
     assert await training_jobs(cluster) == []
 
     second = await put_samples(object_store, bucket, 2)
@@ -120,7 +119,13 @@ async def test_threshold_creates_exactly_one_training_job(
     uri = f"s3://{bucket}/{snapshot_key(PREFIX, 1)}"
     assert status["snapshots"][0]["manifest"] == uri
     manifest = object_store.get_json(bucket, snapshot_key(PREFIX, 1))
-    assert manifest["keys"] == [*first, *second]
+    assert (manifest["moved"], manifest["total"]) == ([*first, *second], 5)
+    archived = object_store.list_keys(bucket, f"{PREFIX}archive/gen-00001/")
+    assert manifest["segments"] == archived
+    await eventually(  # recorded, the snapshot's samples leave the inbox
+        lambda: asyncio.to_thread(lambda: not object_store.list_keys(bucket, f"{PREFIX}samples/")),
+        "the inbox emptied",
+    )
     tj = await cluster.get(TJ, "digits-fb-gen-1")
     assert tj is not None
     assert tj["metadata"]["labels"]["kubeloop.io/feedbackdataset"] == "digits-fb"
@@ -152,10 +157,10 @@ async def test_threshold_creates_exactly_one_training_job(
         'kubeloop_retrain_triggers_total{dataset="digits-fb",namespace="default"} 1.0' in exported
     )
 
-    # Only kopf's finalizer (it stops the poll timer); the operator lets the dataset go at once.
+    # No finalizer: the dataset goes at once.
     found = await cluster.get(FD, "digits-fb")
     assert found is not None
-    assert all(f.startswith("kopf.") for f in found["metadata"].get("finalizers", []))
+    assert not found["metadata"].get("finalizers")
     await cluster.delete(FD, "digits-fb")
 
     async def gone() -> bool:

@@ -1,7 +1,11 @@
 """Loading feedback snapshots from a real S3 server, and the bundled digits."""
 
+import base64
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from kubeloop import digits
 from kubeloop.api import samples
@@ -33,8 +37,18 @@ def test_a_manifest_and_a_prefix_load_the_same_samples(object_store: ObjectStore
     object_store.ensure_bucket(BUCKET)
     prefix = "loading/"
     keys = _put_samples(object_store, prefix, 6)
+    # Snapshot 4 took samples 2 and 3; snapshot 3, before it, samples 0 and 1: the chain.
+    third = samples.SnapshotManifest(
+        dataset="fd", generation=3, bucket=BUCKET, segments=keys[:2], created_at="T"
+    )
+    object_store.put_json(BUCKET, samples.snapshot_key(prefix, 3), third.to_wire())
     manifest = samples.SnapshotManifest(
-        dataset="fd", generation=4, bucket=BUCKET, keys=keys[:4], created_at="2026-01-01T00:00:00Z"
+        dataset="fd",
+        generation=4,
+        bucket=BUCKET,
+        segments=keys[2:4],
+        previous=f"s3://{BUCKET}/{samples.snapshot_key(prefix, 3)}",
+        created_at="2026-01-01T00:00:00Z",
     )
     object_store.put_json(BUCKET, samples.snapshot_key(prefix, 4), manifest.to_wire())
     uri = f"s3://{BUCKET}/{samples.snapshot_key(prefix, 4)}"
@@ -74,3 +88,38 @@ def test_the_bundled_digits_provide_both_slices() -> None:
     assert set(reference.train.slices) == {"base"}
     assert len(reference.train) + len(reference.validation) + len(reference.test) == 1797
     assert datasets.source_problems(DatasetSource(name="base", uri="builtin://digits")) == []
+
+
+def test_segments_and_images_as_sent_are_read(object_store: ObjectStore) -> None:
+    object_store.ensure_bucket(BUCKET)
+    images, labels = digits.new_user_feedback(3, seed=3)
+    png = io.BytesIO()
+    Image.fromarray((images[2] * 255).round().astype(np.uint8)).save(png, format="PNG")
+    lines = [
+        samples.FeedbackSample(
+            id=f"01JSEG{n:020d}",
+            input=images[n].ravel().tolist(),
+            shape=[8, 8],
+            label=str(labels[n]),
+            received_at="T",
+        )
+        for n in range(2)
+    ]
+    lines.append(
+        samples.FeedbackSample(
+            id="01JSEG00000000000000000002",
+            image=base64.b64encode(png.getvalue()).decode(),
+            content_type="image/png",
+            label=str(labels[2]),
+            received_at="T",
+        )
+    )
+    key = samples.segment_key("segments/", "01JSEG", len(lines))
+    body = b"\n".join(line.model_dump_json(by_alias=True).encode() for line in lines)
+    object_store.put_bytes(BUCKET, key, body)
+    loaded = datasets.load_feedback(
+        DatasetSource(name="feedback", uri=f"s3://{BUCKET}/segments/"), object_store
+    )
+    assert len(loaded.ids) == 3
+    assert loaded.samples.labels.tolist() == [str(label) for label in labels]
+    assert np.allclose(loaded.samples.images, images, atol=1 / 255)

@@ -14,14 +14,16 @@ How they are split and evaluated is kubeloop.training.splits.
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from pydantic import ValidationError
 
-from kubeloop import digits, plugins
+from kubeloop import digits, feedback_store, plugins
 from kubeloop.api import samples
 from kubeloop.api.trainingjob import DatasetSource
 from kubeloop.storage import ObjectNotFound, ObjectStore, S3Uri
@@ -71,21 +73,16 @@ def load_reference(source: DatasetSource) -> Reference:
 def load_feedback(source: DatasetSource, store: ObjectStore) -> Feedback:
     """The samples of a snapshot manifest, or of every sample under an S3 prefix."""
     uri = S3Uri.parse(source.manifest or source.uri or "")
-    generation = source.generation
     try:
-        if uri.key.endswith(".json"):
-            manifest = samples.SnapshotManifest.model_validate(store.get_json(uri.bucket, uri.key))
-            bucket, keys, generation = manifest.bucket, manifest.keys, manifest.generation
-        else:
-            prefix = uri.key if uri.key.endswith("/") or not uri.key else uri.key + "/"
-            bucket, keys = uri.bucket, store.list_keys(uri.bucket, prefix + samples.SAMPLES)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            raw = list(pool.map(lambda key: (key, store.get_json(bucket, key)), keys))
+        found = feedback_store.read_samples(store, uri)
+    except feedback_store.UnreadableSample as error:
+        raise DatasetError(str(error)) from error
     except ValidationError as error:
-        raise DatasetError(f"{uri} is not a snapshot manifest: {error}") from error
+        raise DatasetError(f"{uri}: not a snapshot manifest or feedback sample: {error}") from error
     except ObjectNotFound as error:
         raise DatasetError(f"dataset {source.name!r}: {error.args[0]} does not exist") from error
-    loaded = [_sample(bucket, key, value) for key, value in raw]
+    bucket, generation = found.bucket, found.generation or source.generation
+    loaded = [_sample(bucket, key, value) for key, value in found.samples]
     shapes = {image.shape for _, image in loaded}
     if len(shapes) > 1:
         raise DatasetError(f"{uri}: samples of different shapes {sorted(shapes)}")
@@ -110,13 +107,18 @@ def load_feedback(source: DatasetSource, store: ObjectStore) -> Feedback:
 
 
 def _sample(
-    bucket: str, key: str, value: Any
+    bucket: str, key: str, sample: samples.FeedbackSample
 ) -> tuple[samples.FeedbackSample, np.ndarray[Any, Any]]:
     try:
-        sample = samples.FeedbackSample.model_validate(value)
-        image = np.asarray(sample.input, dtype=np.float32).reshape(sample.shape)
-    except (ValidationError, ValueError) as error:
-        raise DatasetError(f"s3://{bucket}/{key} is not a feedback sample: {error}") from error
+        image = (
+            _decoded(sample.image)
+            if sample.image is not None
+            else np.asarray(sample.input, dtype=np.float32).reshape(sample.shape)
+        )
+    except (ValueError, OSError) as error:
+        raise DatasetError(
+            f"s3://{bucket}/{key}: sample {sample.id} is unreadable: {error}"
+        ) from error
     while image.ndim > 2 and image.shape[0] == 1:  # (1, H, W) is a grayscale (H, W)
         image = image[0]
     if image.ndim != 2:
@@ -124,6 +126,12 @@ def _sample(
             f"s3://{bucket}/{key}: shape {sample.shape} is not a grayscale image (H, W)"
         )
     return sample, image
+
+
+def _decoded(encoded: str) -> np.ndarray[Any, Any]:
+    """A sample's image as it was sent (base64 PNG or JPEG): grayscale in [0, 1]."""
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
 def _digits(name: str) -> Reference:
