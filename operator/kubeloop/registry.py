@@ -9,7 +9,6 @@ messages name the server with its credentials redacted.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kubeloop import redaction
+from kubeloop.api.predictor import parse_model_uri as parse_model_uri  # its home is the api
 from kubeloop.api.trainingjob import Metrics
 
 T = TypeVar("T")
@@ -44,20 +44,6 @@ class ModelVersion:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
-
-
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
-
-
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """(name, version, alias) of models:/name/3 or models:/name@alias; no side effects."""
-    match = _URI.match(uri)
-    if match is None:
-        raise ValueError(
-            f"not a registered-model URI: {uri!r} (expected models:/NAME/VERSION or "
-            "models:/NAME@ALIAS)"
-        )
-    return match["name"], match["version"], match["alias"]
 
 
 _SERVER_TROUBLE = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")

@@ -14,7 +14,8 @@ from kubeloop.api import samples
 from kubeloop.local import services
 from kubeloop.serving import feedback
 from kubeloop.serving.live_accuracy import LiveAccuracy
-from kubeloop.serving.prediction_log import PredictionBatch, PredictionLog, PredictionPool
+from kubeloop.serving.prediction_log import PredictionLog
+from kubeloop.serving.prediction_pool import PredictionBatch, PredictionPool
 from kubeloop.storage import ObjectStore, StorageUnavailable
 from tests.conftest import ACCESS_KEY, SECRET_KEY, unused_url
 from tests.tcp_proxy import TcpProxy
@@ -64,7 +65,7 @@ def test_prediction_log_batches_and_reads_back(object_store: ObjectStore) -> Non
     assert held == [f"01J{i:023d}" for i in range(13, 25)]
     found = pool.find(held[0])
     assert found is not None
-    assert found["shape"] == (2, 2)
+    assert found.shape == (2, 2)
 
 
 def test_prediction_log_keeps_records_while_storage_is_down() -> None:

@@ -11,6 +11,8 @@ after the last one it saw. No side effects here.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pydantic import Field
 
 from kubeloop.api.common import ApiModel
@@ -89,3 +91,14 @@ def snapshot_key(prefix: str, generation: int) -> str:
 
 def predictions_key(prefix: str, batch_id: str) -> str:
     return f"{prefix}{PREDICTIONS}{batch_id}.jsonl"
+
+
+def rfc3339(seconds: float) -> str:
+    """Unix time as these objects write it: RFC 3339 in UTC, to the millisecond."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str) -> float:
+    """The Unix time an RFC 3339 timestamp names (the inverse of rfc3339)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
