@@ -106,6 +106,8 @@ class ModelFollower:
         """
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self.refresh())
+            # A check nobody waits for any more still has its error read (last_error has it).
+            self._reloading.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
             return await asyncio.wait_for(asyncio.shield(self._reloading), timeout)
         except TimeoutError:
