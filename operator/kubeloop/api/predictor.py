@@ -149,9 +149,9 @@ class PredictorConfig(BaseSettings):
     classes: Names | None = None
     """comma-separated class names"""
     input_shape: Shape | None = None
-    """shape of one input, e.g. 8,8 (default: the model's)"""
+    """shape of one input, e.g. 8,8 (unset: the model's)"""
     slices: Names = ()
-    """comma-separated slice tags feedback may carry (default: any)"""
+    """comma-separated slice tags feedback may carry (none: any tag)"""
     review_strategy: ReviewStrategy = "least-confidence"
     """the review queue's default strategy"""
     review_budget: int = Field(default=50, ge=1)
@@ -268,18 +268,22 @@ class _TokenFromEnvironment(EnvSettingsSource):
 def parse_command_line(argv: Sequence[str]) -> PredictorConfig:
     """The configuration `argv` describes (and $KUBELOOP_FEEDBACK_TOKEN); prints the help
     and exits 0 for --help, prints a usage message and exits 2 when something is wrong."""
-    source: CliSettingsSource[argparse.ArgumentParser] = CliSettingsSource(PredictorConfig)
+    description = " ".join((PredictorConfig.__doc__ or "").split())
+    parser = argparse.ArgumentParser(prog=PROG, description=description)
+    source: CliSettingsSource[argparse.ArgumentParser] = CliSettingsSource(
+        PredictorConfig, root_parser=parser
+    )
     source(args=list(argv))
     secret = sorted(_NOT_ON_COMMAND_LINE & set(source()))  # argparse hides them, not refuses
     if secret:
-        source.root_parser.error(
+        parser.error(
             f"unrecognized arguments: {_flag(secret[0])} (the token is read from ${TOKEN_ENV} "
             "only: a command line shows in every process listing)"
         )
     try:
         return PredictorConfig(_cli_settings_source=source)
     except ValidationError as error:
-        source.root_parser.error("; ".join(describe(error)))
+        parser.error("; ".join(describe(error)))
         raise AssertionError("unreachable: argparse exits") from error
 
 

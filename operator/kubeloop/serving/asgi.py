@@ -22,7 +22,6 @@ unexpected exception a redacted 500.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,8 +35,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubeloop import redaction
 from kubeloop.serving.errors import Rejected, check_body_size
-
-log = logging.getLogger(__name__)
 
 ROOM_WAIT_SECONDS = 10.0
 """Longest a request waits for room under max_inflight_bytes before a 503."""
