@@ -187,7 +187,7 @@ def test_readiness_version_and_metadata(served: Served) -> None:
     assert httpx.get(f"{served.url}/v1/models/other/version").status_code == 404
     metadata = httpx.get(f"{served.url}/v2/models/digits").json()
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 8, 8]}]
-    reload = httpx.post(f"{served.url}/v1/models/digits/reload", timeout=30)
+    reload = httpx.post(f"{served.url}/v1/models/digits/reload", headers=AUTH, timeout=30)
     assert reload.status_code == 200
     assert reload.json()["swapped"] is False
 

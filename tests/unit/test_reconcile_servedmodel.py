@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from kubeloop.api import conditions
+from kubeloop.api import conditions, predictor
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import Batching, Gate, Promotion, ServedModelSpec, ServedModelStatus
 from kubeloop.api.trainingjob import Metrics
 from kubeloop.reconcile import observations, servedmodel
 from kubeloop.reconcile.servedmodel import Deploy, Observed, RolloutPlan, ServingState
-from kubeloop.serving import config as serving_config
 from tests.memory_ports import Memory
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -275,13 +274,13 @@ def test_predictor_args_follow_the_contract() -> None:
         "50",
     ]
     # The predictor's own command line accepts them (the serving side of the contract).
-    parsed = serving_config.parser().parse_args(args)
+    parsed = predictor.parse_command_line(args)
     assert (parsed.model_uri, parsed.classes, parsed.max_batch_size) == (
         "models:/m@champion",
         ("0", "1"),
         64,
     )
-    assert "--feedback-dataset" not in servedmodel.predictor_args("sm", "u", Batching())
+    assert "--feedback-dataset" not in servedmodel.predictor_args("sm", "models:/m/1", Batching())
 
 
 def test_spec_problems() -> None:

@@ -18,10 +18,12 @@ writes land (see reconcile.feedbackdataset). No side effects here.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from pydantic import Field
 
 from kubeloop.api.common import ApiModel
+from kubeloop.api.times import format_time, parse_time
 
 INBOX = "inbox/"
 SAMPLES = "samples/"
@@ -134,3 +136,16 @@ def snapshot_key(prefix: str, generation: int) -> str:
 
 def predictions_key(prefix: str, batch_id: str) -> str:
     return f"{prefix}{PREDICTIONS}{batch_id}.jsonl"
+
+
+def rfc3339(seconds: float) -> str:
+    """Unix time as these objects write it: RFC 3339 in UTC, to the millisecond."""
+    return format_time(datetime.fromtimestamp(seconds, UTC), "milliseconds")
+
+
+def parse_rfc3339(text: str) -> float:
+    """The Unix time an RFC 3339 timestamp names (the inverse of rfc3339)."""
+    moment = parse_time(text)
+    if moment is None:
+        raise ValueError("an empty timestamp")
+    return moment.timestamp()

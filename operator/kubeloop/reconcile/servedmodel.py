@@ -29,6 +29,7 @@ from kubeloop.api import conditions, validation
 from kubeloop.api.common import ConditionStatus
 from kubeloop.api.errors import Unavailable
 from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetSpec
+from kubeloop.api.predictor import PredictorConfig
 from kubeloop.api.servedmodel import (
     Batching,
     Gate,
@@ -77,32 +78,31 @@ def predictor_args(
     host: str = "0.0.0.0",
     port: int = PREDICTOR_PORT,
 ) -> list[str]:
-    """Arguments of the predictor entrypoint; feedback from the FeedbackDataset's spec."""
-    args = [
-        "--name", name,
-        "--model-uri", uri,
-        "--host", host,
-        "--http-port", str(port),
-        "--max-batch-size", str(batching.max_batch_size),
-        "--max-latency-ms", str(batching.max_latency_ms),
-    ]  # fmt: skip
+    """Arguments of the predictor entrypoint; feedback from the FeedbackDataset's spec.
+
+    Rendered by the predictor's own configuration model, which parses them back the same.
+    """
+    options: dict[str, object] = {
+        "name": name,
+        "model_uri": uri,
+        "host": host,
+        "http_port": port,
+        "max_batch_size": batching.max_batch_size,
+        "max_latency_ms": batching.max_latency_ms,
+    }
     if feedback is not None:
         dataset, spec = feedback
-        args += [
-            "--feedback-dataset", dataset,
-            "--feedback-bucket", spec.storage.bucket,
-            "--feedback-prefix", spec.storage.prefix,
-            "--classes", ",".join(spec.classes),
-        ]  # fmt: skip
-        if spec.input_shape:
-            args += ["--input-shape", ",".join(map(str, spec.input_shape))]
-        if spec.slices:
-            args += ["--slices", ",".join(spec.slices)]
-        args += [
-            "--review-strategy", spec.review.strategy,
-            "--review-budget", str(spec.review.budget),
-        ]  # fmt: skip
-    return args
+        options.update(
+            feedback_dataset=dataset,
+            feedback_bucket=spec.storage.bucket,
+            feedback_prefix=spec.storage.prefix,
+            classes=spec.classes,
+            input_shape=spec.input_shape or None,
+            slices=spec.slices,
+            review_strategy=spec.review.strategy,
+            review_budget=spec.review.budget,
+        )
+    return PredictorConfig.model_validate(options).to_args()
 
 
 def evaluate_gate(

@@ -9,7 +9,8 @@ The input may be left out when `prediction_id` names a prediction this replica s
 holds: the logged input is used. A sample is acknowledged only once S3 has acknowledged
 its write (`{prefix}samples/{ULID}.json`, api.samples.FeedbackSample); when storage is
 down the answer is 503 and nothing is counted. Every refusal is a `Rejected` with an HTTP
-status, a one-word reason (a metric label) and a message naming the problem. No HTTP here.
+status, a one-word reason (a metric label) and a message naming the problem; refusals are
+counted (kubeloop_feedback_total) and answered by the HTTP layer. No HTTP here.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -31,23 +33,16 @@ from ulid import ULID
 from kubeloop import metrics
 from kubeloop.api import samples
 from kubeloop.serving import inputs
+from kubeloop.serving.errors import Rejected as Rejected  # callers catch feedback.Rejected
+from kubeloop.serving.errors import check_body_size
 from kubeloop.serving.live_accuracy import LiveAccuracy
-from kubeloop.serving.prediction_log import PredictionPool
+from kubeloop.serving.prediction_pool import PredictionPool
 from kubeloop.storage import ObjectStore, StorageUnavailable
 
 RETRY_AFTER_SECONDS = 5
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _FIELDS = {"input", "image_png", "label", "prediction_id", "slice"}
-
-
-class Rejected(Exception):
-    """The request is refused; `status` is the HTTP status, `reason` a bounded label."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.retry_after = retry_after
+PAYLOAD_OPTION = "--max-payload-bytes"
 
 
 @dataclass(frozen=True)
@@ -93,7 +88,7 @@ def parse_json(body: bytes, policy: Policy, shape: tuple[int, ...]) -> FeedbackR
         if document.get("input") is not None and document.get("image_png") is not None:
             raise Rejected(422, "bad-shape", "give either input or image_png, not both")
         if document.get("input") is not None:
-            array = inputs.one(document["input"], shape)
+            array = inputs.one(document["input"], shape, field="input")
         elif document.get("image_png") is not None:
             array = inputs.png(_base64(document["image_png"]), shape)
     except inputs.InputError as error:
@@ -139,6 +134,38 @@ class FeedbackService:
         self._pool = pool
         self._live_accuracy = live_accuracy
 
+    async def receive(
+        self,
+        body: bytes,
+        content_type: str,
+        params: Mapping[str, str],
+        model_shape: tuple[int, ...] | None,
+    ) -> dict[str, Any]:
+        """A request as it came (a JSON or PNG body; `model_shape` is the serving version's
+        input shape, None before one is loaded), validated and stored: the acknowledgement."""
+        shape = expected_shape(self.policy, model_shape)
+        media = content_type.split(";")[0].strip().lower()
+        if media == "image/png":
+            parsed = parse_png(body, params, self.policy, shape)
+        elif media in ("application/json", ""):
+            parsed = parse_json(body, self.policy, shape)
+        else:
+            raise Rejected(
+                415,
+                "unsupported-media-type",
+                f"content type {media!r}: send application/json or image/png",
+            )
+        return await self.submit(parsed, shape)
+
+    @contextlib.contextmanager
+    def counting_refusals(self) -> Iterator[None]:
+        """Count each Rejected raised in the block (kubeloop_feedback_total), then re-raise it."""
+        try:
+            yield
+        except Rejected as error:
+            self.reject(error)
+            raise
+
     async def submit(self, request: FeedbackRequest, shape: tuple[int, ...]) -> dict[str, Any]:
         """Store the sample (inputs of `shape`); the acknowledgement names its key and the
         judgement, if any."""
@@ -152,7 +179,7 @@ class FeedbackService:
                     "no input given, and prediction_id names no prediction this predictor "
                     "still holds: send the input",
                 )
-            array = np.asarray(logged["input"], dtype=np.float32)
+            array = np.asarray(logged.input, dtype=np.float32)
             if array.size != int(np.prod(shape)):
                 raise Rejected(
                     422,
@@ -168,9 +195,9 @@ class FeedbackService:
             label=request.label,
             slice=request.slice,
             prediction_id=request.prediction_id,
-            predicted_label=logged["predicted_label"] if logged else None,
-            model_version=logged["model_version"] if logged else None,
-            received_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            predicted_label=logged.predicted_label if logged else None,
+            model_version=logged.model_version if logged else None,
+            received_at=samples.rfc3339(time.time()),
         )
         key = samples.sample_key(self.prefix, sample.id)
         body = json.dumps(sample.to_wire()).encode()
@@ -192,10 +219,10 @@ class FeedbackService:
             ) from None
         correct: bool | None = None
         if logged is not None:
-            correct = request.label == logged["predicted_label"]
-            if not logged["reviewed"]:  # a prediction counts once, however often it is labelled
-                self._live_accuracy.record(logged["model_version"], correct)
-                self._pool.mark_reviewed(logged["prediction_id"])
+            correct = request.label == logged.predicted_label
+            if not logged.reviewed:  # a prediction counts once, however often it is labelled
+                self._live_accuracy.record(logged.model_version, correct)
+                self._pool.mark_reviewed(logged.prediction_id)
         metrics.FEEDBACK.labels(dataset=self.policy.dataset, result="accepted", reason="ok").inc()
         return {
             "id": sample.id,
@@ -251,12 +278,7 @@ def _fields(label: Any, fields: Mapping[str, Any], policy: Policy) -> FeedbackRe
 
 
 def _check_size(size: int, policy: Policy) -> None:
-    if size > policy.max_payload_bytes:
-        raise Rejected(
-            413,
-            "too-large",
-            f"the body has {size} bytes; the limit is {policy.max_payload_bytes}",
-        )
+    check_body_size(size, policy.max_payload_bytes, PAYLOAD_OPTION)
 
 
 def _base64(text: Any) -> bytes:
