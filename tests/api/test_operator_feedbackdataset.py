@@ -15,16 +15,9 @@ from ulid import ULID
 
 from kubeloop.api.samples import LIVE_ACCURACY, FeedbackSample, sample_key, snapshot_key
 from kubeloop.storage import ObjectStore
-from tests.api.conftest import (
-    API,
-    Cluster,
-    Operator,
-    OperatorFactory,
-    condition,
-    eventually,
-    status_of,
-)
+from tests.api.conftest import Cluster
 from tests.conftest import ACCESS_KEY, SECRET_KEY
+from tests.operator_harness import API, Operator, OperatorFactory, condition, eventually, status_of
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 FD = f"{API}/feedbackdatasets"

@@ -13,14 +13,8 @@ from mlflow import MlflowClient
 
 from kubeloop.local import services
 from kubeloop.registry import Registry
-from tests.api.conftest import (
-    API,
-    Cluster,
-    OperatorFactory,
-    condition,
-    eventually,
-    status_of,
-)
+from tests.api.conftest import Cluster
+from tests.operator_harness import API, OperatorFactory, condition, eventually, status_of
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 SM = f"{API}/servedmodels"

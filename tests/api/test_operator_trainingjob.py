@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.api.conftest import (
+from tests.api.conftest import Cluster
+from tests.operator_harness import (
     API,
-    Cluster,
     OperatorFactory,
     condition,
     eventually,
