@@ -188,6 +188,12 @@ class Operator:
         async with aiohttp.ClientSession() as session, session.get(self.metrics_url) as response:
             return await response.text()
 
+    async def reconciles(self, kind: str, result: str = "ok") -> float:
+        """How many reconciles of `kind` ended with `result` (kubeloop_reconcile_total)."""
+        prefix = f'kubeloop_reconcile_total{{kind="{kind}",result="{result}"}} '
+        text = await self.metrics()
+        return sum(float(x[len(prefix) :]) for x in text.splitlines() if x.startswith(prefix))
+
     async def stop(self) -> None:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
