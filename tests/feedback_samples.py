@@ -4,6 +4,7 @@ stores them: shared by the operator tests on the emulator and on the real API se
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import uuid
 from typing import Any
@@ -74,4 +75,16 @@ def s3_settings(store: ObjectStore) -> dict[str, str]:
         "KUBELOOP_S3_ENDPOINT": store.endpoint,
         "KUBELOOP_S3_ACCESS_KEY": ACCESS_KEY,
         "KUBELOOP_S3_SECRET_KEY": SECRET_KEY,
+    }
+
+
+def s3_secret(name: str) -> dict[str, Any]:
+    """A Secret with the S3 keys under the names the operator reads by default (the chart's
+    s3.accessKeyKey and s3.secretKeyKey)."""
+    data = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }

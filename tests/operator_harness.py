@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -39,17 +39,12 @@ def path(resource: str, name: str | None = None, namespace: str | None = NAMESPA
     return f"{base}/{name}" if name else base
 
 
-class Http(Protocol):
-    """What Cluster needs of its transport: aiohttp.ClientSession's and kmock's `request`."""
-
-    def request(self, method: str, url: str, **kwargs: Any) -> Any: ...
-
-
 @dataclass
 class Cluster:
     """An API server's REST API with objects as dicts, in `namespace` unless told otherwise."""
 
-    http: Http
+    http: Any
+    """aiohttp.ClientSession or kmock's emulator: what `call` needs is their `request`."""
     kubeconfig: Path
     namespace: str = NAMESPACE
 
@@ -168,6 +163,17 @@ async def status_of(
 ) -> dict[str, Any]:
     found = await cluster.get(resource, name, namespace)
     return dict((found or {}).get("status") or {})
+
+
+def not_kept(sent: Any, stored: Any, where: str = "") -> list[str]:
+    """Paths of `sent` that `stored` lacks or holds differently (what a schema pruned or a
+    server changed); what `stored` has beyond `sent` does not count."""
+    if isinstance(sent, dict) and isinstance(stored, dict):
+        return [p for k, v in sent.items() for p in not_kept(v, stored.get(k), f"{where}.{k}")]
+    if isinstance(sent, list) and isinstance(stored, list) and len(sent) == len(stored):
+        pairs = enumerate(zip(sent, stored, strict=True))
+        return [p for i, (a, b) in pairs for p in not_kept(a, b, f"{where}[{i}]")]
+    return [] if sent == stored else [f"{where or '.'}: sent {sent!r}, kept {stored!r}"]
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:

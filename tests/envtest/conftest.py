@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,17 @@ import pytest
 import pytest_asyncio
 
 from tests import operator_harness
-from tests.envtest import audit, control_plane, releases
+from tests.envtest import audit, control_plane, releases, runs
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 ASSETS, NO_ASSETS = control_plane.find_assets()
-SUMMARY_MARKER = "after_envtest"
 KSERVE_CRD = ROOT / "tests" / "vendor" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 MODES: dict[str, tuple[str, dict[str, Any]]] = {
     "cluster": ("kubeloop", {}),
     "namespaces": ("kubeloop-ns", {"watchNamespaces": ["team-a", "team-b"]}),
 }
 """Chart installs: mode -> (release name, values)."""
-
-Outcomes = dict[str, str]
-"""nodeid -> the outcome of each envtest test that ran (passed, failed, skipped, xfailed)."""
-OUTCOMES = pytest.StashKey[Outcomes]()
-DESELECTED = pytest.StashKey[list[str]]()
+WATCHED = MODES["namespaces"][1]["watchNamespaces"]
 
 
 def crd_files() -> list[Path]:
@@ -93,6 +87,8 @@ async def cluster(
         cluster.namespace = f"{words[:40].strip('-')}-{uuid.uuid4().hex[:6]}"
         await new_namespace(cluster, cluster.namespace)
         yield cluster
+        for namespace in (cluster.namespace, *WATCHED):
+            await clear_namespace(cluster, namespace)
         await cluster.call("DELETE", f"/api/v1/namespaces/{cluster.namespace}")
 
 
@@ -105,6 +101,18 @@ async def new_namespace(cluster: operator_harness.Cluster, name: str) -> None:
         return bool(found and found.get("secrets"))
 
     await operator_harness.eventually(token, f"namespace {name}'s default ServiceAccount token")
+
+
+async def clear_namespace(cluster: operator_harness.Cluster, namespace: str) -> None:
+    """Delete kubeloop's objects in `namespace`, releasing kopf's finalizers first (the
+    operators are stopped by then): nothing is left for the next test's operators."""
+    for resource in (operator_harness.TJ, operator_harness.FD, operator_harness.SM):
+        for found in await cluster.list_objects(resource, namespace):
+            name = found["metadata"]["name"]
+            if found["metadata"].get("finalizers"):
+                release = {"metadata": {"finalizers": None}}
+                await cluster.patch(resource, name, release, namespace=namespace)
+            await cluster.delete(resource, name, namespace)
 
 
 @pytest_asyncio.fixture
@@ -130,35 +138,40 @@ async def operators(
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{SUMMARY_MARKER}: runs after every other envtest test, reading what they did"
+        "markers",
+        f"{runs.SUMMARY_MARKER}: runs after every other envtest test, reading what they did",
     )
-    config.stash[OUTCOMES] = {}
-    config.stash[DESELECTED] = []
-
-
-def is_envtest(item_path: Path) -> bool:
-    return HERE in item_path.parents
+    config.stash[runs.OUTCOMES] = {}
+    config.stash[runs.DESELECTED] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The summary tests last (a stable sort keeps the others' order)."""
-    items.sort(key=lambda item: item.get_closest_marker(SUMMARY_MARKER) is not None)
+    items.sort(key=lambda item: item.get_closest_marker(runs.SUMMARY_MARKER) is not None)
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
     for item in items:
-        if is_envtest(item.path):
-            item.config.stash[DESELECTED].append(item.nodeid)
+        if runs.is_envtest(item.path):
+            item.config.stash[runs.DESELECTED].append(item.nodeid)
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Record each envtest test's outcome: its call's, or a failing/skipping setup's or
-    teardown's."""
-    report: pytest.TestReport = yield  # type: ignore[misc]  # a wrapper receives the report
-    if is_envtest(item.path) and (report.when == "call" or report.outcome != "passed"):
-        outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
-        outcomes = item.config.stash[OUTCOMES]
-        if outcomes.get(item.nodeid, "passed") == "passed":
-            outcomes[item.nodeid] = outcome
-    return report  # type: ignore[return-value]  # a wrapper passes the report on
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if runs.is_envtest(item.path):
+        runs.record(item, report)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say once, even without -rs, why the envtest tests did not run."""
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if NO_ASSETS and NO_ASSETS in str(getattr(r, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_line(f"tests/envtest: {len(skipped)} tests skipped: {NO_ASSETS}")

@@ -5,15 +5,28 @@ Deployment and ReplicaSet controllers run, and the ServedModel is Ready once its
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import kopf
 import pytest
 
+from kubeloop.kube import operator
 from kubeloop.local import services
+from kubeloop.settings import Settings
 from tests.envtest import audit, kubelet
 from tests.envtest.releases import Release
 from tests.model_versions import registered, served_model, unique
-from tests.operator_harness import ISVC, SM, Cluster, Operators, condition, eventually, status_of
+from tests.operator_harness import (
+    ISVC,
+    SM,
+    Cluster,
+    Operators,
+    condition,
+    eventually,
+    not_kept,
+    status_of,
+)
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
@@ -36,7 +49,7 @@ async def test_kserves_crd_accepts_the_inference_service_whole(
         for r in audit_log.read(since, {chart_releases["cluster"].user})
         if r.rule == ("serving.kserve.io", "inferenceservices", "create") and r.code == 201
     ]
-    assert pruned(sent["spec"], isvc["spec"]) == [], "KServe's schema dropped or changed these"
+    assert not_kept(sent["spec"], isvc["spec"]) == [], "KServe's schema dropped or changed these"
     (owner,) = isvc["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["uid"]) == ("ServedModel", created["metadata"]["uid"])
 
@@ -78,19 +91,6 @@ async def test_deployment_runtime_is_run_by_the_real_controllers(
     assert found["status"]["availableReplicas"] == 1
 
 
-def pruned(sent: Any, stored: Any, where: str = "spec") -> list[str]:
-    """Paths of `sent` that `stored` lacks or holds differently (what a schema pruned)."""
-    if isinstance(sent, dict) and isinstance(stored, dict):
-        return [p for k, v in sent.items() for p in pruned(v, stored.get(k), f"{where}.{k}")]
-    if isinstance(sent, list) and isinstance(stored, list) and len(sent) == len(stored):
-        return [
-            p
-            for i, (a, b) in enumerate(zip(sent, stored, strict=True))
-            for p in pruned(a, b, f"{where}[{i}]")
-        ]
-    return [] if sent == stored else [f"{where}: sent {sent!r}, kept {stored!r}"]
-
-
 async def _ready(cluster: Cluster, name: str) -> dict[str, Any] | None:
     status = await status_of(cluster, SM, name)
     return status if condition(status, "Ready").get("status") == "True" else None
@@ -102,3 +102,87 @@ async def _pod_of(deployment: dict[str, Any], cluster: Cluster) -> dict[str, Any
         if selector.items() <= (pod["metadata"].get("labels") or {}).items():
             return pod
     return None
+
+
+class StillTerminating(AssertionError):
+    """The deleted object outlived the poll that was running at its deletion."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=StillTerminating,
+    reason=(
+        "kopf re-checks a timer that was running when its object was deleted only after "
+        "settings.background.cancellation_polling (kopf's default 60 s, which "
+        "operator/kubeloop/kube/operator.py:21 kopf_settings leaves), so a ServedModel or "
+        "FeedbackDataset deleted during a poll that writes nothing stays Terminating for a "
+        "minute; operator/kubeloop/kube/handlers.py:9 says kopf removes its finalizer at once"
+    ),
+)
+async def test_a_servedmodel_deleted_during_its_poll_is_released_promptly(
+    cluster: Cluster, operators: Operators
+) -> None:
+    async with Stall() as registry:  # MLflow that answers nothing: each poll waits on it
+        await operators.start(
+            KUBELOOP_MLFLOW_TRACKING_URI=registry.url, MLFLOW_HTTP_REQUEST_TIMEOUT="4"
+        )
+        await cluster.create(SM, served_model("slow", "digits"))
+        await eventually(lambda: _creation_handled(cluster, "slow"), "the creation handled", 30)
+        # A poll that has waited 0.5 s of its 4 s is surely in flight at the deletion; it
+        # writes nothing (the status says RegistryUnavailable already).
+        await eventually(registry.waiting, "a poll waiting on the registry")
+        await cluster.delete(SM, "slow")
+
+        async def released() -> bool:
+            return await cluster.get(SM, "slow") is None
+
+        try:  # the poll in flight ends within MLFLOW_HTTP_REQUEST_TIMEOUT; nothing else holds it
+            await eventually(released, "the deleted ServedModel released", 15)
+        except AssertionError as error:
+            raise StillTerminating(str(error)) from None
+
+
+async def _creation_handled(cluster: Cluster, name: str) -> bool:
+    """kopf stored what it handled (its creation handler is done), and the first poll wrote
+    RegistryUnavailable."""
+    found = await cluster.get(SM, name)
+    if found is None:
+        return False
+    storage = operator.kopf_settings(Settings()).persistence.diffbase_storage
+    said = condition(found.get("status") or {}, "RolledOut").get("reason")
+    return storage.fetch(body=kopf.Body(found)) is not None and said == "RegistryUnavailable"
+
+
+class Stall:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.open: dict[asyncio.StreamWriter, float] = {}
+        """Each open connection, and when it was accepted (loop time)."""
+        self.url = ""
+
+    async def __aenter__(self) -> Stall:
+        self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for writer in self.open:
+            writer.close()
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open[writer] = asyncio.get_running_loop().time()
+        try:
+            while await reader.read(4096):
+                pass
+        finally:
+            self.open.pop(writer, None)
+            writer.close()
+
+    async def waiting(self, for_seconds: float = 0.5) -> bool:
+        """Whether a client has waited `for_seconds` already for an answer (and waits on)."""
+        now = asyncio.get_running_loop().time()
+        return any(now - since >= for_seconds for since in self.open.values())

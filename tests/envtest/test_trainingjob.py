@@ -6,7 +6,6 @@ MLflow servers, and its termination message brings the model version into the st
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import pytest
 from kubeloop.api.training_result import TrainingResult
 from kubeloop.local import services
 from kubeloop.registry import Registry
-from tests.conftest import ACCESS_KEY, SECRET_KEY
 from tests.envtest import kubelet
+from tests.feedback_samples import s3_secret
 from tests.operator_harness import (
     API,
     TJ,
@@ -88,7 +87,7 @@ async def test_the_trainer_runs_in_the_pod_and_its_version_reaches_the_status(
     s3_server: services.Service,
     tmp_path: Path,
 ) -> None:
-    await create_s3_secret(cluster)
+    await cluster.create("v1/secrets", s3_secret("kubeloop-s3"))  # KUBELOOP_S3_SECRET_NAME
     await operators.start(
         KUBELOOP_MLFLOW_TRACKING_URI=mlflow_server.url, KUBELOOP_S3_ENDPOINT=s3_server.url
     )
@@ -126,18 +125,6 @@ async def test_the_trainer_runs_in_the_pod_and_its_version_reaches_the_status(
     assert {"Started", "Running", "Succeeded"} <= set(reasons)
     # The trainer read the TrainingJob's uid (a retried pod finds its version by it).
     assert version.tags["kubeloop.trainingJobUid"] == created["metadata"]["uid"]
-
-
-async def create_s3_secret(cluster: Cluster) -> None:
-    """The Secret the operator names in trainer pods (KUBELOOP_S3_SECRET_NAME=kubeloop-s3)."""
-    data = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "kubeloop-s3"},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-    }
-    await cluster.create("v1/secrets", secret)
 
 
 async def job_pod(cluster: Cluster, job: str) -> dict[str, Any] | None:
