@@ -128,50 +128,54 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(parts)
 
 
+def _certificate(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+) -> x509.CertificateBuilder:
+    """A certificate builder for `key`, valid from a few minutes ago for a day."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+
+
+def _write(
+    folder: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> None:
+    _write_key(folder / f"{name}.key", key)
+    (folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
 def make_pki(folder: Path) -> Pki:
     """A CA, the API server's serving certificate (127.0.0.1, localhost, kubernetes.default…),
     client certificates of the admin (system:masters) and the controller-manager, and the key
     that signs and verifies service-account tokens."""
     folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = _key()
-    ca_name = _name("kubeloop-envtest-ca")
+    ca_key, ca_name = _key(), _name("kubeloop-envtest-ca")
+    signs = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
     ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        _certificate(ca_name, ca_name, ca_key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(signs, critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_key(folder / "ca.key", ca_key)
-    (folder / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    _write(folder, "ca", ca_key, ca)
 
     def issue(
         name: str, subject: x509.Name, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
     ) -> None:
         key = _key()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        builder = _certificate(subject, ca_name, key).add_extension(
+            x509.ExtendedKeyUsage([usage]), critical=False
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        certificate = builder.sign(ca_key, hashes.SHA256())
-        _write_key(folder / f"{name}.key", key)
-        (folder / f"{name}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        _write(folder, name, key, builder.sign(ca_key, hashes.SHA256()))
 
     dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     issue(
