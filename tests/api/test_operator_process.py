@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import API, Cluster, OperatorFactory, eventually, status_of, training_job
+from tests.api.conftest import Cluster
+from tests.operator_harness import API, OperatorFactory, eventually, status_of, training_job
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
@@ -22,7 +23,7 @@ async def test_peering_registers_the_operator_and_it_reconciles(
         "kind": "ClusterKopfPeering",
         "metadata": {"name": "kubeloop"},
     }
-    await cluster.create(PEERINGS, peering, namespace=None)
+    await cluster.create_cluster_scoped(PEERINGS, peering)
     running = await operator("--all-namespaces", "--peering", "kubeloop", "--priority", "7")
 
     async def peers() -> dict[str, Any] | None:
@@ -49,7 +50,7 @@ async def test_a_listed_namespace_is_watched_and_no_other(
 ) -> None:
     for namespace in ("team-a", "team-b"):
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-        await cluster.create("v1/namespaces", body, namespace=None)
+        await cluster.create_cluster_scoped("v1/namespaces", body)
     await operator("--namespace", "team-a", "--standalone")
     for namespace in ("team-b", "team-a"):  # the unwatched one first
         await cluster.create(f"{API}/trainingjobs", training_job("tj"), namespace=namespace)
