@@ -164,6 +164,8 @@ def needed(
     A write setting blockOwnerDeletion in an ownerReference needs `update` on the owner's
     finalizers where OwnerReferencesPermissionEnforcement is on (as here): the admission
     plugin asks the authorizer, which the audit log does not show as a request of its own.
+    A server-side apply that created its object (a patch answered 201) needs `create` too:
+    the API server asks the authorizer for it before creating through a patch.
     With watchNamespaces the chart gives every watched namespace the same Role: their rules
     are the union over those namespaces.
     """
@@ -173,6 +175,8 @@ def needed(
             continue
         scope = found.namespace or CLUSTER
         rules = {found.rule, *_owner_rules(found, plural_of)}
+        if found.verb == "patch" and found.code == 201:
+            rules.add((found.group, found.rule[1], "create"))
         by_scope.setdefault(scope, set()).update(rules)
     if not release.watched:
         return {CLUSTER: set().union(*by_scope.values())}

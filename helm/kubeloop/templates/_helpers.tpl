@@ -69,7 +69,7 @@ Each rule names the code that needs it; tests/envtest/test_chart_rbac.py keeps t
   verbs: [get, list, watch, create]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [create, patch]
