@@ -5,24 +5,25 @@ A request is a JSON object or a raw PNG body (its fields then come as query para
     {"input": [[...], ...] | null, "image_png": "<base64>" | null, "label": "7",
      "prediction_id": "01J..." | null, "slice": "new-user" | null}
 
-The input may be left out when `prediction_id` names a prediction this replica still
-holds: the logged input is used. A sample is acknowledged only once S3 has acknowledged
-its write (`{prefix}samples/{ULID}.json`, api.samples.FeedbackSample); when storage is
-down the answer is 503 and nothing is counted. Every refusal is a `Rejected` with an HTTP
+The input may be left out when `prediction_id` names a prediction this predictor holds (its
+own, or another replica's read from the shared prediction log): the logged input is used. An
+image is stored as it was sent (PNG bytes), not as floats. A sample is acknowledged only once
+S3 has acknowledged the segment holding it (serving.segments: concurrent samples are written
+together, api.samples.FeedbackSample per line); when storage is down the answer is 503 and
+nothing is counted. Every refusal is a `Rejected` with an HTTP
 status, a one-word reason (a metric label) and a message naming the problem; refusals are
 counted (kubeloop_feedback_total) and answered by the HTTP layer. No HTTP here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,8 @@ from kubeloop.serving import inputs
 from kubeloop.serving.errors import Rejected as Rejected  # callers catch feedback.Rejected
 from kubeloop.serving.errors import check_body_size
 from kubeloop.serving.live_accuracy import LiveAccuracy
-from kubeloop.serving.prediction_pool import PredictionPool
+from kubeloop.serving.prediction_pool import HeldPrediction, PredictionPool
+from kubeloop.serving.segments import SegmentWriter
 from kubeloop.storage import ObjectStore, StorageUnavailable
 
 RETRY_AFTER_SECONDS = 5
@@ -66,6 +68,8 @@ class FeedbackRequest:
     input: NDArray[np.float32] | None
     prediction_id: str | None
     slice: str | None
+    image: bytes | None = None
+    """The image as it was sent (PNG), stored instead of its floats."""
 
 
 def parse_json(body: bytes, policy: Policy, shape: tuple[int, ...]) -> FeedbackRequest:
@@ -84,16 +88,18 @@ def parse_json(body: bytes, policy: Policy, shape: tuple[int, ...]) -> FeedbackR
         )
     fields = _fields(document.get("label"), document, policy)
     array: NDArray[np.float32] | None = None
+    image: bytes | None = None
     try:
         if document.get("input") is not None and document.get("image_png") is not None:
             raise Rejected(422, "bad-shape", "give either input or image_png, not both")
         if document.get("input") is not None:
             array = inputs.one(document["input"], shape, field="input")
         elif document.get("image_png") is not None:
-            array = inputs.png(_base64(document["image_png"]), shape)
+            image = _base64(document["image_png"])
+            array = inputs.png(image, shape)
     except inputs.InputError as error:
         raise Rejected(_input_status(error), error.reason, str(error)) from None
-    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice)
+    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice, image)
 
 
 def parse_png(
@@ -106,7 +112,7 @@ def parse_png(
         array = inputs.png(body, shape)
     except inputs.InputError as error:
         raise Rejected(_input_status(error), error.reason, str(error)) from None
-    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice)
+    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice, body)
 
 
 def check_size(content_length: str | None, policy: Policy) -> None:
@@ -126,6 +132,8 @@ class FeedbackService:
         prefix: str,
         pool: PredictionPool,
         live_accuracy: LiveAccuracy,
+        find_elsewhere: Callable[[str], Awaitable[HeldPrediction | None]] | None = None,
+        write_timeout_seconds: float = 30.0,
     ) -> None:
         self.policy = policy
         self.bucket = bucket
@@ -133,6 +141,9 @@ class FeedbackService:
         self._store = store
         self._pool = pool
         self._live_accuracy = live_accuracy
+        self._find_elsewhere = find_elsewhere
+        self._timeout = write_timeout_seconds
+        self.writer = SegmentWriter(self._put, prefix)
 
     async def receive(
         self,
@@ -170,6 +181,8 @@ class FeedbackService:
         """Store the sample (inputs of `shape`); the acknowledgement names its key and the
         judgement, if any."""
         logged = self._pool.find(request.prediction_id) if request.prediction_id else None
+        if logged is None and request.prediction_id and self._find_elsewhere is not None:
+            logged = await self._find_elsewhere(request.prediction_id)  # another replica's
         array = request.input
         if array is None:
             if logged is None:
@@ -188,10 +201,13 @@ class FeedbackService:
                     f"{list(shape)}: send the input",
                 )
             array = array.reshape(shape)
+        image = request.image
         sample = samples.FeedbackSample(
             id=str(ULID()),
-            input=array.reshape(-1).tolist(),
-            shape=list(array.shape),
+            input=None if image is not None else array.reshape(-1).tolist(),
+            shape=[] if image is not None else list(array.shape),
+            image=base64.b64encode(image).decode() if image is not None else None,
+            content_type="image/png" if image is not None else None,
             label=request.label,
             slice=request.slice,
             prediction_id=request.prediction_id,
@@ -199,10 +215,15 @@ class FeedbackService:
             model_version=logged.model_version if logged else None,
             received_at=samples.rfc3339(time.time()),
         )
-        key = samples.sample_key(self.prefix, sample.id)
-        body = json.dumps(sample.to_wire()).encode()
         try:
-            await asyncio.to_thread(self._put, key, body)
+            key = await self.writer.write(sample, self._timeout)
+        except TimeoutError:
+            raise Rejected(
+                503,
+                "storage-timeout",
+                f"the sample was not stored within {self._timeout:g}s, retry later",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from None
         except StorageUnavailable as error:
             raise Rejected(
                 503,
@@ -236,14 +257,14 @@ class FeedbackService:
         }
 
     def _put(self, key: str, body: bytes) -> None:
-        """Blocking: store one sample; a missing bucket is created and the write retried."""
+        """Blocking: store one segment; a missing bucket is created and the write retried."""
         try:
-            self._store.put_bytes(self.bucket, key, body, "application/json")
+            self._store.put_bytes(self.bucket, key, body, "application/x-ndjson")
         except StorageUnavailable:
             raise
         except Exception:  # e.g. NoSuchBucket: nobody created it yet
             self._store.ensure_bucket(self.bucket)
-            self._store.put_bytes(self.bucket, key, body, "application/json")
+            self._store.put_bytes(self.bucket, key, body, "application/x-ndjson")
 
     def reject(self, error: Rejected) -> None:
         """Count a refusal."""

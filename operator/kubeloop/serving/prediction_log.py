@@ -31,7 +31,7 @@ from ulid import ULID
 
 from kubeloop.api import samples
 from kubeloop.serving.prediction_pool import PredictionBatch
-from kubeloop.storage import ObjectStore, StorageUnavailable
+from kubeloop.storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,14 @@ class PredictionLog:
                 break
         records = [r for chunk in reversed(chunks) for r in chunk][-limit:]
         return LoggedPrediction.batches(records)
+
+    def read(self, key: str) -> list[PredictionBatch]:
+        """Blocking: one object of the log, as batches; none when it is gone."""
+        try:
+            body = self._store.get_bytes(self.bucket, key)
+        except ObjectNotFound:
+            return []
+        return LoggedPrediction.batches(_records(key, body))
 
     def _requeue(self, taken: list[PredictionBatch], written: int) -> None:
         # Batches fully written stay written; the rest return to the front, in order.

@@ -46,6 +46,22 @@ class PredictionBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def rows(self, keep: list[int]) -> PredictionBatch:
+        """The batch of only the rows `keep`."""
+        times = self.times[keep] if self.times is not None else None
+        return PredictionBatch(
+            ids=tuple(self.ids[i] for i in keep),
+            time=self.time,
+            model=self.model,
+            version=self.version,
+            labels=tuple(self.labels[i] for i in keep),
+            probabilities=self.probabilities[keep],
+            embeddings=self.embeddings[keep],
+            inputs=self.inputs[keep],
+            shape=self.shape,
+            times=times,
+        )
+
 
 @dataclass(frozen=True)
 class HeldPrediction:
@@ -130,11 +146,18 @@ class PredictionPool:
         return self._size
 
     def add(self, batch: PredictionBatch) -> None:
-        """Append a batch, overwriting the oldest rows once the pool is full."""
+        """Append a batch, overwriting the oldest rows once the pool is full; predictions it
+        holds already (read back from the shared log, say) are not added twice."""
         if len(batch) == 0:
             return
         with self._lock:
-            self._add(batch)
+            new = [
+                i for i, prediction_id in enumerate(batch.ids) if prediction_id not in self._slot
+            ]
+            if len(new) < len(batch):
+                batch = batch.rows(new)
+            if len(batch):
+                self._add(batch)
 
     def _add(self, batch: PredictionBatch) -> None:
         widths = (batch.probabilities.shape[1], batch.embeddings.shape[1], batch.inputs.shape[1])

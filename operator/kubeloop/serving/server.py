@@ -43,6 +43,7 @@ from kubeloop.serving.live_accuracy import LiveAccuracy
 from kubeloop.serving.prediction_log import PredictionLog
 from kubeloop.serving.prediction_pool import PredictionPool
 from kubeloop.serving.predictor import Predictor
+from kubeloop.serving.replicas import PeerSync
 from kubeloop.serving.review import ReviewQueue
 from kubeloop.storage import InvalidEndpoint, ObjectStore
 
@@ -209,17 +210,25 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
             slices=fb.slices,
             max_payload_bytes=config.max_payload_bytes,
         )
-        service = feedback.FeedbackService(policy, store, fb.bucket, fb.prefix, pool, live)
-        stats_seconds = config.stats_flush_seconds
+        peers = PeerSync(
+            store, fb.bucket, fb.prefix, pool, prediction_log, config.warm_start_seconds
+        )
+        service = feedback.FeedbackService(
+            policy, store, fb.bucket, fb.prefix, pool, live, find_elsewhere=peers.find
+        )
+        stats_seconds, sync_seconds = config.stats_flush_seconds, config.log_flush_seconds
         background += [
             prediction_log.run,
             lambda: live.run(stats_seconds),
+            lambda: peers.run(sync_seconds),
             lambda: _prepare_storage(store, fb.bucket, live, prediction_log, pool, config),
         ]
     predictor = Predictor(
         holder, config.max_batch_size, config.max_latency_ms / 1000, pool, prediction_log
     )
     shutdown.append(predictor.close)
+    if service is not None:
+        shutdown.append(service.writer.close)  # samples waiting for their segment's write
     if prediction_log is not None and live is not None:
         log_flush, live_flush = prediction_log.flush, live.flush
         shutdown += [
