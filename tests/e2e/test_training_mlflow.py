@@ -27,7 +27,7 @@ from ulid import ULID
 
 from kubeloop import digits, manifests
 from kubeloop.api import samples
-from kubeloop.api.training_result import TrainingResult
+from kubeloop.api.training_result import TrainingFailure, TrainingResult
 from kubeloop.local import services
 from kubeloop.registry import Registry
 from kubeloop.storage import ObjectStore
@@ -281,13 +281,23 @@ def test_a_label_outside_the_base_classes_registers_nothing(
     process, result_file = _train(workdir, job, env)
     assert process.returncode == 2, process.stderr[-3000:]
     assert "labels ['eleven'] are not among the base model's classes" in process.stderr
-    assert not result_file.exists()
+    assert_failure(result_file, 2, "eleven")
     assert registry.latest_version(MODEL) == before
     runs = mlflow.MlflowClient(registry.tracking_uri).search_runs(
         [mlflow.MlflowClient(registry.tracking_uri).get_experiment_by_name(MODEL).experiment_id],
         filter_string=f"tags.`kubeloop.trainingJob` = 'tj-bad-label-{part}'",
     )
     assert [run.info.status for run in runs] == ["FAILED"]
+
+
+def assert_failure(result_file: Path, code: int, words: str) -> None:
+    """The result file holds the trainer's failure (the pod's termination message), no result."""
+    failure = TrainingFailure.parse(result_file.read_text())
+    assert failure is not None
+    assert failure.exit_code == code
+    assert words in failure.message
+    with pytest.raises(ValueError, match="no training result"):
+        TrainingResult.parse(result_file.read_text())
 
 
 def test_unreachable_mlflow_exits_3_naming_it(workdir: Path, env: dict[str, str]) -> None:
@@ -299,7 +309,7 @@ def test_unreachable_mlflow_exits_3_naming_it(workdir: Path, env: dict[str, str]
     assert process.returncode == 3, process.stderr[-3000:]
     assert f"the MLflow server at {url} could not be reached" in process.stderr
     assert "epoch 1/" not in process.stderr  # nothing was trained
-    assert not result_file.exists()
+    assert_failure(result_file, 3, "could not be reached")
     assert time.monotonic() - started < 90  # retries are bounded
 
 

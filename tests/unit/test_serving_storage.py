@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from kubeloop import feedback_store
 from kubeloop.api import samples
 from kubeloop.local import services
 from kubeloop.serving import feedback
@@ -90,14 +91,17 @@ def test_live_accuracy_merges_and_survives_restarts(object_store: ObjectStore) -
         first.record("1", correct)
     assert first.flush()
     assert not first.flush()  # nothing pending
-    # A restarted (or second) predictor adds to the stored counts.
+    # A restarted (or second) predictor writes its own record: nobody's counts are lost.
     second = LiveAccuracy(object_store, BUCKET, "acc-test/", "tiny")
     second.load()
     second.record("1", True)
     second.record("2", False)
     second.flush()
-    stored = samples.LiveAccuracy.model_validate(
-        object_store.get_json(BUCKET, "acc-test/" + samples.LIVE_ACCURACY)
+    assert first.key != second.key
+    records = object_store.list_keys(BUCKET, "acc-test/" + samples.LIVE_ACCURACY_BY_WRITER)
+    assert sorted(records) == sorted([first.key, second.key])
+    stored = feedback_store.merged(
+        [samples.LiveAccuracy.model_validate(object_store.get_json(BUCKET, k)) for k in records]
     )
     assert stored.versions["1"].judged == 4
     assert stored.versions["1"].correct == 3
@@ -130,8 +134,10 @@ async def test_feedback_is_stored_then_acknowledged(object_store: ObjectStore) -
     fb = service(object_store, pool)
     request = feedback.FeedbackRequest("2", None, logged.ids[0], "base")
     ack = await fb.submit(request, (2, 2))
-    stored = samples.FeedbackSample.model_validate(object_store.get_json(BUCKET, ack["key"]))
-    assert ack["key"] == samples.sample_key("fb-test/", ack["id"])
+    (line,) = object_store.get_bytes(BUCKET, ack["key"]).splitlines()  # its segment
+    stored = samples.FeedbackSample.model_validate_json(line)
+    assert ack["key"].startswith("fb-test/inbox/")
+    assert samples.samples_in(ack["key"]) == 1
     assert stored.label == "2"
     assert stored.prediction_id == logged.ids[0]
     assert stored.predicted_label == logged.labels[0]
