@@ -150,7 +150,7 @@ def _story(
     sent = _send_feedback(url, example, images, labels, console)
     threshold_at = sent.threshold_at
     console.print(
-        f"the base model got {sent.correct}/{len(labels)} of the new user's digits right; "
+        f"the base model got {sent.correct}/{len(labels)} of the new user's images right; "
         f"{len(labels)} corrections stored"
     )
     job = f"{example.dataset}-gen-1"

@@ -359,12 +359,13 @@ def predict_classes(
     data: plugins.Examples,
     runtime: Runtime,
     preprocessing: images.Preprocessing,
+    batch_size: int = plugins.EVALUATION_BATCH,
 ) -> NDArray[np.intp]:
     """The argmax class of every example, in batches on the runtime's device."""
     network.eval()
     found = []
     with torch.no_grad():
-        for batch in plugins.batches(data, preprocessing):
+        for batch in plugins.batches(data, preprocessing, batch_size):
             with runtime.autocast():
                 logits, _ = network(runtime.inputs(torch.from_numpy(batch)))
             found.append(logits.float().argmax(dim=1).cpu().numpy())
