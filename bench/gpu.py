@@ -52,6 +52,18 @@ def run(stack: object, quick: bool) -> list[Result]:
 
 def measure(device: str, settings: Settings) -> list[Result]:
     """Training and inference figures on `device` (cuda, or cpu for the smoke test)."""
+    from kubeloop import objects
+
+    images, labels = objects.draw(settings.images, seed=5)
+    results = []
+    for batch_size in settings.batches:
+        results += _at_batch(device, settings, batch_size, images, labels)
+    return results
+
+
+def _at_batch(
+    device: str, settings: Settings, batch_size: int, images: Any, labels: Any
+) -> list[Result]:
     import torch
 
     from kubeloop import images as images_module
@@ -59,110 +71,106 @@ def measure(device: str, settings: Settings) -> list[Result]:
     from kubeloop_image_classifier import backbones, fit
     from kubeloop_image_classifier.arguments import ImageClassifierArgs
 
-    images, labels = objects.draw(settings.images, seed=5)
     classes = tuple(objects.CLASSES)
     plugin = plugins.load("image-classifier")
     results = []
-    for batch_size in settings.batches:
-        args = {
-            "backbone": "resnet18",
-            "stem": "cifar",
-            "baseWidth": settings.base_width,
-            "channels": 3,
-            "height": 32,
-            "width": 32,
-            "epochs": 1,
-            "batchSize": batch_size,
-            "augment": False,
-            "device": device,
-            "precision": "bf16",
-        }
-        parsed = plugins.parse_args(plugin.info(), args)
-        assert isinstance(parsed, ImageClassifierArgs)
-        runtime = fit.Runtime.resolve(parsed)
-        data = plugins.LabelledImages.of(images, labels, "base")
-        dataset = plugins.Dataset("base", False, data, data.subset(np.arange(min(256, len(data)))))
+    args = {
+        "backbone": "resnet18",
+        "stem": "cifar",
+        "baseWidth": settings.base_width,
+        "channels": 3,
+        "height": 32,
+        "width": 32,
+        "epochs": 1,
+        "batchSize": batch_size,
+        "augment": False,
+        "device": device,
+        "precision": "bf16",
+    }
+    parsed = plugins.parse_args(plugin.info(), args)
+    assert isinstance(parsed, ImageClassifierArgs)
+    runtime = fit.Runtime.resolve(parsed)
+    data = plugins.LabelledImages.of(images, labels, "base")
+    dataset = plugins.Dataset("base", False, data, data.subset(np.arange(min(256, len(data)))))
 
-        def plugin_training(parsed: Any = parsed, dataset: Any = dataset) -> float:
-            context = plugins.TrainingContext(
-                parsed, (dataset,), "accuracy", None, logging.getLogger("bench"), lambda _: None
-            )
-            return float(plugin.train(context).history[0]["images_per_second"])
-
-        def network() -> backbones.Network:
-            shape = backbones.Shape(
-                32, 32, classes, backbone="resnet18", input_channels=3, stem="cifar",
-                base_width=settings.base_width,
-            )  # fmt: skip
-            return runtime.prepare(backbones.build(shape))
-
-        inputs = runtime.inputs(torch.from_numpy(images))
-        targets = torch.tensor([classes.index(label) for label in labels], device=runtime.device)
-
-        def raw_training(batch_size: int = batch_size) -> float:
-            net = network().train()
-            optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-            _sync(device)
-            started = time.perf_counter()
-            for start in range(0, len(targets), batch_size):
-                optimizer.zero_grad(set_to_none=True)
-                with runtime.autocast():
-                    logits = net(inputs[start : start + batch_size])[0]
-                loss = torch.nn.functional.cross_entropy(
-                    logits.float(), targets[start : start + batch_size]
-                )
-                loss.backward()
-                optimizer.step()
-            _sync(device)
-            return len(targets) / (time.perf_counter() - started)
-
-        log(f"gpu: training, batch {batch_size} on {device}")
-        training = interleaved({"plugin": plugin_training, "torch": raw_training}, settings.rounds)
-        results.append(
-            Result(
-                f"gpu.training.batch{batch_size}.vs_raw_torch",
-                "training throughput",
-                "images/s",
-                max(training["plugin"]),
-                max(training["torch"]),
-                f"image-classifier train steps, ResNet-18 CIFAR stem, bf16, batch {batch_size}",
-                "raw torch loop: same network, bf16 autocast, channels_last, Adam",
-                config={"images": settings.images, "device": _device(device)},
-            )
+    def plugin_training() -> float:
+        context = plugins.TrainingContext(
+            parsed, (dataset,), "accuracy", None, logging.getLogger("bench"), lambda _: None
         )
-        net = network().eval()
+        return float(plugin.train(context).history[0]["images_per_second"])
 
-        def plugin_inference(net: Any = net, batch_size: int = batch_size) -> float:
-            transform = images_module.Preprocessing(channels=3, height=32, width=32)
-            started = time.perf_counter()
-            fit.predict_classes(net, data, runtime, transform, batch_size)
-            return len(data) / (time.perf_counter() - started)
+    def network() -> backbones.Network:
+        shape = backbones.Shape(
+            32, 32, classes, backbone="resnet18", input_channels=3, stem="cifar",
+            base_width=settings.base_width,
+        )  # fmt: skip
+        return runtime.prepare(backbones.build(shape))
 
-        def raw_inference(net: Any = net, batch_size: int = batch_size) -> float:
-            _sync(device)
-            started = time.perf_counter()
-            with torch.no_grad(), runtime.autocast():
-                for start in range(0, len(inputs), batch_size):
-                    net(inputs[start : start + batch_size])[0].argmax(dim=1)
-            _sync(device)
-            return len(inputs) / (time.perf_counter() - started)
+    inputs = runtime.inputs(torch.from_numpy(images))
+    targets = torch.tensor([classes.index(label) for label in labels], device=runtime.device)
 
-        log(f"gpu: inference, batch {batch_size} on {device}")
-        inference = interleaved(
-            {"plugin": plugin_inference, "torch": raw_inference}, settings.rounds
-        )
-        results.append(
-            Result(
-                f"gpu.inference.batch{batch_size}.vs_raw_torch",
-                "inference throughput",
-                "images/s",
-                max(inference["plugin"]),
-                max(inference["torch"]),
-                "image-classifier batched prediction on the device (numpy in, classes out)",
-                "raw torch: tensors already on the device, bf16 autocast, no_grad",
-                config={"images": settings.images, "device": _device(device)},
+    def raw_training() -> float:
+        net = network().train()
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        _sync(device)
+        started = time.perf_counter()
+        for start in range(0, len(targets), batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            with runtime.autocast():
+                logits = net(inputs[start : start + batch_size])[0]
+            loss = torch.nn.functional.cross_entropy(
+                logits.float(), targets[start : start + batch_size]
             )
+            loss.backward()
+            optimizer.step()
+        _sync(device)
+        return len(targets) / (time.perf_counter() - started)
+
+    log(f"gpu: training, batch {batch_size} on {device}")
+    training = interleaved({"plugin": plugin_training, "torch": raw_training}, settings.rounds)
+    results.append(
+        Result(
+            f"gpu.training.batch{batch_size}.vs_raw_torch",
+            "training throughput",
+            "images/s",
+            max(training["plugin"]),
+            max(training["torch"]),
+            f"image-classifier train steps, ResNet-18 CIFAR stem, bf16, batch {batch_size}",
+            "raw torch loop: same network, bf16 autocast, channels_last, Adam",
+            config={"images": settings.images, "device": _device(device)},
         )
+    )
+    net = network().eval()
+
+    def plugin_inference() -> float:
+        transform = images_module.Preprocessing(channels=3, height=32, width=32)
+        started = time.perf_counter()
+        fit.predict_classes(net, data, runtime, transform, batch_size)
+        return len(data) / (time.perf_counter() - started)
+
+    def raw_inference() -> float:
+        _sync(device)
+        started = time.perf_counter()
+        with torch.no_grad(), runtime.autocast():
+            for start in range(0, len(inputs), batch_size):
+                net(inputs[start : start + batch_size])[0].argmax(dim=1)
+        _sync(device)
+        return len(inputs) / (time.perf_counter() - started)
+
+    log(f"gpu: inference, batch {batch_size} on {device}")
+    inference = interleaved({"plugin": plugin_inference, "torch": raw_inference}, settings.rounds)
+    results.append(
+        Result(
+            f"gpu.inference.batch{batch_size}.vs_raw_torch",
+            "inference throughput",
+            "images/s",
+            max(inference["plugin"]),
+            max(inference["torch"]),
+            "image-classifier batched prediction on the device (numpy in, classes out)",
+            "raw torch: tensors already on the device, bf16 autocast, no_grad",
+            config={"images": settings.images, "device": _device(device)},
+        )
+    )
     return results
 
 
