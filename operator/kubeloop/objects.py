@@ -2,14 +2,14 @@
 
 Nothing is downloaded or shipped: the images are drawn here, deterministically from fixed
 seeds. Each of the ten classes is a shape (circle, square, triangle, cross, ring) in a
-colour; every shape comes in two colours a twelfth of the colour wheel apart
+colour; every shape comes in two colours 0.085 of the colour wheel apart
 (red-circle / orange-circle, ...), over a muted, textured background, with position, size,
 rotation, colour and lighting jittered. Images are float32 in [0, 1] of shape
 (N, 3, 32, 32), labels the class names; splits train (1500), val (500), test (500).
 
 The new user's camera has a colour cast and takes pictures in low light (`new_user`): its
-colours are turned about a third of the way to the next colour of the same shape, dimmed to
-about 40 % and noisy. A model trained on ordinary pictures mistakes many of them for the
+colours are turned 0.06 of the wheel, most of the way to the shape's other colour, dimmed to
+40 % and noisy. A model trained on ordinary pictures mistakes many of them for the
 shape's other colour, while a few of the user's own pictures teach it the camera; their
 darkness tells them from ordinary pictures, so both slices can be learnt together.
 

@@ -21,6 +21,7 @@ import os
 import random
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ _MAX_THREADS = 4  # a model this small gets no faster with more
 _PIXELS_PER_THREAD = 256  # below 16 x 16 pixels extra threads mostly wait on each other
 _IN_MEMORY_BYTES = 512 << 20  # validation images decoded once when they fit in this
 _PREFETCH = 4  # batches each DataLoader worker prepares ahead
+_READ_THREADS = 8  # files each DataLoader worker reads at once
 
 
 def seed_everything(seed: int) -> None:
@@ -262,10 +264,17 @@ def _batches(
 class Streamed(torch_data.Dataset[tuple[torch.Tensor, int, int]]):
     """Examples as (input, target, position), decoded where the DataLoader asks (a worker).
 
+    A worker fetches a whole batch at once (`__getitems__`), its files read by a few threads
+    at a time: a read from S3 mostly waits on the network, and one at a time a worker would
+    decode a few hundred images a second at most.
+
     An undecodable file comes back as target -1: an exception raised in a worker reaches the
     training process with the worker's traceback in its message, so the training process
     reads that file again itself and raises ImageUnreadable naming it.
     """
+
+    _pool: ThreadPoolExecutor | None = None
+    _pool_pid = 0
 
     def __init__(
         self, data: plugins.Examples, targets: torch.Tensor, preprocessing: images.Preprocessing
@@ -284,6 +293,15 @@ class Streamed(torch_data.Dataset[tuple[torch.Tensor, int, int]]):
         except plugins.ImageUnreadable:
             return torch.zeros(self.preprocessing.input_shape), -1, position
         return torch.from_numpy(image), int(self.targets[position]), position
+
+    def __getitems__(self, positions: list[int]) -> list[tuple[torch.Tensor, int, int]]:
+        if os.getpid() != self._pool_pid or self._pool is None:  # a new (forked) worker
+            self._pool = ThreadPoolExecutor(max_workers=_READ_THREADS)
+            self._pool_pid = os.getpid()
+        return list(self._pool.map(self.__getitem__, positions))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_pool", "_pool_pid")}
 
     def raise_unreadable(self, positions: torch.Tensor, targets: torch.Tensor) -> None:
         for position in positions[targets < 0].tolist():
