@@ -80,9 +80,10 @@ class ImageClassifierArgs(plugins.Arguments):
     """Per-channel standard deviation the pixels are divided by, inside the model (ImageNet:
     [0.229, 0.224, 0.225]). Default: the base model's, else 1."""
     pretrained: str | None = None
-    """Weights to start from when training from scratch (not with baseModel): s3://bucket/
-    key.pth holding a torchvision state_dict or a kubeloop checkpoint, or models:/name/version
-    (that version's checkpoint). Layers that do not fit (the head, a CIFAR stem) start afresh."""
+    """Weights to start from when training from scratch (not with baseModel): an S3 object
+    such as s3://bucket/resnet18.pth holding a torchvision state_dict or a kubeloop
+    checkpoint, or models:/name/version (that version's checkpoint). Layers that do not fit
+    (the head, a CIFAR stem) start afresh."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: cuda (a GPU; fails when torch sees none), cpu, or auto (cuda when
     there is one). The ONNX export and its check run on the CPU either way."""
