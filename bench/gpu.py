@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Result, interleaved, log, skipped
+from bench.common import Result, Side, best_rates, interleaved, log, skipped
 
 BATCHES = (256, 1024)
 
@@ -128,16 +128,18 @@ def _at_batch(
 
     log(f"gpu: training, batch {batch_size} on {device}")
     training = interleaved({"plugin": plugin_training, "torch": raw_training}, settings.rounds)
+    config = {"images": settings.images, "device": _device(device)}
     results.append(
-        Result(
+        best_rates(
             f"gpu.training.batch{batch_size}.vs_raw_torch",
             "training throughput",
-            "images/s",
-            max(training["plugin"]),
-            max(training["torch"]),
-            f"image-classifier train steps, ResNet-18 CIFAR stem, bf16, batch {batch_size}",
-            "raw torch loop: same network, bf16 autocast, channels_last, Adam",
-            config={"images": settings.images, "device": _device(device)},
+            training,
+            Side(
+                "plugin",
+                f"image-classifier train steps, ResNet-18 CIFAR stem, bf16, batch {batch_size}",
+            ),
+            Side("torch", "raw torch loop: same network, bf16 autocast, channels_last, Adam"),
+            config,
         )
     )
     net = network().eval()
@@ -160,15 +162,13 @@ def _at_batch(
     log(f"gpu: inference, batch {batch_size} on {device}")
     inference = interleaved({"plugin": plugin_inference, "torch": raw_inference}, settings.rounds)
     results.append(
-        Result(
+        best_rates(
             f"gpu.inference.batch{batch_size}.vs_raw_torch",
             "inference throughput",
-            "images/s",
-            max(inference["plugin"]),
-            max(inference["torch"]),
-            "image-classifier batched prediction on the device (numpy in, classes out)",
-            "raw torch: tensors already on the device, bf16 autocast, no_grad",
-            config={"images": settings.images, "device": _device(device)},
+            inference,
+            Side("plugin", "image-classifier batched prediction on the device (numpy in)"),
+            Side("torch", "raw torch: tensors already on the device, bf16 autocast, no_grad"),
+            config,
         )
     )
     return results

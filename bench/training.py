@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from bench import models
-from bench.common import Result, interleaved, log
+from bench.common import Result, Side, best_rates, interleaved, log
 from bench.servers import ACCESS_KEY, SECRET_KEY, Stack
 from kubeloop import images, objects, plugins
 from kubeloop.storage import ObjectStore
@@ -110,16 +110,15 @@ def plugin_vs_bare_torch(settings: Settings) -> Result:
 
     log("training: plugin vs bare torch loop")
     rates = interleaved({"plugin": subject, "torch": baseline}, settings.rounds)
-    return Result(
+    return best_rates(
         "training.plugin.vs_bare_torch",
         "training throughput",
-        "images/s",
-        max(rates["plugin"]),
-        max(rates["torch"]),
-        "image-classifier train steps (its images_per_second), ResNet-18 CIFAR stem",
-        "bare torch loop: same network, data, batch size and Adam",
-        details={"plugin_rounds": rates["plugin"], "torch_rounds": rates["torch"]},
-        config={"images": settings.images, "batch_size": settings.batch_size, **args},
+        rates,
+        Side(
+            "plugin", "image-classifier train steps (its images_per_second), ResNet-18 CIFAR stem"
+        ),
+        Side("torch", "bare torch loop: same network, data, batch size and Adam"),
+        {"images": settings.images, "batch_size": settings.batch_size, **args},
     )
 
 
@@ -172,16 +171,13 @@ def s3_vs_local_files(stack: Stack, settings: Settings) -> Result:
             {name: functools.partial(one_pass, reader) for name, reader in readers.items()},
             settings.rounds,
         )
-    return Result(
+    return best_rates(
         "training.s3.vs_local_files",
         "data loading throughput",
-        "images/s",
-        max(rates["s3"]),
-        max(rates["local"]),
-        "the plugin's DataLoader (PNG 48 x 48 -> 3 x 32 x 32) reading an image folder in S3",
-        "the same DataLoader reading the same files from local disk",
-        details={"s3_rounds": rates["s3"], "local_rounds": rates["local"]},
-        config={"files": settings.files, "workers": settings.workers},
+        rates,
+        Side("s3", "the plugin's DataLoader (PNG 48 x 48 -> 3 x 32 x 32) reading S3"),
+        Side("local", "the same DataLoader reading the same files from local disk"),
+        {"files": settings.files, "workers": settings.workers},
     )
 
 

@@ -21,8 +21,9 @@ Backbone = Literal[
     "mobilenet-v3-large",
     "efficientnet-b0",
 ]
-"""Kept equal to backbones.Backbone (a test checks); written out so arguments need no torch."""
+"""The architectures of kubeloop_image_classifier.backbones (declared here: no torch needed)."""
 WIDENABLE = ("small-cnn", "resnet18", "resnet34", "resnet50")
+"""Backbones whose width (base channels) may be chosen; the others have torchvision's."""
 PRETRAINED_SCHEMES = ("s3://", "models:/")
 SEEDS = 2**32
 """numpy seeds its generators with integers in [0, 2**32)."""

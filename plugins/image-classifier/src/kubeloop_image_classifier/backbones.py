@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import math
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -32,27 +33,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-Backbone = Literal[
-    "small-cnn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "mobilenet-v3-small",
-    "mobilenet-v3-large",
-    "efficientnet-b0",
-]
-BACKBONES: tuple[Backbone, ...] = (
-    "small-cnn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "mobilenet-v3-small",
-    "mobilenet-v3-large",
-    "efficientnet-b0",
-)
+from kubeloop_image_classifier.arguments import Backbone
+
+BACKBONES: tuple[Backbone, ...] = typing.get_args(Backbone)
 Stem = Literal["imagenet", "cifar"]
-WIDENABLE = ("small-cnn", "resnet18", "resnet34", "resnet50")
-"""Backbones whose width (base channels) may be chosen; the others have torchvision's."""
 
 
 @dataclass(frozen=True)
