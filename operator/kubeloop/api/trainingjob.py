@@ -50,7 +50,7 @@ class DatasetSource(ApiModel):
     (CSV or JSON lines of key, label and an optional slice) or feedback (FeedbackDataset
     samples or a snapshot manifest). Inferred when omitted: .csv/.jsonl is a manifest, .json
     a snapshot, and a prefix is feedback when it holds samples/, else an image folder."""
-    classes: common.StringSet = Field(default_factory=list)
+    classes: common.StringSet | None = None
     """Labels this dataset may hold; an image folder's class sub-folder or a manifest label
     outside them is refused before training. Not checked when empty."""
     feedback_dataset: common.ObjectName | None = None
