@@ -151,3 +151,25 @@ def test_arguments_that_do_not_fit_are_refused(
 ) -> None:
     with pytest.raises(plugins.InvalidArguments, match=problem):
         plugins.parse_args(PLUGIN.info(), args, base)
+
+
+def test_a_head_fine_tune_of_a_resnet_keeps_its_body_and_statistics() -> None:
+    base = PLUGIN.train(_context({**TINY, "epochs": 1}, (_objects(60),)))
+    parent = plugins.BaseModel("models:/objects/1", "1", PLUGIN.checkpoint(base))
+    args = {"height": 32, "width": 32, "epochs": 1, "fineTune": "head"}
+    resolved = plugins.parse_args(PLUGIN.info(), args, parent.uri)
+    images, labels = objects.new_user_feedback(20, seed=3)
+    feedback = plugins.LabelledImages.of(images, labels, "new-user")
+    data = (
+        _objects(60),
+        plugins.Dataset("feedback", True, feedback, feedback.subset(np.arange(4))),
+    )
+    tuned = PLUGIN.train(
+        plugins.TrainingContext(resolved, data, "accuracy", parent, LOG, lambda _: None)
+    )
+    before, after = base.model.state_dict(), tuned.model.state_dict()
+    body = [k for k in before if not k.startswith("fc.")]
+    assert any(k.endswith("running_mean") for k in body)
+    assert all(torch.equal(before[k], after[k]) for k in body)
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert tuned.architecture["backbone"] == "resnet18"  # the base model's, not the default
