@@ -16,12 +16,13 @@ from typing import Any
 import kopf
 
 from kubeloop.api.trainingjob import TrainingJob
+from kubeloop.kube import ports
 from kubeloop.kube.client import JOBS, KubeClient
 from kubeloop.reconcile import builders
-from kubeloop.reconcile.common import Owner, spec_body
+from kubeloop.reconcile.common import spec_body
 from kubeloop.settings import Settings
 
-DEFAULTS = builders.ChildDefaults.from_settings(Settings())
+DEFAULTS = Settings()
 _client: KubeClient | None = None
 
 
@@ -48,4 +49,4 @@ def create_job(body: kopf.Body, namespace: str | None, **_: Any) -> None:
     assert _client is not None
     raw = dict(body)
     tj = TrainingJob.model_validate(spec_body(raw))
-    _client.create(JOBS, namespace, builders.build_job(tj, Owner.of(raw), DEFAULTS))
+    _client.create(JOBS, namespace, ports.owned(builders.build_job(tj, DEFAULTS), raw))

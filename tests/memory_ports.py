@@ -109,19 +109,34 @@ class MemoryObjects:
 
 @dataclass
 class MemoryStore:
-    """One FeedbackDataset's S3 prefix."""
+    """One FeedbackDataset's S3 prefix: its inbox, archive and manifests."""
 
     crashes: Crashes
     keys: list[str] = field(default_factory=list)
+    """The inbox."""
+    archived: dict[str, str] = field(default_factory=dict)
+    """Archive key -> the inbox key it was copied from."""
     manifests: dict[int, SnapshotManifest] = field(default_factory=dict)
     live: LiveAccuracy | None = None
     live_reads: int = 0
 
-    def list_sample_keys(self, start_after: str | None) -> list[str]:
+    def list_inbox(self) -> list[str]:
         crash = self.crashes.before()
-        found = sorted(k for k in self.keys if start_after is None or k > start_after)
+        found = sorted(self.keys)
         self.crashes.after(crash, "listing")
         return found
+
+    def archive(self, keys: list[str], generation: int) -> list[str]:
+        crash = self.crashes.before()
+        targets = [f"archive/gen-{generation}/{k.rsplit('/', 1)[-1]}" for k in keys]
+        self.archived.update(zip(targets, keys, strict=True))
+        self.crashes.after(crash, "archiving")
+        return targets
+
+    def delete(self, keys: list[str]) -> None:
+        crash = self.crashes.before()
+        self.keys = [k for k in self.keys if k not in set(keys)]
+        self.crashes.after(crash, "deleting")
 
     def read_manifest(self, generation: int) -> SnapshotManifest | None:
         crash = self.crashes.before()
@@ -201,6 +216,8 @@ class MemoryRegistry:
     crashes: Crashes
     versions: dict[str, Metrics] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+    """Alias -> the ServedModel (namespace/name) that claimed it."""
 
     def alias_version(self, name: str, alias: str) -> str | None:
         crash = self.crashes.before()
@@ -224,6 +241,12 @@ class MemoryRegistry:
         crash = self.crashes.before()
         self.aliases[alias] = version
         self.crashes.after(crash, "moving the alias")
+
+    def alias_owner(self, name: str, alias: str) -> str | None:
+        return self.owners.get(alias)
+
+    def claim_alias(self, name: str, alias: str, owner: str) -> None:
+        self.owners[alias] = owner
 
 
 @dataclass

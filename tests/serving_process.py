@@ -104,3 +104,28 @@ def wait_for(service: services.Service, path: str, timeout: float, status: int =
         f"{service.url}{path} did not answer {status} within {timeout:.0f}s (last: {last}); "
         f"log tail:\n{services.log_tail(service.log_path, 40)}"
     )
+
+
+GUARDED_DATASET = "guarded-fb"
+GUARDED_BUCKET = "guarded"
+GUARDED_MAX_ROWS = 100
+GUARDED_ARGS = [
+    "--feedback-dataset", GUARDED_DATASET, "--feedback-bucket", GUARDED_BUCKET,
+    "--feedback-prefix", "fb/", "--classes", ",".join(serving_models.CLASSES),
+    "--input-shape", "8,8",
+    "--max-request-rows", str(GUARDED_MAX_ROWS), "--log-flush-seconds", "600",
+]  # fmt: skip
+"""The bad-input tests' predictor: feedback on, a token, the default body limits."""
+
+
+def start_guarded_predictor(workdir: Path, mlflow_url: str, s3_url: str) -> services.Service:
+    """A predictor serving the shared model with GUARDED_ARGS and the token TOKEN."""
+    model = shared_model(mlflow_url)
+    return start_predictor(
+        workdir,
+        f"models:/{model.name}@champion",
+        mlflow_url,
+        s3_url,
+        args=GUARDED_ARGS,
+        env={"KUBELOOP_FEEDBACK_TOKEN": TOKEN},
+    )

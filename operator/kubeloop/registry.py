@@ -1,27 +1,30 @@
 """The MLflow model registry: the only module that talks to MLflow for kubeloop's decisions.
 
 Model versions carry their evaluation in the logging run's metrics: `<metric>` overall and
-`<metric>.<slice>` per slice (e.g. `accuracy`, `accuracy.new-user`).
+`<metric>.<slice>` per slice (e.g. `accuracy`, `accuracy.new-user`). `call_mlflow` maps
+MLflow's errors to kubeloop's, for this module and the trainer's run logging alike; the
+messages name the server with its credentials redacted.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kubeloop import redaction
 from kubeloop.api.errors import Unavailable
+from kubeloop.api.predictor import parse_model_uri as parse_model_uri  # its home is the api
 from kubeloop.api.trainingjob import Metrics
 
 T = TypeVar("T")
 
 
 class RegistryUnavailable(Unavailable):
-    """The MLflow server could not be reached."""
+    """The MLflow server could not be reached, or failed on its side."""
 
     reason = "RegistryUnavailable"
 
@@ -46,18 +49,48 @@ class ModelVersion:
         return f"models:/{self.name}/{self.version}"
 
 
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
+ALIAS_OWNER_TAG = "kubeloop.alias.{alias}"
+"""Registered-model tag naming the ServedModel (namespace/name) that moves an alias."""
+
+_SERVER_TROUBLE = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+_MISSING = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
 
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """(name, version, alias) of models:/name/3 or models:/name@alias; no side effects."""
-    match = _URI.match(uri)
-    if match is None:
-        raise ValueError(
-            f"not a registered-model URI: {uri!r} (expected models:/NAME/VERSION or "
-            "models:/NAME@ALIAS)"
-        )
-    return match["name"], match["version"], match["alias"]
+def call_mlflow(func: Callable[[], T], what: str, tracking_uri: str) -> T:
+    """Run one MLflow call for `what` (e.g. "digits/3", "logging metrics"); its errors
+    become kubeloop's:
+
+    - the server says the thing is missing: ModelNotFound;
+    - it cannot be reached, or fails on its side (5xx-like codes): RegistryUnavailable
+      (MLflow's HTTP client already retried, within the bounds Registry sets);
+    - it answered and refused otherwise: the RestException itself, a bug to report.
+    """
+    from mlflow.exceptions import MlflowException, RestException
+    from requests.exceptions import RequestException
+
+    server = f"the MLflow server at {redaction.redact(tracking_uri)}"
+    hint = "; check that it and its artifact store run and that KUBELOOP_MLFLOW_TRACKING_URI "
+    hint += "points at it"
+    try:
+        return func()
+    except RestException as error:
+        # A missing alias comes back as INVALID_PARAMETER_VALUE "... not found".
+        if error.error_code in _MISSING or "not found" in error.message.lower():
+            where = f"the registry at {redaction.redact(tracking_uri)}"
+            raise ModelNotFound(f"{what} is not in {where}") from error
+        if error.error_code in _SERVER_TROUBLE:
+            detail = _detail(error)
+            raise RegistryUnavailable(f"{server} failed on {what} ({detail}){hint}") from error
+        raise
+    except (MlflowException, RequestException, OSError) as error:
+        raise RegistryUnavailable(
+            f"{server} could not be reached for {what} ({_detail(error)}){hint}"
+        ) from error
+
+
+def _detail(error: BaseException) -> str:
+    # Redacted before it is cut: a cut must not leave half a password behind.
+    return redaction.redact(f"{type(error).__name__}: {error}")[:300]
 
 
 class Registry:
@@ -136,6 +169,31 @@ class Registry:
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call(lambda: self._client.set_registered_model_alias(name, alias, version), name)
 
+    def alias_owner(self, name: str, alias: str) -> str | None:
+        """The ServedModel (namespace/name) that claimed `alias`, from the model's tags."""
+        try:
+            model = self._call(lambda: self._client.get_registered_model(name), name)
+        except ModelNotFound:
+            return None
+        owner = (model.tags or {}).get(ALIAS_OWNER_TAG.format(alias=alias))
+        return str(owner) if owner else None
+
+    def claim_alias(self, name: str, alias: str, owner: str) -> None:
+        """Tag the registered model (created when missing) with the ServedModel that promotes
+        through `alias`, so a second one on the same model cannot move it too."""
+        self._ensure_model(name)
+        tag = ALIAS_OWNER_TAG.format(alias=alias)
+        self._call(lambda: self._client.set_registered_model_tag(name, tag, owner), name)
+
+    def _ensure_model(self, name: str) -> None:
+        from mlflow.exceptions import RestException
+
+        try:
+            self._call(lambda: self._client.create_registered_model(name), name)
+        except RestException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
     def run_metrics(self, model: ModelVersion) -> dict[str, float]:
         """Every metric the version's run logged (the last value of each)."""
         run = self._call(lambda: self._client.get_run(model.run_id), f"run {model.run_id}")
@@ -210,7 +268,7 @@ class Registry:
 
         try:
             self._call(lambda: self._client.create_registered_model(name), name)
-        except RestException as error:
+        except RestException as error:  # call_mlflow passes refusals through
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         created = self._call(
@@ -227,25 +285,8 @@ class Registry:
         return _version(created)
 
     def _call(self, func: Callable[[], T], what: str) -> T:
-        """Run one client call; not-found and unreachable become kubeloop's errors."""
-        from mlflow.exceptions import MlflowException, RestException
-
-        try:
-            return func()
-        except RestException as error:
-            # A missing alias comes back as INVALID_PARAMETER_VALUE "... not found".
-            missing = error.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
-            if missing or "not found" in error.message.lower():
-                raise ModelNotFound(
-                    f"{what} is not in the registry at {self.tracking_uri}"
-                ) from error
-            raise
-        except (MlflowException, OSError) as error:
-            raise RegistryUnavailable(
-                f"the MLflow server at {self.tracking_uri} could not be reached for {what} "
-                f"({type(error).__name__}: {str(error)[:300]}); check that it runs and that "
-                "KUBELOOP_MLFLOW_TRACKING_URI points at it"
-            ) from error
+        """Run one client call for `what`, with kubeloop's errors (call_mlflow)."""
+        return call_mlflow(func, what, self.tracking_uri)
 
 
 def evaluation_of(logged: dict[str, float], metric: str) -> Metrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,32 @@ class Settings(BaseSettings):
     """Key of the access key id in that Secret (and in a FeedbackDataset's storage.secretRef)."""
     s3_secret_secret_key_field: str = "AWS_SECRET_ACCESS_KEY"
     """Key of the secret access key in that Secret (and in storage.secretRef)."""
+    child_pod_security_context: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+    )
+    """securityContext of the trainer and predictor pods (JSON), unless their spec.template
+    sets one."""
+    child_security_context: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+    )
+    """securityContext of the trainer and predictor containers (JSON), unless their
+    spec.template sets one; /tmp is a writable emptyDir."""
+    predictor_cpu: str = "1"
+    """CPU request and limit of a predictor whose ServedModel sets no spec.resources."""
+    predictor_memory: str = "1Gi"
+    """Memory request and limit of a predictor whose ServedModel sets no spec.resources."""
+    trainer_active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """activeDeadlineSeconds of training Jobs whose TrainingJob sets none; none when unset."""
     poll_seconds: float = Field(default=10.0, gt=0)
     """Interval of the idle reconcile: storage polls, registry polls, canary steps."""
     log_level: str = "INFO"

@@ -1,13 +1,15 @@
 """Object storage (S3 / MinIO) for samples, snapshots and the prediction log.
 
 The only module that talks S3 for kubeloop's own data; MLflow reaches S3 by itself.
+Retries are urllib3's (`Retry`): connection and read errors and 5xx answers, every verb,
+with exponential backoff, at most `retries` times; what still fails is StorageUnavailable,
+naming the endpoint (credentials never: an endpoint carrying some is refused).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,8 +17,11 @@ from urllib.parse import urlparse
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error, ServerError
+from minio.commonconfig import CopySource
+from minio.deleteobjects import DeleteObject
+from minio.error import InvalidResponseError, S3Error, ServerError
 
+from kubeloop import redaction
 from kubeloop.api.errors import Unavailable
 from kubeloop.settings import Settings
 
@@ -31,6 +36,10 @@ class StorageUnavailable(Unavailable):
 
 class ObjectNotFound(KeyError):
     """The requested object does not exist."""
+
+
+class InvalidEndpoint(ValueError):
+    """The S3 endpoint cannot be used as given (the message says why, redacted)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,30 @@ class S3Uri:
         return f"s3://{self.bucket}/{self.key}"
 
 
+BACKOFF_SECONDS = 0.2
+"""Backoff factor: retries wait 0, 0.4, 0.8, ... seconds (urllib3 doubles it per retry)."""
+BACKOFF_MAX_SECONDS = 5.0
+RETRIED_STATUSES = (500, 502, 503, 504)
+
+
+def retry_policy(retries: int) -> urllib3.Retry:
+    """At most `retries` more attempts after a connection or read error or a 5xx answer."""
+    return urllib3.Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=retries,
+        redirect=2,
+        allowed_methods=None,  # every verb: S3's POSTs (multipart, deletes) repeat safely
+        status_forcelist=RETRIED_STATUSES,
+        backoff_factor=BACKOFF_SECONDS,
+        backoff_max=BACKOFF_MAX_SECONDS,
+        raise_on_status=False,  # the last 5xx reaches minio, whose error names it
+        retry_after_max=int(BACKOFF_MAX_SECONDS),  # a server's Retry-After, bounded too
+    )
+
+
 class ObjectStore:
     """A bucket-level S3 client with bounded retries and errors that name the endpoint."""
 
@@ -64,11 +97,17 @@ class ObjectStore:
         timeout_seconds: float = 10.0,
     ) -> None:
         parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+        if parsed.username is not None or parsed.password is not None:
+            raise InvalidEndpoint(
+                f"the S3 endpoint {redaction.redact(endpoint)} carries credentials: give the "
+                "endpoint alone, and the keys as KUBELOOP_S3_ACCESS_KEY and "
+                "KUBELOOP_S3_SECRET_KEY"
+            )
         self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
-        self._retries = retries
+        self._attempts = retries + 1
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(3.0, timeout_seconds), read=timeout_seconds),
-            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=2),
+            retries=retry_policy(retries),
             maxsize=16,
         )
         self._client = Minio(
@@ -148,19 +187,51 @@ class ObjectStore:
                 return []
             raise
 
+    def copy(self, bucket: str, source: str, target: str) -> None:
+        """Copy one object within `bucket`, server-side; ObjectNotFound when there is none."""
+        try:
+            self._call(lambda: self._client.copy_object(bucket, target, CopySource(bucket, source)))
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchBucket"):
+                raise ObjectNotFound(f"s3://{bucket}/{source}") from error
+            raise
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        """Delete `keys` (absent ones are fine), up to 1000 per request."""
+        for start in range(0, len(keys), 1000):
+            batch = [DeleteObject(k) for k in keys[start : start + 1000]]
+
+            def remove(batch: list[DeleteObject] = batch) -> list[str]:
+                failed = self._client.remove_objects(bucket, batch)
+                return [f"{e.name}: {e.message}" for e in failed if e.code != "NoSuchKey"]
+
+            failures = self._call(remove)
+            if failures:
+                raise StorageUnavailable(
+                    f"object storage at {self.endpoint} refused to delete {len(failures)} "
+                    f"objects, e.g. {failures[0]}"
+                )
+
     def _call(self, func: Callable[..., T], *args: Any) -> T:
-        """Run one client call, retrying connection failures and 5xx answers with backoff."""
-        delay = 0.2
-        for attempt in range(self._retries + 1):
-            try:
-                return func(*args)
-            except (urllib3.exceptions.HTTPError, OSError, ServerError) as error:
-                if attempt == self._retries:
-                    raise StorageUnavailable(
-                        f"object storage at {self.endpoint} failed after {attempt + 1} "
-                        f"attempts ({type(error).__name__}: {error}); check that the S3 server "
-                        "runs and KUBELOOP_S3_ENDPOINT points at it"
-                    ) from error
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+        """Run one client call (urllib3 retried it); an outage becomes StorageUnavailable."""
+        try:
+            return func(*args)
+        except (S3Error, InvalidResponseError) as error:
+            if _status(error) < 500:
+                raise  # the server answered: NoSuchKey, AccessDenied, ... are the caller's
+            raise self._unavailable(error) from error
+        except (urllib3.exceptions.HTTPError, OSError, ServerError) as error:
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: Exception) -> StorageUnavailable:
+        detail = redaction.redact(f"{type(error).__name__}: {error}")[:500]
+        return StorageUnavailable(
+            f"object storage at {self.endpoint} failed after {self._attempts} attempts "
+            f"({detail}); check that the S3 server runs and KUBELOOP_S3_ENDPOINT points at it"
+        )
+
+
+def _status(error: S3Error | InvalidResponseError) -> int:
+    if isinstance(error, S3Error):
+        return int(error.response.status)
+    return int(error._code)  # minio keeps the status there only

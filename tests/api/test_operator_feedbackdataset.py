@@ -5,89 +5,27 @@ an operator killed in the middle of a trigger (no duplicate TrainingJob, no lost
 from __future__ import annotations
 
 import asyncio
-import itertools
-import uuid
 from typing import Any
 
 import kmock
 import pytest
-from ulid import ULID
 
-from kubeloop.api.samples import LIVE_ACCURACY, FeedbackSample, sample_key, snapshot_key
+from kubeloop.api.samples import LIVE_ACCURACY, snapshot_key
 from kubeloop.storage import ObjectStore
-from tests.api.conftest import (
+from tests.api.conftest import Cluster
+from tests.feedback_samples import PREFIX, feedback_dataset, new_bucket, put_samples, s3_settings
+from tests.operator_harness import (
     API,
-    Cluster,
+    FD,
+    TJ,
     Operator,
     OperatorFactory,
     condition,
     eventually,
     status_of,
 )
-from tests.conftest import ACCESS_KEY, SECRET_KEY
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
-FD = f"{API}/feedbackdatasets"
-TJ = f"{API}/trainingjobs"
-PREFIX = "feedback/digits/"
-_clock = itertools.count(1_800_000_000_000, 1000)
-
-
-def feedback_dataset(name: str, bucket: str, threshold: int, **retrain: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "FeedbackDataset",
-        "metadata": {"name": name},
-        "spec": {
-            "storage": {"bucket": bucket, "prefix": PREFIX},
-            "classes": ["0", "1"],
-            "slices": ["base", "new-user"],
-            "inputShape": [2, 2],
-            "retrain": {
-                "threshold": threshold,
-                "trainingTemplate": {
-                    "plugin": {"name": "image-classifier"},
-                    "datasets": [{"name": "base", "uri": "builtin://digits"}],
-                    "baseModel": "models:/digits@champion",
-                    "registeredModel": "digits",
-                },
-                **retrain,
-            },
-        },
-    }
-
-
-async def put_samples(store: ObjectStore, bucket: str, count: int) -> list[str]:
-    """`count` feedback samples with increasing ULIDs, as the feedback API stores them."""
-    keys = []
-    for _ in range(count):
-        sample_id = str(ULID.from_timestamp(next(_clock) / 1000))
-        sample = FeedbackSample(
-            id=sample_id,
-            input=[0.0, 1.0, 1.0, 0.0],
-            shape=[2, 2],
-            label="1",
-            slice="new-user",
-            received_at="2026-01-01T00:00:00Z",
-        )
-        key = sample_key(PREFIX, sample_id)
-        await asyncio.to_thread(store.put_json, bucket, key, sample.to_wire())
-        keys.append(key)
-    return keys
-
-
-def new_bucket(store: ObjectStore) -> str:
-    bucket = f"fd-{uuid.uuid4().hex[:12]}"
-    store.ensure_bucket(bucket)
-    return bucket
-
-
-def s3_settings(store: ObjectStore) -> dict[str, str]:
-    return {
-        "KUBELOOP_S3_ENDPOINT": store.endpoint,
-        "KUBELOOP_S3_ACCESS_KEY": ACCESS_KEY,
-        "KUBELOOP_S3_SECRET_KEY": SECRET_KEY,
-    }
 
 
 async def training_jobs(cluster: Cluster) -> list[str]:
@@ -109,7 +47,6 @@ async def test_threshold_creates_exactly_one_training_job(
     status = await eventually(lambda: counted(3), "3 samples counted")
     retraining = condition(status, "Retraining")
     assert (retraining["status"], retraining["reason"]) == ("False", "BelowThreshold")
-    assert status["lastKey"] == first[-1]
     assert await training_jobs(cluster) == []
 
     second = await put_samples(object_store, bucket, 2)
@@ -120,7 +57,13 @@ async def test_threshold_creates_exactly_one_training_job(
     uri = f"s3://{bucket}/{snapshot_key(PREFIX, 1)}"
     assert status["snapshots"][0]["manifest"] == uri
     manifest = object_store.get_json(bucket, snapshot_key(PREFIX, 1))
-    assert manifest["keys"] == [*first, *second]
+    assert (manifest["moved"], manifest["total"]) == ([*first, *second], 5)
+    archived = object_store.list_keys(bucket, f"{PREFIX}archive/gen-00001/")
+    assert manifest["segments"] == archived
+    await eventually(  # recorded, the snapshot's samples leave the inbox
+        lambda: asyncio.to_thread(lambda: not object_store.list_keys(bucket, f"{PREFIX}samples/")),
+        "the inbox emptied",
+    )
     tj = await cluster.get(TJ, "digits-fb-gen-1")
     assert tj is not None
     assert tj["metadata"]["labels"]["kubeloop.io/feedbackdataset"] == "digits-fb"
@@ -152,10 +95,10 @@ async def test_threshold_creates_exactly_one_training_job(
         'kubeloop_retrain_triggers_total{dataset="digits-fb",namespace="default"} 1.0' in exported
     )
 
-    # Only kopf's finalizer (it stops the poll timer); the operator lets the dataset go at once.
+    # No finalizer: the dataset goes at once.
     found = await cluster.get(FD, "digits-fb")
     assert found is not None
-    assert all(f.startswith("kopf.") for f in found["metadata"].get("finalizers", []))
+    assert not found["metadata"].get("finalizers")
     await cluster.delete(FD, "digits-fb")
 
     async def gone() -> bool:

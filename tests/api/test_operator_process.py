@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import API, Cluster, OperatorFactory, eventually, training_job
+from tests.api.conftest import Cluster
+from tests.operator_harness import API, OperatorFactory, eventually, status_of, training_job
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
@@ -22,7 +23,7 @@ async def test_peering_registers_the_operator_and_it_reconciles(
         "kind": "ClusterKopfPeering",
         "metadata": {"name": "kubeloop"},
     }
-    await cluster.create(PEERINGS, peering, namespace=None)
+    await cluster.create_cluster_scoped(PEERINGS, peering)
     running = await operator("--all-namespaces", "--peering", "kubeloop", "--priority", "7")
 
     async def peers() -> dict[str, Any] | None:
@@ -49,7 +50,7 @@ async def test_a_listed_namespace_is_watched_and_no_other(
 ) -> None:
     for namespace in ("team-a", "team-b"):
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-        await cluster.create("v1/namespaces", body, namespace=None)
+        await cluster.create_cluster_scoped("v1/namespaces", body)
     await operator("--namespace", "team-a", "--standalone")
     for namespace in ("team-b", "team-a"):  # the unwatched one first
         await cluster.create(f"{API}/trainingjobs", training_job("tj"), namespace=namespace)
@@ -61,3 +62,36 @@ async def test_a_listed_namespace_is_watched_and_no_other(
     unwatched = await cluster.get(f"{API}/trainingjobs", "tj", namespace="team-b")
     assert unwatched is not None
     assert "status" not in unwatched
+
+
+async def test_no_finalizers_so_a_deletion_needs_no_running_operator(
+    cluster: Cluster, operator: OperatorFactory
+) -> None:
+    running = await operator()
+    dataset = {
+        "apiVersion": API,
+        "kind": "FeedbackDataset",
+        "metadata": {"name": "fd"},
+        "spec": {"storage": {"bucket": "kubeloop", "prefix": "fb/"}, "classes": ["a", "b"]},
+    }
+    served = {
+        "apiVersion": API,
+        "kind": "ServedModel",
+        "metadata": {"name": "sm"},
+        "spec": {"registeredModel": "digits"},
+    }
+    await cluster.create(f"{API}/feedbackdatasets", dataset)
+    await cluster.create(f"{API}/servedmodels", served)
+    for plural, name in (("feedbackdatasets", "fd"), ("servedmodels", "sm")):
+        await eventually(
+            lambda plural=plural, name=name: status_of(cluster, f"{API}/{plural}", name),
+            f"the operator's status of {name}",
+        )
+    await asyncio.sleep(1.5)  # three polls: time for kopf to put a finalizer, if it would
+    await running.stop()
+    for plural, name in (("feedbackdatasets", "fd"), ("servedmodels", "sm")):
+        found = await cluster.get(f"{API}/{plural}", name)
+        assert found is not None
+        assert not found["metadata"].get("finalizers"), f"{name} has a finalizer"
+        await cluster.delete(f"{API}/{plural}", name)
+        assert await cluster.get(f"{API}/{plural}", name) is None, f"{name} waits for an operator"

@@ -5,56 +5,17 @@ cluster without KServe."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
-from mlflow import MlflowClient
 
 from kubeloop.local import services
 from kubeloop.registry import Registry
-from tests.api.conftest import (
-    API,
-    Cluster,
-    OperatorFactory,
-    condition,
-    eventually,
-    status_of,
-)
+from tests.api.conftest import Cluster
+from tests.model_versions import registered, served_model, unique
+from tests.operator_harness import API, ISVC, SM, OperatorFactory, condition, eventually, status_of
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
-SM = f"{API}/servedmodels"
-ISVC = "serving.kserve.io/v1beta1/inferenceservices"
-
-
-def register(tracking_uri: str, model: str, metrics: dict[str, float]) -> str:
-    """A model version whose run logged `metrics` (no model files: the gate reads metrics)."""
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    if not client.search_registered_models(f"name = '{model}'"):
-        client.create_registered_model(model)
-    run = client.create_run(experiment_id="0")
-    for key, value in metrics.items():
-        client.log_metric(run.info.run_id, key, value)
-    client.set_terminated(run.info.run_id)
-    version = client.create_model_version(model, f"runs:/{run.info.run_id}/model", run.info.run_id)
-    return str(version.version)
-
-
-def served_model(name: str, model: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "ServedModel",
-        "metadata": {"name": name},
-        "spec": {"registeredModel": model, "alias": "champion", **spec},
-    }
-
-
-async def registered(tracking_uri: str, model: str, metrics: dict[str, float]) -> str:
-    return await asyncio.to_thread(register, tracking_uri, model, metrics)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def status_where(cluster: Cluster, name: str, **expected: Any) -> dict[str, Any] | None:

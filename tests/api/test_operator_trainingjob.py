@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.api.conftest import (
-    API,
-    Cluster,
+from tests.api.conftest import Cluster
+from tests.operator_harness import (
+    TJ,
+    Operator,
     OperatorFactory,
     condition,
     eventually,
@@ -21,7 +22,6 @@ from tests.api.conftest import (
 )
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
-TJ = f"{API}/trainingjobs"
 RESULT = {
     "trainingJob": "digits-base",
     "registeredModel": "digits",
@@ -256,11 +256,9 @@ async def _status_has(cluster: Cluster, name: str, **expected: Any) -> dict[str,
     return status if all(status.get(k) == v for k, v in expected.items()) else None
 
 
-async def _reconciles(running: Any, at_least: int) -> float | None:
+async def _reconciles(running: Operator, at_least: int) -> float | None:
     """TrainingJob reconciles the operator counted, once there are `at_least`."""
-    text: str = await running.metrics()
-    prefix = 'kubeloop_reconcile_total{kind="TrainingJob",result="ok"} '
-    found = sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+    found = await running.reconciles("TrainingJob")
     return found if found >= at_least else None
 
 

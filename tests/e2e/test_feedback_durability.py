@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kubeloop import feedback_store
 from kubeloop.api import samples
 from kubeloop.local import services
 from kubeloop.storage import ObjectStore
@@ -93,18 +94,24 @@ def test_every_acknowledged_sample_survives_a_storage_crash(
         assert predictor.process.returncode == 0, services.log_tail(predictor.log_path)
         # Samples acknowledged before the crash are read from the restarted server.
         for ack in acknowledged:
-            sample = samples.FeedbackSample.model_validate(store.get_json(BUCKET, str(ack["key"])))
-            assert sample.id == ack["id"]
+            lines = store.get_bytes(BUCKET, str(ack["key"])).splitlines()
+            (sample,) = [
+                s
+                for s in map(samples.FeedbackSample.model_validate_json, lines)
+                if s.id == ack["id"]
+            ]
             assert sample.label == "3"
             assert sample.prediction_id == ack["prediction_id"]
         for refusal in refusals:
             assert refusal.status_code == 503
             assert refusal.json()["reason"] == "storage-unavailable"
             assert int(refusal.headers["Retry-After"]) > 0
-        stored = store.list_keys(BUCKET, PREFIX + samples.SAMPLES)
-        assert len(stored) == len(acknowledged)  # and nothing refused was stored
-        accuracy = samples.LiveAccuracy.model_validate(
-            store.get_json(BUCKET, PREFIX + samples.LIVE_ACCURACY)
+        stored = store.list_keys(BUCKET, PREFIX + samples.INBOX)
+        # ... and nothing refused was stored
+        assert sum(samples.samples_in(key) for key in stored) == len(acknowledged)
+        records = store.list_keys(BUCKET, PREFIX + samples.LIVE_ACCURACY_BY_WRITER)
+        accuracy = feedback_store.merged(
+            [samples.LiveAccuracy.model_validate(store.get_json(BUCKET, k)) for k in records]
         )
         judged = accuracy.versions[model.version]
         assert judged.judged == len(acknowledged)  # exactly the acknowledged judgements

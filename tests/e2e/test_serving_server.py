@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from kubeloop import feedback_store
 from kubeloop.api import samples
 from kubeloop.local import services
 from kubeloop.serving import onnx_model
@@ -187,9 +188,17 @@ def test_readiness_version_and_metadata(served: Served) -> None:
     assert httpx.get(f"{served.url}/v1/models/other/version").status_code == 404
     metadata = httpx.get(f"{served.url}/v2/models/digits").json()
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 8, 8]}]
-    reload = httpx.post(f"{served.url}/v1/models/digits/reload", timeout=30)
+    reload = httpx.post(f"{served.url}/v1/models/digits/reload", headers=AUTH, timeout=30)
     assert reload.status_code == 200
     assert reload.json()["swapped"] is False
+
+
+def stored_sample(served: Served, ack: dict[str, Any]) -> samples.FeedbackSample:
+    """The acknowledged sample, read from the segment its acknowledgement names."""
+    lines = served.store.get_bytes(BUCKET, ack["key"]).splitlines()
+    found = [samples.FeedbackSample.model_validate_json(line) for line in lines]
+    (sample,) = [s for s in found if s.id == ack["id"]]
+    return sample
 
 
 def test_feedback_is_stored_and_judges_the_prediction(served: Served) -> None:
@@ -208,8 +217,8 @@ def test_feedback_is_stored_and_judges_the_prediction(served: Served) -> None:
     ack = by_input.json()
     assert ack["correct"] is True
     assert ack["model_version"] == "1"
-    stored = samples.FeedbackSample.model_validate(served.store.get_json(BUCKET, ack["key"]))
-    assert ack["key"] == f"{PREFIX}samples/{ack['id']}.json"
+    stored = stored_sample(served, ack)
+    assert ack["key"].startswith(f"{PREFIX}inbox/")  # a segment, acknowledged once written
     assert stored.input == pytest.approx(X[3].ravel().tolist(), abs=1e-6)
     assert stored.shape == [8, 8]
     assert stored.slice == "new-user"
@@ -218,9 +227,7 @@ def test_feedback_is_stored_and_judges_the_prediction(served: Served) -> None:
     by_id = served.feedback(json={"label": wrong_label, "prediction_id": wrong["prediction_id"]})
     assert by_id.status_code == 201, by_id.text
     assert by_id.json()["correct"] is False
-    from_log = samples.FeedbackSample.model_validate(
-        served.store.get_json(BUCKET, by_id.json()["key"])
-    )
+    from_log = stored_sample(served, by_id.json())
     assert from_log.input == pytest.approx(X[4].ravel().tolist(), abs=1e-4)
     # A raw PNG body, fields as query parameters.
     png = served.feedback(
@@ -229,13 +236,21 @@ def test_feedback_is_stored_and_judges_the_prediction(served: Served) -> None:
         headers={"Content-Type": "image/png"},
     )
     assert png.status_code == 201, png.text
-    # Live accuracy reaches S3 within a few flush intervals.
-    key = PREFIX + samples.LIVE_ACCURACY
+    as_sent = stored_sample(served, png.json())
+    assert (as_sent.input, as_sent.content_type) == (None, "image/png")  # the PNG as sent
+    assert base64.b64decode(as_sent.image or "") == serving_models.png_bytes(X[5])
+    # Live accuracy reaches S3 within a few flush intervals: this process's own record.
     deadline = time.monotonic() + 20
     judged = 0
     while time.monotonic() < deadline:
-        if key in served.store.list_keys(BUCKET, PREFIX + "stats/"):
-            counts = samples.LiveAccuracy.model_validate(served.store.get_json(BUCKET, key))
+        records = served.store.list_keys(BUCKET, PREFIX + samples.LIVE_ACCURACY_BY_WRITER)
+        if records:
+            counts = feedback_store.merged(
+                [
+                    samples.LiveAccuracy.model_validate(served.store.get_json(BUCKET, k))
+                    for k in records
+                ]
+            )
             judged = counts.versions["1"].judged
             if judged >= 2:
                 break

@@ -135,7 +135,7 @@ def _snapshot(
         dataset="digits-feedback",
         generation=generation,
         bucket=BUCKET,
-        keys=keys,
+        segments=keys,
         created_at="2026-01-01T00:00:00Z",
     )
     key = samples.snapshot_key(PREFIX, generation)

@@ -23,8 +23,8 @@ from kubeloop.reconcile.common import child_name
 from kubeloop.settings import Settings
 
 VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
-DEFAULTS = builders.ChildDefaults.from_settings(
-    Settings(s3_secret_name="kubeloop-s3", s3_access_key="literal-ak", s3_secret_key="literal-sk")
+DEFAULTS = Settings(
+    s3_secret_name="kubeloop-s3", s3_access_key="literal-ak", s3_secret_key="literal-sk"
 )
 TJ_OWNER = {
     "apiVersion": "kubeloop.io/v1alpha1",
@@ -125,7 +125,10 @@ def test_job_is_valid_and_carries_the_spec() -> None:
         "trainer",
         {"nvidia.com/gpu.product": "A100"},
     )
-    assert pod["volumes"] == [{"name": "spec", "configMap": {"name": "digits-base"}}]
+    assert pod["volumes"] == [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "spec", "configMap": {"name": "digits-base"}},
+    ]
     (container,) = pod["containers"]
     assert container["image"] == "registry.example.com/trainer:1.0"
     assert container["command"] + container["args"] == [
@@ -290,3 +293,62 @@ def test_deployments_and_service_are_valid_and_select_each_other() -> None:
     assert builders.canary_replicas(1, 50) == 1
     assert builders.canary_replicas(4, 50) == 4
     assert builders.canary_replicas(4, 0) == 0
+
+
+def test_pods_are_hardened_by_default_and_the_spec_can_say_otherwise() -> None:
+    job = builders.build_job(training_job(), DEFAULTS)
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"] == DEFAULTS.child_pod_security_context
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+    assert "activeDeadlineSeconds" not in job["spec"]
+
+    custom = training_job(
+        activeDeadlineSeconds=7200,
+        template={
+            "securityContext": {"runAsUser": 1234, "runAsNonRoot": True},
+            "containerSecurityContext": {"readOnlyRootFilesystem": False},
+        },
+    )
+    job = builders.build_job(custom, DEFAULTS)
+    validate(job)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsUser": 1234, "runAsNonRoot": True}
+    assert pod["containers"][0]["securityContext"] == {"readOnlyRootFilesystem": False}
+    assert job["spec"]["activeDeadlineSeconds"] == 7200
+    chart = Settings(trainer_active_deadline_seconds=600)
+    assert builders.build_job(training_job(), chart)["spec"]["activeDeadlineSeconds"] == 600
+
+
+def test_predictors_have_resources_and_the_same_hardening() -> None:
+    deploy = servedmodel.Deploy("models:/digits@champion")
+    isvc = builders.build_inference_service(served_model(), DEFAULTS, deploy)
+    predictor = isvc["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    assert predictor["securityContext"] == DEFAULTS.child_pod_security_context
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert _check_model(isvc, "V1beta1InferenceService", "isvc") == []
+    sm = served_model(
+        runtime="deployment",
+        resources={"cpu": "2", "memory": "3Gi", "gpu": 1},
+        template={"nodeSelector": {"pool": "gpu"}, "labels": {"team": "vision"}},
+    )
+    deployment = builders.build_deployment(sm, DEFAULTS, "models:/digits@champion")
+    validate(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {
+        "cpu": "2",
+        "memory": "3Gi",
+        "nvidia.com/gpu": 1,
+    }
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert deployment["spec"]["template"]["metadata"]["labels"]["team"] == "vision"

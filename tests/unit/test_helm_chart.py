@@ -3,7 +3,6 @@ Settings fields (credentials only from a Secret) and refuses wrong values."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -13,8 +12,8 @@ import yaml
 from pydantic import SecretStr
 
 from kubeloop.settings import Settings
+from tests.helm_chart import CHART, by_kind, render
 
-CHART = Path(__file__).resolve().parents[2] / "helm" / "kubeloop"
 K8S_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
 # Kinds of other projects' CRDs: not in the Kubernetes schemas, checked by shape below.
 FOREIGN = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
@@ -35,21 +34,6 @@ CUSTOM: dict[str, Any] = {
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
 }
-
-
-def render(values: dict[str, Any]) -> list[dict[str, Any]]:
-    chart = helm.Chart.load(CHART)
-    rendered = chart.render(values, name="kubeloop", namespace="kubeloop-system", is_install=True)
-    documents: list[dict[str, Any]] = []
-    for path, text in rendered.items():
-        if path.endswith(".txt"):
-            continue
-        documents.extend(d for d in yaml.safe_load_all(text) if d)
-    return documents
-
-
-def by_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in documents if d["kind"] == kind]
 
 
 def settings_env(field: str) -> str:
@@ -169,3 +153,22 @@ def test_metrics_and_health_ports_must_differ() -> None:
 def test_wrong_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=message):
         helm.Chart.load(CHART).validate_schema(values)
+
+
+def test_child_pod_defaults_reach_the_operators_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "childPodSecurityContext": {"runAsNonRoot": True, "runAsUser": 2000},
+        "predictorResources": {"cpu": "500m", "memory": "2Gi"},
+        "trainerActiveDeadlineSeconds": 3600,
+    }
+    (deployment,) = by_kind(render(values), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for env in container["env"]:
+        if "value" in env:
+            monkeypatch.setenv(env["name"], env["value"])
+    settings = Settings()  # as the operator reads its environment
+    assert settings.child_pod_security_context["runAsUser"] == 2000
+    assert settings.child_pod_security_context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert settings.child_security_context["readOnlyRootFilesystem"] is True
+    assert (settings.predictor_cpu, settings.predictor_memory) == ("500m", "2Gi")
+    assert settings.trainer_active_deadline_seconds == 3600

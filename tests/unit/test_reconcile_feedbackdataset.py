@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kubeloop.api import conditions
-from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetStatus
+from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetStatus, Snapshot
 from kubeloop.api.samples import LiveAccuracy, VersionAccuracy
 from kubeloop.reconcile import feedbackdataset
 from kubeloop.reconcile.feedbackdataset import LiveKpi
@@ -70,11 +70,14 @@ def keys(*ids: int) -> list[str]:
     return [f"{PREFIX}samples/{i:026d}.json" for i in ids]
 
 
-def test_count_new_counts_only_sample_keys_after_the_last() -> None:
-    status = FeedbackDatasetStatus(samples=2, samples_since_snapshot=1, last_key=keys(2)[0])
-    counted = feedbackdataset.count_new(status, [*keys(1, 2, 3, 4), f"{PREFIX}samples/x.tmp"])
-    assert (counted.samples, counted.samples_since_snapshot, counted.last_key) == (4, 3, keys(4)[0])
-    assert feedbackdataset.count_new(status, []) is status
+def test_the_inbox_is_counted_from_its_listing_alone() -> None:
+    status = FeedbackDatasetStatus(samples=7, samples_since_snapshot=9)
+    snapshot = Snapshot(generation=1, manifest="s3://m", samples=5, created_at="T")
+    status.snapshots = [snapshot]
+    inbox = [*keys(1, 2), f"{PREFIX}inbox/01J-16.jsonl", f"{PREFIX}samples/x.tmp"]
+    counted = feedbackdataset.count_inbox(status, inbox)
+    assert (counted.samples, counted.samples_since_snapshot) == (5 + 2 + 16, 18)
+    assert feedbackdataset.count_inbox(FeedbackDatasetStatus(), []).samples == 0
 
 
 def test_threshold_cooldown_and_kpi() -> None:
@@ -200,17 +203,28 @@ def test_uninterrupted_trigger() -> None:
     assert created["metadata"]["labels"]["kubeloop.io/feedbackdataset"] == "ds"
     assert ports.objects.owners == {"ds-gen-1": "uid-ds"}  # the runtime makes it owned
 
-    # Next poll: nothing new, nothing created; new samples count toward the next snapshot.
+    first = ports.store.manifests[1]
+    assert (first.moved, first.samples, first.total, first.previous) == (keys(1, 2, 3), 3, 3, None)
+    assert sorted(ports.store.archived.values()) == keys(1, 2, 3)
+    assert first.segments == sorted(ports.store.archived)
+
+    # Next poll: the snapshot's samples leave the inbox (archived), nothing is created; new
+    # samples count toward the next snapshot.
     ports.store.keys += keys(4)
     again = reconcile(ports)
     assert (again.created, again.adopted, again.status.samples_since_snapshot) == (None, None, 1)
+    assert ports.store.keys == keys(4)
+    assert (again.status.samples, again.status.archived_generation) == (4, 1)
     ports.store.keys += keys(5, 6)
     second = reconcile(ports)
     assert second.created == "ds-gen-2"
-    assert ports.store.manifests[2].keys == keys(1, 2, 3, 4, 5, 6)
+    manifest = ports.store.manifests[2]
+    assert (manifest.moved, manifest.total) == (keys(4, 5, 6), 6)  # only its own: incremental
+    assert manifest.previous == "s3://bkt/fb/snapshots/gen-00001.json"  # the chain
+    assert [s.samples for s in second.status.snapshots] == [3, 6]
 
 
-CALLS_IN_A_TRIGGER = 6  # list keys, get TrainingJob, list since the cut, write, create, status
+CALLS_IN_A_TRIGGER = 6  # list the inbox, get TrainingJob, archive, write, create, status
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
@@ -224,7 +238,7 @@ def test_a_crash_at_any_step_neither_duplicates_nor_loses_the_trigger(
     assert [k[2] for k in ports.objects.items if k[0] == "TrainingJob"] == ["ds-gen-1"]
     assert ports.objects.creations == 1
     assert [s.generation for s in done.snapshots] == [1]
-    assert ports.store.manifests[1].keys == keys(1, 2, 3, 4)
+    assert ports.store.manifests[1].moved == keys(1, 2, 3, 4)
     assert done.snapshots[0].samples == 4
     assert (done.samples, done.samples_since_snapshot) == (4, 0)
     assert done.last_training_job == "ds-gen-1"
@@ -241,7 +255,7 @@ def test_samples_arriving_between_a_crash_and_the_retry_stay_new() -> None:
     assert [e.reason for e in outcome.events] == ["RetrainAdopted"]
     assert ports.objects.creations == 1
     # The TrainingJob trains on the snapshot it was created with: never rewritten.
-    assert ports.store.manifests[1].keys == keys(1, 2, 3)
+    assert ports.store.manifests[1].moved == keys(1, 2, 3)
     assert (outcome.status.samples, outcome.status.samples_since_snapshot) == (5, 2)
 
 
@@ -296,6 +310,6 @@ def test_a_moved_storage_is_refused_and_nothing_is_counted() -> None:
     assert (ready.status, ready.reason) == ("False", "StorageChanged")
     assert "s3://bkt/fb/" in ready.message
     assert "s3://bkt/other/" in ready.message
-    assert (status(ports).samples, status(ports).last_key) == (1, keys(1)[0])
+    assert status(ports).samples == 1
     assert [e.reason for e in outcome.events] == ["StorageChanged"]
     assert not [k for k in ports.objects.items if k[0] == "TrainingJob"]

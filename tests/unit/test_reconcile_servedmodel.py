@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from kubeloop.api import conditions
+from kubeloop.api import conditions, predictor
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import Batching, Gate, Promotion, ServedModelSpec, ServedModelStatus
 from kubeloop.api.trainingjob import Metrics
 from kubeloop.reconcile import observations, servedmodel
 from kubeloop.reconcile.servedmodel import Deploy, Observed, RolloutPlan, ServingState
-from kubeloop.serving import config as serving_config
+from tests.memory_ports import Memory
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 BASE = Metrics(overall=0.90, slices={"base": 0.95, "new-user": 0.60})
@@ -274,13 +274,13 @@ def test_predictor_args_follow_the_contract() -> None:
         "50",
     ]
     # The predictor's own command line accepts them (the serving side of the contract).
-    parsed = serving_config.parser().parse_args(args)
+    parsed = predictor.parse_command_line(args)
     assert (parsed.model_uri, parsed.classes, parsed.max_batch_size) == (
         "models:/m@champion",
         ("0", "1"),
         64,
     )
-    assert "--feedback-dataset" not in servedmodel.predictor_args("sm", "u", Batching())
+    assert "--feedback-dataset" not in servedmodel.predictor_args("sm", "models:/m/1", Batching())
 
 
 def test_spec_problems() -> None:
@@ -315,3 +315,49 @@ def test_inference_service_and_deployment_states() -> None:
         }
     }
     assert observations.deployment_state(stuck, "u").reason == "ProgressDeadlineExceeded"
+
+
+def test_a_verdict_on_a_version_no_longer_in_question_is_cleared() -> None:
+    failed_v2 = Gate(verdict="Failed", candidate_version="2", baseline_version="1")
+    stale = ServedModelStatus(serving_version="3", gate=failed_v2)
+    plan = decide_rollout(spec(), stale, 1, "3", "3", None, NOW)
+    assert plan.status.gate is None  # the Gate column no longer says Failed while 3 serves
+    passed_v3 = Gate(verdict="Passed", candidate_version="3", baseline_version="2")
+    kept = decide_rollout(
+        spec(), ServedModelStatus(serving_version="3", gate=passed_v3), 1, "3", "3", None, NOW
+    )
+    assert kept.status.gate == passed_v3  # the verdict that promoted the serving version stays
+
+
+def served_body(name: str, namespace: str = "default", **fields: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeloop.io/v1alpha1",
+        "kind": "ServedModel",
+        "metadata": {"name": name, "namespace": namespace, "generation": 1, "uid": f"u-{name}"},
+        "spec": {"registeredModel": "digits", **fields},
+    }
+
+
+def test_two_served_models_on_one_alias_the_second_is_refused_until_the_first_goes() -> None:
+    memory = Memory()
+    memory.registry.versions = {"1": BASE, "2": Metrics(overall=0.95, slices=BASE.slices)}
+    first = memory.objects.put(served_body("digits", "team-a"))
+    second = memory.objects.put(served_body("digits", "team-b"))
+    servedmodel.reconcile(first, memory.ports, NOW)
+    assert memory.registry.owners == {"champion": "team-a/digits"}
+    refused = servedmodel.reconcile(second, memory.ports, NOW)
+    assert cond(refused, "Ready") == ("False", "AliasInUse")
+    ready = conditions.get_condition(refused.conditions, "Ready")
+    assert ready is not None
+    assert "team-a/digits" in ready.message
+    assert "spec.alias" in ready.message
+    assert [e.reason for e in memory.objects.events].count("AliasInUse") == 1
+    assert memory.registry.aliases == {"champion": "2"}  # set by the first one only
+
+    # Its own alias works; and once the first is gone, its alias can be taken over.
+    own = memory.objects.put(served_body("digits", "team-b", alias="team-b"))
+    assert cond(servedmodel.reconcile(own, memory.ports, NOW), "Ready") == ("True", "Serving")
+    del memory.objects.items[("ServedModel", "team-a", "digits")]
+    taken = memory.objects.put(served_body("other", "team-b"))
+    assert cond(servedmodel.reconcile(taken, memory.ports, NOW), "Ready") == ("True", "Serving")
+    assert memory.registry.owners["champion"] == "team-b/other"

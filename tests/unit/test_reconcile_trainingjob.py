@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kubeloop.api import conditions
+from kubeloop.api.training_result import TrainingFailure
 from kubeloop.api.trainingjob import TrainingJobSpec, TrainingJobStatus
 from kubeloop.reconcile import observations, trainingjob
 from kubeloop.reconcile.trainingjob import Observed, TrainerState, TrainingJobPlan
@@ -229,6 +230,31 @@ def test_a_failed_job_names_the_condition_and_the_pods_exit() -> None:
         "T5",
     )
     assert "code 137 (OOMKilled)" in state.message
+
+
+def test_a_failed_trainers_reason_reaches_the_status() -> None:
+    failure = TrainingFailure(
+        training_job="tj",
+        error="DatasetError",
+        message="dataset not found or empty: s3://kubeloop/does-not-exist/",
+        exit_code=1,
+        log_tail=["... INFO loading dataset base", "... ERROR nothing under the prefix"],
+    )
+    terminated = {"exitCode": 1, "reason": "Error", "message": failure.to_line()}
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+    state = observations.trainer_state(
+        job([failed]), [pod("p", "Failed", {"terminated": terminated})]
+    )
+    plan = decide(TrainingJobStatus(phase="Running"), 1, state)
+    message = conditions.get_condition(plan.status.conditions, "Succeeded")
+    assert message is not None
+    assert "the trainer exited with code 1 (Error)" in message.message
+    assert (
+        "DatasetError: dataset not found or empty: s3://kubeloop/does-not-exist/" in message.message
+    )
+    assert "nothing under the prefix" in message.message  # the last log lines too
+    long = failure.model_copy(update={"log_tail": ["x" * 300] * 40})
+    assert len(long.to_line().encode()) <= 4096  # a termination message keeps 4 KiB
 
 
 @pytest.mark.parametrize(

@@ -40,3 +40,19 @@ def test_unreachable_registry_names_the_server() -> None:
     url = unused_url()
     with pytest.raises(RegistryUnavailable, match="could not be reached"):
         Registry(url, retries=0, timeout_seconds=2).latest_version("digits")
+
+
+def test_errors_name_the_server_without_its_password(registry: Registry) -> None:
+    url = unused_url()
+    dead = Registry(url.replace("http://", "http://user:PLANTED@"), retries=0, timeout_seconds=2)
+    with pytest.raises(RegistryUnavailable) as unreachable:
+        dead.latest_version("digits")
+    assert "PLANTED" not in str(unreachable.value)
+    assert f"the MLflow server at {url.replace('http://', 'http://user:***@')}" in str(
+        unreachable.value
+    )
+    live = Registry(registry.tracking_uri.replace("http://", "http://user:PLANTED@"))
+    with pytest.raises(ModelNotFound) as missing:
+        live.resolve("models:/absent-model/1")
+    assert "PLANTED" not in str(missing.value)
+    assert "user:***@" in str(missing.value)

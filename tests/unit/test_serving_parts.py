@@ -1,20 +1,21 @@
 """The predictor's parts in process, on a real exported ONNX model: the model contract,
-input decoding, micro-batching, atomic swaps, the review pool and the command line."""
+input decoding, micro-batching, atomic swaps and the review pool."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import re
 
 import numpy as np
 import onnx
 import pytest
 
 from kubeloop.registry import ModelVersion
-from kubeloop.serving import config, inputs, onnx_model
+from kubeloop.serving import inputs, onnx_model
 from kubeloop.serving.batching import MicroBatcher
 from kubeloop.serving.holder import LoadedModel, ModelHolder
-from kubeloop.serving.prediction_log import PredictionBatch, PredictionPool
+from kubeloop.serving.prediction_pool import PredictionBatch, PredictionPool
 from kubeloop.serving.predictor import Predictor
 from kubeloop.serving.review import ReviewQueue, UnknownPrediction
 from tests import serving_models
@@ -80,7 +81,7 @@ def test_inputs_accept_the_instance_shape_and_its_equivalents() -> None:
     with pytest.raises(inputs.InputError, match="not a numeric array"):
         inputs.one([["a"] * 8] * 8, (8, 8))
     with pytest.raises(inputs.InputError, match="non-empty list"):
-        inputs.instances([], (8, 8))
+        inputs.instances([], (8, 8), max_rows=10)
 
 
 def test_png_inputs_are_grayscale_in_unit_range() -> None:
@@ -88,7 +89,9 @@ def test_png_inputs_are_grayscale_in_unit_range() -> None:
     png = serving_models.png_bytes(pixels)
     assert inputs.png(png, (8, 8)) == pytest.approx(pixels)
     assert inputs.png(png, (1, 8, 8)).shape == (1, 8, 8)
-    both = inputs.instances([{"b64": base64.b64encode(png).decode()}, pixels.tolist()], (8, 8))
+    both = inputs.instances(
+        [{"b64": base64.b64encode(png).decode()}, pixels.tolist()], (8, 8), max_rows=10
+    )
     assert both[0] == pytest.approx(both[1])
     with pytest.raises(inputs.InputError, match="9x8 pixels; expected 8x8") as wrong:
         inputs.png(serving_models.png_bytes(np.zeros((8, 9))), (8, 8))
@@ -99,7 +102,58 @@ def test_png_inputs_are_grayscale_in_unit_range() -> None:
     with pytest.raises(inputs.InputError, match="cannot be decoded"):
         inputs.png(png[:40], (8, 8))  # truncated after the header
     with pytest.raises(inputs.InputError, match="instance 0: the image is not valid base64"):
-        inputs.instances([{"b64": "%%%"}], (8, 8))
+        inputs.instances([{"b64": "%%%"}], (8, 8), max_rows=10)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ([["0.5", 0.5]], "holds a string"),
+        ([[True, 0.5]], "holds a boolean"),
+        ([[1, None]], "holds a null"),
+        ([[1, {"v": 1}]], "holds an object"),
+        ([[1.0, 2.0], 3.0], "nest unevenly"),
+        ([[1.0, 2.0], [3.0]], "not a numeric array"),
+        ([[10**400]], "not a numeric array"),
+    ],
+)
+def test_inputs_are_json_numbers_and_nothing_numpy_would_coerce(
+    value: object, problem: str
+) -> None:
+    with pytest.raises(inputs.InputError, match=problem) as refused:
+        inputs.numbers(value, "instances")
+    assert str(refused.value).startswith("instances is not a numeric array")
+    assert inputs.numbers([[1, 2.5], [0, -1]], "x").tolist() == [[1.0, 2.5], [0.0, -1.0]]
+    assert inputs.numbers([[]], "x").shape == (1, 0)
+
+
+def tensor(**fields: object) -> inputs.Tensor:
+    base: dict[str, object] = {
+        "name": "input", "shape": [2, 8, 8], "datatype": "FP32", "data": [0.5] * 128,
+    }  # fmt: skip
+    return inputs.Tensor(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_v2_tensors_are_checked_against_what_they_declare() -> None:
+    assert inputs.tensor_rows([tensor()], (8, 8), max_rows=2).shape == (2, 8, 8)
+    binary = np.full(128, 0.25, dtype=np.float32).tobytes()
+    assert inputs.tensor_rows([tensor(data=binary)], (8, 8), 2)[0, 0, 0] == pytest.approx(0.25)
+    assert inputs.tensor_rows([tensor(name="x")], (8, 8), 2).shape == (2, 8, 8)  # the only one
+    problems = {
+        "positive sizes": [tensor(shape=[-1, 8, 8])],
+        "holds 64 values; its shape [2, 8, 8] needs 128": [tensor(data=[0.5] * 64)],
+        "2 tensors are named 'input'": [tensor(), tensor()],
+        "unknown tensors ['extra']": [tensor(), tensor(name="extra")],
+        "one input tensor": [tensor(name="a"), tensor(name="b")],
+        "'BOOL' is not supported": [tensor(datatype="BOOL", data=[True] * 128)],
+        "not whole float32s": [tensor(data=b"\x00" * 3)],
+    }
+    for problem, tensors in problems.items():
+        with pytest.raises(inputs.InputError, match=re.escape(problem)):
+            inputs.tensor_rows(tensors, (8, 8), max_rows=2)
+    with pytest.raises(inputs.InputError, match="--max-request-rows") as too_many:
+        inputs.tensor_rows([tensor(shape=[3, 8, 8], data=[])], (8, 8), max_rows=2)
+    assert too_many.value.reason == inputs.TOO_MANY_ROWS  # before the data is looked at
 
 
 class Rows:
@@ -217,7 +271,7 @@ def test_pool_is_a_ring_with_lookup_and_reviewed_rows() -> None:
     assert pool.find("b") is None
     found = pool.find("e")
     assert found is not None
-    assert found["model_version"] == "1"
+    assert found.model_version == "1"
     assert pool.view().ids.tolist() == ["c", "d", "e", "f", "g"]
     pool.mark_reviewed("e")
     assert pool.view().ids.tolist() == ["c", "d", "f", "g"]
@@ -257,41 +311,3 @@ async def test_review_queue_and_similar_search() -> None:
     assert distances[0] == pytest.approx(nearest, rel=1e-4)
     with pytest.raises(UnknownPrediction):
         await queue.similar("zzz", 3)
-
-
-def test_command_line_contract() -> None:
-    parsed = config.parse_args(
-        ["--name", "digits", "--model-uri", "models:/digits@champion", "--host", "127.0.0.1",
-         "--http-port", "9000", "--max-batch-size", "16", "--max-latency-ms", "2",
-         "--alias-poll-seconds", "1", "--feedback-dataset", "fd", "--feedback-bucket", "b",
-         "--feedback-prefix", "p/", "--classes", "0,1,2", "--input-shape", "8,8",
-         "--slices", "base,new-user", "--max-payload-bytes", "1000"],
-        token="t",
-    )  # fmt: skip
-    assert parsed.feedback is not None
-    assert parsed.feedback.classes == ("0", "1", "2")
-    assert parsed.feedback.input_shape == (8, 8)
-    assert parsed.feedback.slices == ("base", "new-user")
-    assert (parsed.host, parsed.http_port, parsed.max_batch_size) == ("127.0.0.1", 9000, 16)
-    assert parsed.feedback_token == "t"
-    minimal = config.parse_args(["--name", "m", "--model-uri", "models:/m/3"])
-    assert minimal.feedback is None
-    assert minimal.host == "0.0.0.0"
-
-
-@pytest.mark.parametrize(
-    ("argv", "problem"),
-    [
-        (["--model-uri", "runs:/x/model"], "not a registered-model URI"),
-        (["--model-uri", "models:/m/1", "--feedback-dataset", "fd"], "together"),
-        (["--model-uri", "models:/m/1", "--max-batch-size", "0"], "at least 1"),
-        (["--model-uri", "models:/m/1", "--input-shape", "8,x"], "not a shape"),
-        (["--model-uri", "models:/m/1", "--review-strategy", "best"], "--review-strategy"),
-    ],
-)
-def test_command_line_errors(
-    argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit):
-        config.parse_args(["--name", "m", *argv])
-    assert problem in capsys.readouterr().err

@@ -5,10 +5,7 @@ acknowledged only once stored."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-import threading
 
 import numpy as np
 import pytest
@@ -17,9 +14,11 @@ from kubeloop.api import samples
 from kubeloop.local import services
 from kubeloop.serving import feedback
 from kubeloop.serving.live_accuracy import LiveAccuracy
-from kubeloop.serving.prediction_log import PredictionBatch, PredictionLog, PredictionPool
+from kubeloop.serving.prediction_log import PredictionLog
+from kubeloop.serving.prediction_pool import PredictionBatch, PredictionPool
 from kubeloop.storage import ObjectStore, StorageUnavailable
 from tests.conftest import ACCESS_KEY, SECRET_KEY, unused_url
+from tests.tcp_proxy import TcpProxy
 
 BUCKET = "serving-test"
 
@@ -66,7 +65,7 @@ def test_prediction_log_batches_and_reads_back(object_store: ObjectStore) -> Non
     assert held == [f"01J{i:023d}" for i in range(13, 25)]
     found = pool.find(held[0])
     assert found is not None
-    assert found["shape"] == (2, 2)
+    assert found.shape == (2, 2)
 
 
 def test_prediction_log_keeps_records_while_storage_is_down() -> None:
@@ -161,54 +160,17 @@ async def test_feedback_is_refused_with_retry_after_when_storage_is_down() -> No
     assert fb._live_accuracy.totals().versions == {}  # nothing judged that was not stored
 
 
-class _DropFirstConnection:
-    """A TCP proxy to the S3 server that reads the first request and hangs up on it."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.removeprefix("http://").split(":")
-        self.target = (host, int(port))
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.dropped = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.dropped == 0:
-                self.dropped += 1
-                client.settimeout(2)
-                with contextlib.suppress(OSError):
-                    while client.recv(65536):  # swallow the request, body included
-                        pass
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-
 def test_a_write_retried_after_a_dropped_connection_is_whole(s3_server: services.Service) -> None:
-    proxy = _DropFirstConnection(s3_server.url)
+    proxy = TcpProxy(s3_server.url)
+    proxy.intercept("drop")  # reads the first request, body included, and hangs up on it
     try:
         store = ObjectStore(proxy.url, ACCESS_KEY, SECRET_KEY, retries=2, timeout_seconds=3)
         ObjectStore(s3_server.url, ACCESS_KEY, SECRET_KEY).ensure_bucket(BUCKET)
         log = PredictionLog(store, BUCKET, "retry-test/", batch_size=1000)
         log.append(batch(200))
         assert log.flush() == 200  # the first attempt was dropped, the retry sent everything
-        assert proxy.dropped == 1
+        assert proxy.intercepted == 1
         (key,) = store.list_keys(BUCKET, "retry-test/" + samples.PREDICTIONS)
         assert len(store.get_bytes(BUCKET, key).decode().splitlines()) == 200
     finally:
-        proxy.listener.close()
+        proxy.close()

@@ -1,6 +1,7 @@
 """Loading from a real S3 server: feedback snapshots, image folders and manifests (PNG and
 JPEG of mixed sizes and modes), the errors that name what is missing; the bundled data."""
 
+import base64
 import io
 import json
 
@@ -11,6 +12,7 @@ from PIL import Image
 from kubeloop import digits, images, plugins
 from kubeloop.api import samples
 from kubeloop.api.trainingjob import DatasetSource
+from kubeloop.images import Preprocessing
 from kubeloop.storage import ObjectStore
 from kubeloop.training import datasets, splits
 
@@ -38,8 +40,18 @@ def test_a_manifest_and_a_prefix_load_the_same_samples(object_store: ObjectStore
     object_store.ensure_bucket(BUCKET)
     prefix = "loading/"
     keys = _put_samples(object_store, prefix, 6)
+    # Snapshot 4 took samples 2 and 3; snapshot 3, before it, samples 0 and 1: the chain.
+    third = samples.SnapshotManifest(
+        dataset="fd", generation=3, bucket=BUCKET, segments=keys[:2], created_at="T"
+    )
+    object_store.put_json(BUCKET, samples.snapshot_key(prefix, 3), third.to_wire())
     manifest = samples.SnapshotManifest(
-        dataset="fd", generation=4, bucket=BUCKET, keys=keys[:4], created_at="2026-01-01T00:00:00Z"
+        dataset="fd",
+        generation=4,
+        bucket=BUCKET,
+        segments=keys[2:4],
+        previous=f"s3://{BUCKET}/{samples.snapshot_key(prefix, 3)}",
+        created_at="2026-01-01T00:00:00Z",
     )
     object_store.put_json(BUCKET, samples.snapshot_key(prefix, 4), manifest.to_wire())
     uri = f"s3://{BUCKET}/{samples.snapshot_key(prefix, 4)}"
@@ -194,3 +206,69 @@ def test_formats_that_cannot_apply_are_problems() -> None:
     assert datasets.source_problems(
         DatasetSource(name="b", uri="builtin://objects", format="image-folder")
     ) == ["datasets[b].format: builtin datasets have no format; remove it"]
+
+
+def test_segments_and_images_as_sent_are_read(object_store: ObjectStore) -> None:
+    object_store.ensure_bucket(BUCKET)
+    images, labels = digits.new_user_feedback(3, seed=3)
+    png = io.BytesIO()
+    Image.fromarray((images[2] * 255).round().astype(np.uint8)).save(png, format="PNG")
+    lines = [
+        samples.FeedbackSample(
+            id=f"01JSEG{n:020d}",
+            input=images[n].ravel().tolist(),
+            shape=[8, 8],
+            label=str(labels[n]),
+            received_at="T",
+        )
+        for n in range(2)
+    ]
+    lines.append(
+        samples.FeedbackSample(
+            id="01JSEG00000000000000000002",
+            image=base64.b64encode(png.getvalue()).decode(),
+            content_type="image/png",
+            label=str(labels[2]),
+            received_at="T",
+        )
+    )
+    key = samples.segment_key("segments/", "01JSEG", len(lines))
+    body = b"\n".join(line.model_dump_json(by_alias=True).encode() for line in lines)
+    object_store.put_bytes(BUCKET, key, body)
+    loaded = datasets.load_feedback(
+        DatasetSource(name="feedback", uri=f"s3://{BUCKET}/segments/"), object_store
+    )
+    assert len(loaded.ids) == 3
+    assert loaded.samples.labels.tolist() == [str(label) for label in labels]
+    # The image sent as a PNG stays encoded until the model's transform decodes it.
+    assert [type(p).__name__ for p in plugins.parts(loaded.samples)] == [
+        "LabelledImages",
+        "ImageFiles",
+    ]
+    as_inputs = loaded.samples.load(np.arange(3), Preprocessing(channels=1, height=8, width=8))
+    assert np.allclose(as_inputs[:, 0], images, atol=1 / 255)
+
+
+def test_colour_images_sent_as_feedback_keep_their_colour(object_store: ObjectStore) -> None:
+    """An RGB JPEG of any size, kept as sent, becomes an RGB input of the model's size."""
+    object_store.ensure_bucket(BUCKET)
+    pixels = np.zeros((20, 30, 3), np.uint8)
+    pixels[..., 0] = 250  # red
+    jpeg = io.BytesIO()
+    Image.fromarray(pixels).save(jpeg, format="JPEG")
+    sample = samples.FeedbackSample(
+        id="01JRGB00000000000000000000",
+        image=base64.b64encode(jpeg.getvalue()).decode(),
+        content_type="image/jpeg",
+        label="red",
+        received_at="T",
+    )
+    key = samples.segment_key("colour/", "01JRGB", 1)
+    object_store.put_bytes(BUCKET, key, sample.model_dump_json(by_alias=True).encode())
+    loaded = datasets.load_feedback(
+        DatasetSource(name="feedback", uri=f"s3://{BUCKET}/colour/"), object_store
+    )
+    rgb = loaded.samples.load(np.arange(1), Preprocessing(channels=3, height=8, width=8))
+    assert rgb.shape == (1, 3, 8, 8)
+    assert rgb[0, 0].mean() > 0.9
+    assert rgb[0, 1:].mean() < 0.1

@@ -43,7 +43,7 @@ app.kubernetes.io/component: operator
 
 {{/*
 RBAC rules in the namespaces the operator watches (every namespace without watchNamespaces).
-Each rule names the code that needs it; tests/unit/test_helm_rbac.py keeps them exact.
+Each rule names the code that needs it; tests/envtest/test_chart_rbac.py keeps them exact.
 */}}
 {{- define "kubeloop.namespacedRules" -}}
 # kopf watches and annotates the three kinds (handler progress, timers' finalizer); kubeloop
@@ -69,7 +69,7 @@ Each rule names the code that needs it; tests/unit/test_helm_rbac.py keeps them 
   verbs: [get, list, watch, create]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [create, patch]

@@ -24,7 +24,10 @@ def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
 LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
 """Schema extra: the API server refuses a list of scalars with a repeated item."""
 
-INT64_MAX = 2**63 - 1
+INT64_MAX = 2**53 - 1
+"""The largest integer a CRD schema can bound by: the API server reads a schema's `maximum`
+as a float64, in which 2**63 - 1 rounds to 2**63 and overflows to -2**63 (it then refuses every
+default, as a real v1.20 API server did). 2**53 - 1 is exact, and far above any count here."""
 INT32_MAX = 2**31 - 1
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 """A Kubernetes object name (DNS-1123 subdomain, at most 253 characters)."""
@@ -33,7 +36,7 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 NO_WHITESPACE = r"^\S+$"
 
 Int64 = Annotated[int, Field(le=INT64_MAX)]
-"""An integer the API server can store: it keeps integers as int64 and refuses larger ones."""
+"""An integer the API server can store (int64), bounded where a CRD schema can say it."""
 Int32 = Annotated[int, Field(le=INT32_MAX)]
 """An integer that ends up in an int32 field of a child object (replicas, a Job's seconds),
 or a duration in seconds that date arithmetic must be able to add (68 years at most)."""

@@ -119,8 +119,8 @@ class FeedbackDatasetStatus(ApiModel):
     """Samples counted in storage."""
     samples_since_snapshot: common.Int64 = 0
     """Samples that arrived after the latest snapshot."""
-    last_key: str | None = None
-    """Newest sample key counted; the next poll lists only keys after it."""
+    archived_generation: int = 0
+    """The latest snapshot whose segments are gone from the inbox (kept in its archive)."""
     storage: str | None = None
     """The location the counts and snapshots describe (spec.storage, which must not move)."""
     snapshots: list[Snapshot] = Field(default_factory=list)

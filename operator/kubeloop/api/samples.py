@@ -1,35 +1,53 @@
 """Objects a FeedbackDataset keeps in S3, and where each lives under the dataset's prefix.
 
-    {prefix}samples/{ULID}.json           one feedback sample (FeedbackSample)
+    {prefix}inbox/{ULID}-{n}.jsonl        a segment: n samples acknowledged together, one
+                                          FeedbackSample per line (what predictors write)
+    {prefix}samples/{ULID}.json           one sample (FeedbackSample): a segment of its own
+    {prefix}archive/gen-00001/{name}      the segments snapshot 1 moved out of the inbox
     {prefix}snapshots/gen-00001.json      a frozen snapshot (SnapshotManifest)
     {prefix}predictions/{ULID}.jsonl      a batch of logged predictions, one JSON per line
-    {prefix}stats/live-accuracy.json      predictions judged by feedback, per model version
+    {prefix}stats/live-accuracy/{W}.json  predictions judged by feedback, per model version,
+                                          as predictor process W counted them
+    {prefix}stats/live-accuracy.json      the same from predictors before per-process records
 
-Sample keys are ULIDs, so lexical order is arrival order and a poll can list only the keys
-after the last one it saw. No side effects here.
+The inbox holds exactly the samples no snapshot has taken: a snapshot takes everything in it
+and moves it to its archive, so counting and snapshotting never depend on the order in which
+writes land (see reconcile.feedbackdataset). No side effects here.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 from pydantic import Field
 
 from kubeloop.api.common import ApiModel
+from kubeloop.api.times import format_time, parse_time
 
+INBOX = "inbox/"
 SAMPLES = "samples/"
+ARCHIVE = "archive/"
 SNAPSHOTS = "snapshots/"
 PREDICTIONS = "predictions/"
 LIVE_ACCURACY = "stats/live-accuracy.json"
+LIVE_ACCURACY_BY_WRITER = "stats/live-accuracy/"
+_SEGMENT = re.compile(r"-(?P<count>[0-9]+)\.jsonl$")
 
 
 class FeedbackSample(ApiModel):
     """One labelled input sent back by a user."""
 
     id: str
-    """ULID of the sample; also its key's name."""
-    input: list[float]
-    """The input, flattened in row-major order."""
-    shape: list[int]
-    """Shape of the input, e.g. [8, 8]."""
+    """ULID of the sample."""
+    input: list[float] | None = None
+    """A tensor input, flattened in row-major order (or `image`)."""
+    shape: list[int] = Field(default_factory=list)
+    """Shape of the tensor input, e.g. [8, 8]."""
+    image: str | None = None
+    """An image input as it was sent (PNG or JPEG bytes, base64), instead of `input`."""
+    content_type: str | None = None
+    """The image's media type, e.g. image/jpeg."""
     label: str
     """Correct class, one of the dataset's classes."""
     slice: str | None = None
@@ -45,16 +63,28 @@ class FeedbackSample(ApiModel):
 
 
 class SnapshotManifest(ApiModel):
-    """The exact samples a retrain uses: every sample key up to the snapshot's cut."""
+    """One snapshot: the segments it took from the inbox, and the snapshot before it.
+
+    A retrain uses the snapshot and every earlier one (follow `previous`), so each manifest
+    lists only its own segments: a million samples are not a million-key JSON per retrain.
+    """
 
     dataset: str
     """FeedbackDataset name."""
     generation: int = Field(ge=1)
     """Snapshot number."""
     bucket: str
-    """Bucket of the sample keys."""
-    keys: list[str]
-    """Sample keys, in arrival order."""
+    """Bucket of the segments."""
+    segments: list[str] = Field(default_factory=list)
+    """This snapshot's own segments (archive keys)."""
+    moved: list[str] = Field(default_factory=list)
+    """Where they were in the inbox; deleted there once this snapshot is recorded."""
+    samples: int = Field(default=0, ge=0)
+    """Samples in this snapshot's own segments."""
+    total: int = Field(default=0, ge=0)
+    """Samples in this snapshot and every earlier one."""
+    previous: str | None = None
+    """URI of the manifest of the snapshot before this one; None for the first."""
     created_at: str
     """When the snapshot was frozen (RFC 3339)."""
 
@@ -83,9 +113,39 @@ def sample_key(prefix: str, sample_id: str) -> str:
     return f"{prefix}{SAMPLES}{sample_id}.json"
 
 
+def segment_key(prefix: str, segment_id: str, count: int) -> str:
+    """The inbox key of a segment of `count` samples: the count is in the name, so the inbox
+    is counted from its listing alone."""
+    return f"{prefix}{INBOX}{segment_id}-{count}.jsonl"
+
+
+def samples_in(key: str) -> int:
+    """Samples in the object at `key`: a segment says it in its name, a sample is one."""
+    match = _SEGMENT.search(key)
+    return int(match["count"]) if match else 1
+
+
+def archive_key(prefix: str, generation: int, key: str) -> str:
+    """Where snapshot `generation` keeps the inbox object `key`."""
+    return f"{prefix}{ARCHIVE}gen-{generation:05d}/{key.rsplit('/', 1)[-1]}"
+
+
 def snapshot_key(prefix: str, generation: int) -> str:
     return f"{prefix}{SNAPSHOTS}gen-{generation:05d}.json"
 
 
 def predictions_key(prefix: str, batch_id: str) -> str:
     return f"{prefix}{PREDICTIONS}{batch_id}.jsonl"
+
+
+def rfc3339(seconds: float) -> str:
+    """Unix time as these objects write it: RFC 3339 in UTC, to the millisecond."""
+    return format_time(datetime.fromtimestamp(seconds, UTC), "milliseconds")
+
+
+def parse_rfc3339(text: str) -> float:
+    """The Unix time an RFC 3339 timestamp names (the inverse of rfc3339)."""
+    moment = parse_time(text)
+    if moment is None:
+        raise ValueError("an empty timestamp")
+    return moment.timestamp()

@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kubeloop.api import common
 from kubeloop.api.common import LIST_SET, ApiModel, Condition, CustomResource, cel_rules
-from kubeloop.api.trainingjob import IMAGE_SCHEMA, REGISTERED_MODEL
+from kubeloop.api.trainingjob import IMAGE_SCHEMA, REGISTERED_MODEL, PodTemplate, Resources
 
 Verdict = Literal["Pending", "Passed", "Failed"]
 INCREASING = "canary steps must be strictly increasing"
@@ -100,6 +100,11 @@ class ServedModelSpec(ApiModel):
     """FeedbackDataset receiving this model's feedback and prediction log."""
     image: str | None = Field(default=None, json_schema_extra=IMAGE_SCHEMA)
     """Predictor image; the operator's default predictor image when omitted."""
+    resources: Resources | None = None
+    """CPU, memory and GPUs of each predictor; the operator's default (the chart's
+    predictorResources) when omitted."""
+    template: PodTemplate = Field(default_factory=PodTemplate)
+    """Labels, annotations, scheduling and security contexts of the predictor pods."""
 
     @field_validator("alias")
     @classmethod

@@ -88,7 +88,7 @@ class Resources(ApiModel):
 
 
 class PodTemplate(ApiModel):
-    """What passes through to the training Job and its pod."""
+    """What passes through to the pods kubeloop creates (a trainer's, a predictor's)."""
 
     labels: dict[str, str] = Field(default_factory=dict)
     """Labels for the Job and pod, e.g. kueue.x-k8s.io/queue-name."""
@@ -100,6 +100,12 @@ class PodTemplate(ApiModel):
     """Tolerations of the pod, as in a PodSpec."""
     service_account_name: str | None = None
     """Service account the pod runs as."""
+    security_context: dict[str, Any] | None = None
+    """The pod's securityContext, as in a PodSpec; the operator's default (non-root user,
+    seccomp RuntimeDefault, from the Helm chart's childPodSecurityContext) when omitted."""
+    container_security_context: dict[str, Any] | None = None
+    """The container's securityContext; the operator's default (no privilege escalation, all
+    capabilities dropped, read-only root: /tmp is a writable emptyDir) when omitted."""
 
 
 class TrainingJobSpec(ApiModel):
@@ -121,6 +127,9 @@ class TrainingJobSpec(ApiModel):
     """CPU, memory and GPUs for the training pod."""
     image: str | None = Field(default=None, json_schema_extra=IMAGE_SCHEMA)
     """Trainer image; the operator's default trainer image when omitted."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    """Fail the training when it runs longer than this (the Job's activeDeadlineSeconds);
+    the operator's default (the chart's trainerActiveDeadlineSeconds) when omitted."""
     backoff_limit: int = Field(default=1, ge=0, le=10)
     """Retries of the training pod before the job fails."""
     ttl_seconds_after_finished: common.Int32 | None = Field(default=None, ge=0)

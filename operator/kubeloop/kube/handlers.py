@@ -153,6 +153,25 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
                 # Events are not retried; the TrainingJob's own handlers are.
                 logger.warning("TrainingJob %s/%s: retried on its next event", namespace, name)
 
+    @kopf.on.event("", "v1", "pods", labels=jobs, registry=registry)
+    def pod_changed(
+        *,
+        type: str,  # noqa: A002 - kopf's keyword
+        body: kopf.Body,
+        namespace: str | None,
+        name: str,
+        **_: Any,
+    ) -> None:
+        # A pod that starts running changes no count of its Job's status on every cluster
+        # (a Job's status.ready is newer than Kubernetes 1.24): follow the pods themselves.
+        where = namespace or ""
+        pod = None if type == "DELETED" else dict(body)
+        if not rt.pod_is_news(where, name, pod):
+            return
+        trainingjob_name = rt.trainingjob_of(where, str(body.metadata.labels[LABEL_TRAININGJOB]))
+        if trainingjob_name is not None:
+            run_reconcile(rt, "TrainingJob", where, trainingjob_name)
+
 
 class Poller:
     """Reconciles every FeedbackDataset and ServedModel each poll_seconds while this operator

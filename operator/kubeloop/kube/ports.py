@@ -87,7 +87,15 @@ class KubeObjects:
         self._rt = rt
 
     def get(self, kind: str, namespace: str, name: str) -> Body | None:
-        return self._rt.client.get(RESOURCES[kind], namespace, name)
+        try:
+            return self._rt.client.get(RESOURCES[kind], namespace, name)
+        except ApiError as error:
+            if error.status != 403:
+                raise
+            raise Unavailable(
+                f"the operator may not read {kind} {namespace}/{name} ({error.message})",
+                reason="Forbidden",
+            ) from error
 
     def create(self, manifest: Body, owner: Body) -> bool:
         namespace = manifest["metadata"]["namespace"]
@@ -160,7 +168,7 @@ class KubeTrainer:
         """Apply the ConfigMap (refreshing one a crash left behind), then create the Job."""
         namespace = tj.metadata.namespace
         self._rt.client.apply(CONFIGMAPS, namespace, owned(builders.build_configmap(tj), body))
-        job = owned(builders.build_job(tj, self._rt.defaults), body)
+        job = owned(builders.build_job(tj, self._rt.settings), body)
         # Conflict: an earlier, interrupted reconcile created it; the next one follows it.
         with contextlib.suppress(Conflict):
             self.job = self._rt.client.create(JOBS, namespace, job)
@@ -201,7 +209,7 @@ class KubePredictor:
     def _inference_service(
         self, sm: ServedModel, body: Body, deploy: Deploy, feedback: FeedbackRef | None
     ) -> ServingState:
-        desired = builders.build_inference_service(sm, self._rt.defaults, deploy, feedback)
+        desired = builders.build_inference_service(sm, self._rt.settings, deploy, feedback)
         name = desired["metadata"]["name"]
         current = self._rt.client.get(INFERENCESERVICES, sm.metadata.namespace, name)
         if current is not None and not is_owned_by(current, body):
@@ -219,7 +227,7 @@ class KubePredictor:
     def _deployments(
         self, sm: ServedModel, body: Body, deploy: Deploy, feedback: FeedbackRef | None
     ) -> ServingState:
-        client, namespace, defaults = self._rt.client, sm.metadata.namespace, self._rt.defaults
+        client, namespace, defaults = self._rt.client, sm.metadata.namespace, self._rt.settings
         stable_replicas = max(sm.spec.min_replicas, 1)
         stable = builders.build_deployment(
             sm, defaults, deploy.stable_uri, "stable", stable_replicas, feedback

@@ -12,7 +12,7 @@ from typing import Any
 
 from kubeloop.api.times import utc_now
 from kubeloop.kube.client import KubeClient, Resource
-from kubeloop.reconcile import builders, observations
+from kubeloop.reconcile import observations
 from kubeloop.registry import Registry
 from kubeloop.settings import Settings
 from kubeloop.storage import ObjectStore
@@ -24,7 +24,6 @@ class Runtime:
 
     settings: Settings
     client: KubeClient
-    defaults: builders.ChildDefaults
     clock: Callable[[], datetime] = utc_now
     _registry: Registry | None = field(default=None, init=False)
     _stores: dict[tuple[str, str, str], ObjectStore] = field(default_factory=dict, init=False)
@@ -32,10 +31,12 @@ class Runtime:
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False)
     _serves: dict[str, tuple[bool, float]] = field(default_factory=dict, init=False)
     _jobs_seen: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
+    _pods_seen: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
+    _job_owners: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, client: KubeClient) -> Runtime:
-        return cls(settings, client, builders.ChildDefaults.from_settings(settings))
+        return cls(settings, client)
 
     def now(self) -> datetime:
         return self.clock()
@@ -72,14 +73,34 @@ class Runtime:
         with self._guard:
             if job is None:
                 self._jobs_seen.pop((namespace, name), None)
+                self._job_owners.pop((namespace, name), None)
             else:
                 self._jobs_seen[(namespace, name)] = observations.job_fingerprint(job)
+                for owner in job.get("metadata", {}).get("ownerReferences") or []:
+                    if owner.get("kind") == "TrainingJob" and owner.get("controller"):
+                        self._job_owners[(namespace, name)] = str(owner["name"])
+
+    def trainingjob_of(self, namespace: str, job: str) -> str | None:
+        """The TrainingJob whose reconcile last acted on Job `job`, or None."""
+        with self._guard:
+            return self._job_owners.get((namespace, job))
 
     def job_is_news(self, namespace: str, name: str, job: dict[str, Any]) -> bool:
         """Whether `job` differs from what the last reconcile of its TrainingJob saw."""
         with self._guard:
             seen = self._jobs_seen.get((namespace, name))
         return seen != observations.job_fingerprint(job)
+
+    def pod_is_news(self, namespace: str, name: str, pod: dict[str, Any] | None) -> bool:
+        """Whether a trainer pod changed in what its TrainingJob's status depends on, and
+        remember it (None: the pod is gone)."""
+        key = (namespace, name)
+        with self._guard:
+            if pod is None:
+                return self._pods_seen.pop(key, None) is not None
+            seen = observations.pod_fingerprint(pod)
+            news, self._pods_seen[key] = self._pods_seen.get(key) != seen, seen
+        return news
 
     def serves(self, resource: Resource, ttl_seconds: float = 30.0) -> bool:
         """Whether the cluster serves `resource`, checked at most every `ttl_seconds`."""

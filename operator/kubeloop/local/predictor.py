@@ -9,6 +9,7 @@ the plan names the version the alias now points to, the predictor is asked to sw
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -22,6 +23,8 @@ from kubeloop.local.processes import ProcessTable
 from kubeloop.reconcile import servedmodel
 from kubeloop.reconcile.ports import Body, Deploy, FeedbackRef, ServingState
 
+TOKEN_ENV = "KUBELOOP_FEEDBACK_TOKEN"
+"""The predictor's bearer token, which its reload route asks for when one is set."""
 PREDICTOR_PORT = 8080
 """The first ServedModel's preferred port; others take the next free ones."""
 
@@ -95,8 +98,10 @@ class LocalPredictor:
 
     def _swap(self, name: str, url: str, version: str) -> None:
         """Ask the predictor to follow the alias now; it polls the registry anyway."""
+        token = self._env.get(TOKEN_ENV) or os.environ.get(TOKEN_ENV)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            answer = services.post(f"{url}/v1/models/{name}/reload", {})
+            answer = services.post(f"{url}/v1/models/{name}/reload", {}, headers=headers)
         except (urllib.error.URLError, OSError) as error:
             self._say(f"! ServedModel/{name}: reload request failed ({error}); it will poll")
             return

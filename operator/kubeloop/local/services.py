@@ -175,10 +175,13 @@ def spawn(
     return Service(name, url, process, log_path, env or {})
 
 
-def post(url: str, body: Any, timeout: float = 30.0) -> Any:
+def post(url: str, body: Any, timeout: float = 30.0, headers: dict[str, str] | None = None) -> Any:
     """POST `body` as JSON to `url`; the decoded answer (raises on an HTTP error)."""
     request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+        url,
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", **(headers or {})},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read() or b"null")

@@ -12,14 +12,13 @@ a TrainingJob's spec.credentials.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import ServedModel
-from kubeloop.api.trainingjob import TrainingJob
+from kubeloop.api.trainingjob import PodTemplate, Resources, TrainingJob
 from kubeloop.reconcile import servedmodel, trainingjob
 from kubeloop.reconcile.common import (
     LABEL_COMPONENT,
@@ -42,33 +41,6 @@ INFERENCE_SERVICE_NAME_MAX = 45
 """KServe appends -predictor-... to the InferenceService's name; keep room for it."""
 
 
-@dataclass(frozen=True)
-class ChildDefaults:
-    """What the operator's settings give every child: images, endpoints, the S3 Secret."""
-
-    trainer_image: str
-    predictor_image: str
-    mlflow_tracking_uri: str
-    s3_endpoint: str
-    s3_region: str
-    s3_secret_name: str | None = None
-    s3_access_key_field: str = "AWS_ACCESS_KEY_ID"
-    s3_secret_key_field: str = "AWS_SECRET_ACCESS_KEY"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ChildDefaults:
-        return cls(
-            trainer_image=settings.trainer_image,
-            predictor_image=settings.predictor_image,
-            mlflow_tracking_uri=settings.mlflow_tracking_uri,
-            s3_endpoint=settings.s3_endpoint,
-            s3_region=settings.s3_region,
-            s3_secret_name=settings.s3_secret_name,
-            s3_access_key_field=settings.s3_secret_access_key_field,
-            s3_secret_key_field=settings.s3_secret_secret_key_field,
-        )
-
-
 def _metadata(
     name: str,
     namespace: str,
@@ -81,13 +53,48 @@ def _metadata(
     return metadata
 
 
+TMP = "/tmp"
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    """Requests and limits; GPUs (nvidia.com/gpu) as limits only, as Kubernetes wants."""
+    limits: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    if resources.gpu > 0:
+        limits[GPU_RESOURCE] = resources.gpu
+    return {"requests": {"cpu": resources.cpu, "memory": resources.memory}, "limits": limits}
+
+
+def _hardened(container: dict[str, Any], template: PodTemplate, defaults: Settings) -> None:
+    """The container's securityContext (the template's, else the operator's default) and a
+    writable /tmp, with HOME in it, for a read-only root filesystem."""
+    container["securityContext"] = dict(
+        template.container_security_context or defaults.child_security_context
+    )
+    container.setdefault("volumeMounts", []).append({"name": "tmp", "mountPath": TMP})
+    container["env"] = [*container.get("env", []), {"name": "HOME", "value": TMP}]
+
+
+def _pod_fields(template: PodTemplate, defaults: Settings) -> dict[str, Any]:
+    """What the template passes to a PodSpec: scheduling, account, the pod securityContext
+    (the operator's default unless set) and the /tmp emptyDir."""
+    pod: dict[str, Any] = {
+        "securityContext": dict(template.security_context or defaults.child_pod_security_context),
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if template.service_account_name:
+        pod["serviceAccountName"] = template.service_account_name
+    if template.node_selector:
+        pod["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        pod["tolerations"] = [dict(t) for t in template.tolerations]
+    return pod
+
+
 def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def _s3_env(
-    defaults: ChildDefaults, secret: str | None, endpoint: str | None
-) -> list[dict[str, Any]]:
+def _s3_env(defaults: Settings, secret: str | None, endpoint: str | None) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "KUBELOOP_MLFLOW_TRACKING_URI", "value": defaults.mlflow_tracking_uri},
         {"name": "KUBELOOP_S3_ENDPOINT", "value": endpoint or defaults.s3_endpoint},
@@ -95,8 +102,8 @@ def _s3_env(
     ]
     if secret is not None:
         env += [
-            _secret_env("KUBELOOP_S3_ACCESS_KEY", secret, defaults.s3_access_key_field),
-            _secret_env("KUBELOOP_S3_SECRET_KEY", secret, defaults.s3_secret_key_field),
+            _secret_env("KUBELOOP_S3_ACCESS_KEY", secret, defaults.s3_secret_access_key_field),
+            _secret_env("KUBELOOP_S3_SECRET_KEY", secret, defaults.s3_secret_secret_key_field),
         ]
     return env
 
@@ -149,7 +156,7 @@ def build_configmap(tj: TrainingJob) -> dict[str, Any]:
     }
 
 
-def trainer_env(tj: TrainingJob, defaults: ChildDefaults) -> list[dict[str, Any]]:
+def trainer_env(tj: TrainingJob, defaults: Settings) -> list[dict[str, Any]]:
     """Endpoints as values; S3 keys and spec.credentials by secretKeyRef (which win)."""
     env = _s3_env(defaults, defaults.s3_secret_name, None)
     own = {ref.key for ref in tj.spec.credentials}
@@ -158,7 +165,7 @@ def trainer_env(tj: TrainingJob, defaults: ChildDefaults) -> list[dict[str, Any]
     return env
 
 
-def build_job(tj: TrainingJob, defaults: ChildDefaults) -> dict[str, Any]:
+def build_job(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
     """The batch/v1 Job running the trainer once on the TrainingJob's spec.
 
     Template labels and annotations go to the Job and its pod, so a queueing system (Kueue's
@@ -167,34 +174,22 @@ def build_job(tj: TrainingJob, defaults: ChildDefaults) -> dict[str, Any]:
     spec, template = tj.spec, tj.spec.template
     name = job_name(tj.metadata.name)
     labels = trainer_labels(tj)
-    limits: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
-    if spec.resources.gpu > 0:
-        limits[GPU_RESOURCE] = spec.resources.gpu
     container = {
         "name": "trainer",
         "image": spec.image or defaults.trainer_image,
         "command": list(trainingjob.TRAINER_COMMAND),
         "args": trainingjob.trainer_args(f"{SPEC_DIR}/{SPEC_FILE}", trainingjob.RESULT_PATH),
         "env": trainer_env(tj, defaults),
-        "resources": {
-            "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
-            "limits": limits,
-        },
+        "resources": _resources(spec.resources),
         "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}],
         "terminationMessagePath": trainingjob.RESULT_PATH,
+        # A trainer that dies before writing its failure (OOM-killed, say) leaves its log tail.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "containers": [container],
-        "volumes": [{"name": "spec", "configMap": {"name": name}}],
-    }
-    if template.service_account_name:
-        pod["serviceAccountName"] = template.service_account_name
-    if template.node_selector:
-        pod["nodeSelector"] = dict(template.node_selector)
-    if template.tolerations:
-        pod["tolerations"] = [dict(t) for t in template.tolerations]
+    _hardened(container, template, defaults)
+    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    pod |= _pod_fields(template, defaults)
+    pod["volumes"].append({"name": "spec", "configMap": {"name": name}})
     pod_metadata: dict[str, Any] = {"labels": labels}
     if template.annotations:
         pod_metadata["annotations"] = dict(template.annotations)
@@ -204,6 +199,9 @@ def build_job(tj: TrainingJob, defaults: ChildDefaults) -> dict[str, Any]:
     }
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    deadline = spec.active_deadline_seconds or defaults.trainer_active_deadline_seconds
+    if deadline is not None:
+        job_spec["activeDeadlineSeconds"] = deadline
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -243,9 +241,7 @@ def predictor_labels(sm: ServedModel, track: str | None = None) -> dict[str, str
     return labels
 
 
-def predictor_env(
-    defaults: ChildDefaults, feedback: FeedbackDatasetSpec | None
-) -> list[dict[str, Any]]:
+def predictor_env(defaults: Settings, feedback: FeedbackDatasetSpec | None) -> list[dict[str, Any]]:
     """Endpoints as values; the feedback dataset's storage.secretRef, else the operator's
     Secret, by secretKeyRef."""
     if feedback is not None and feedback.storage.secret_ref:
@@ -257,29 +253,35 @@ def predictor_env(
 def predictor_container(
     sm: ServedModel,
     uri: str,
-    defaults: ChildDefaults,
+    defaults: Settings,
     feedback: tuple[str, FeedbackDatasetSpec] | None,
     name: str = KSERVE_CONTAINER,
 ) -> dict[str, Any]:
     """The predictor container running `uri`, ready when the model is loaded."""
     port = servedmodel.PREDICTOR_PORT
-    return {
+    resources = sm.spec.resources or Resources(
+        cpu=defaults.predictor_cpu, memory=defaults.predictor_memory
+    )
+    container = {
         "name": name,
         "image": sm.spec.image or defaults.predictor_image,
         "command": list(servedmodel.PREDICTOR_COMMAND),
         "args": servedmodel.predictor_args(sm.metadata.name, uri, sm.spec.batching, feedback),
         "env": predictor_env(defaults, feedback[1] if feedback else None),
+        "resources": _resources(resources),
         "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": servedmodel.READINESS_PATH, "port": port},
             "periodSeconds": 5,
         },
     }
+    _hardened(container, sm.spec.template, defaults)
+    return container
 
 
 def build_inference_service(
     sm: ServedModel,
-    defaults: ChildDefaults,
+    defaults: Settings,
     deploy: servedmodel.Deploy,
     feedback: tuple[str, FeedbackDatasetSpec] | None = None,
 ) -> dict[str, Any]:
@@ -293,16 +295,19 @@ def build_inference_service(
         "minReplicas": sm.spec.min_replicas,
         "maxReplicas": sm.spec.max_replicas,
         "containers": [predictor_container(sm, uri, defaults, feedback)],
+        **_pod_fields(sm.spec.template, defaults),  # KServe's predictor is a PodSpec inline
     }
     if deploy.canary_uri:
         predictor["canaryTrafficPercent"] = deploy.canary_percent
+    template = sm.spec.template
     return {
         "apiVersion": KSERVE_API_VERSION,
         "kind": "InferenceService",
         "metadata": _metadata(
             inference_service_name(sm.metadata.name),
             sm.metadata.namespace,
-            predictor_labels(sm),
+            {**template.labels, **predictor_labels(sm)},
+            dict(template.annotations) or None,
         ),
         "spec": {"predictor": predictor},
     }
@@ -310,7 +315,7 @@ def build_inference_service(
 
 def build_deployment(
     sm: ServedModel,
-    defaults: ChildDefaults,
+    defaults: Settings,
     uri: str,
     track: str = "stable",
     replicas: int | None = None,
@@ -329,15 +334,24 @@ def build_deployment(
             "replicas": count,
             "selector": {"matchLabels": labels},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": _pod_metadata(labels, sm.spec.template),
                 "spec": {
                     "containers": [
                         predictor_container(sm, uri, defaults, feedback, name="predictor")
-                    ]
+                    ],
+                    **_pod_fields(sm.spec.template, defaults),
                 },
             },
         },
     }
+
+
+def _pod_metadata(labels: dict[str, str], template: PodTemplate) -> dict[str, Any]:
+    """A pod template's metadata: the template's labels under kubeloop's, its annotations."""
+    metadata: dict[str, Any] = {"labels": {**template.labels, **labels}}
+    if template.annotations:
+        metadata["annotations"] = dict(template.annotations)
+    return metadata
 
 
 def canary_replicas(stable_replicas: int, percent: int) -> int:

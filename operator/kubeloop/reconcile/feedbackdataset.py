@@ -1,28 +1,42 @@
 """FeedbackDataset: count new samples, and retrain exactly once per threshold.
 
-Pure pieces (`count_new`, `decide`, `build_snapshot_manifest`, `build_training_job`,
+Pure pieces (`count_inbox`, `decide`, `build_snapshot_manifest`, `build_training_job`,
 `record_snapshot`) and `reconcile`, which runs them in a crash-safe order through the
 runtime's ports (object storage, and the objects of the Kubernetes API or of `kubeloop up`).
 
+Why no acknowledged sample is ever left out of every snapshot: a predictor acknowledges a
+sample only after S3 acknowledged the segment holding it, and from then on the segment is in
+`{prefix}inbox/` until a snapshot takes it (S3 lists what was written before the listing
+began). Every snapshot takes everything the inbox lists, and nothing leaves the inbox except
+into a snapshot: it is copied to that snapshot's archive and named in its manifest, and the
+original is deleted only once the snapshot is recorded. No write order, clock or latency is
+assumed, so any number of writers, replicas and slow writes are fine: a segment a listing
+missed is simply taken by the next snapshot. Counting reads the inbox's listing (each key
+names its sample count), so it is exact too, and O(new) per poll.
+
 The trigger order, and why a crash at any point is harmless:
 
-1. Count: list sample keys after `status.lastKey` (ULIDs sort by arrival: O(new) per poll).
+1. Clean up: the latest snapshot's segments are deleted from the inbox (their copies are in
+   its archive), once; then count what the inbox holds.
 2. Generation n = last snapshot's generation + 1; the TrainingJob is `<dataset>-gen-<n>`.
 3. If that TrainingJob already exists (created by this dataset: its labels say so), a previous
    run crashed after creating it: adopt it - record snapshot n from its manifest - and stop.
 4. Otherwise decide (threshold, cooldown, KPI). To trigger:
-   a. write the snapshot manifest to its deterministic key `{prefix}snapshots/gen-<n>.json`
+   a. copy the inbox's segments to `{prefix}archive/gen-<n>/` (copying again is harmless);
+   b. write the manifest to its deterministic key `{prefix}snapshots/gen-<n>.json`
       (overwriting is safe: no TrainingJob refers to generation n yet);
-   b. create TrainingJob `<dataset>-gen-<n>` ("already exists" counts as created);
-   c. write the status recording snapshot n, last.
-A crash before (b) leaves at most an unreferenced manifest that the next trigger overwrites; a
-crash after (b) is adopted by step 3; a lost status write is adopted the same way. No step
-creates a second TrainingJob for generation n, and the threshold stays reached until the
-status records the snapshot, so no trigger is lost.
+   c. create TrainingJob `<dataset>-gen-<n>` ("already exists" counts as created);
+   d. write the status recording snapshot n, last; step 1 of a later reconcile deletes the
+      originals.
+A crash before (c) leaves at most unreferenced copies and a manifest that the next trigger
+overwrites, and every sample still in the inbox; a crash after (c) is adopted by step 3; a
+lost status write is adopted the same way. No step creates a second TrainingJob for
+generation n, and the threshold stays reached until the status records the snapshot, so no
+trigger is lost.
 
-spec.storage does not change: the counts, the last key and the snapshots describe one
-location (status.storage). A changed location is refused (Ready=False, StorageChanged) and
-nothing is counted until it is set back; a new location is a new FeedbackDataset.
+spec.storage does not change: the counts and snapshots describe one location
+(status.storage). A changed location is refused (Ready=False, StorageChanged) and nothing is
+counted until it is set back; a new location is a new FeedbackDataset.
 """
 
 from __future__ import annotations
@@ -42,7 +56,7 @@ from kubeloop.api.feedbackdataset import (
     Snapshot,
     Storage,
 )
-from kubeloop.api.samples import LiveAccuracy, SnapshotManifest, snapshot_key
+from kubeloop.api.samples import LiveAccuracy, SnapshotManifest, samples_in, snapshot_key
 from kubeloop.api.times import format_time, parse_time
 from kubeloop.api.trainingjob import DatasetSource
 from kubeloop.reconcile import common, trainingjob
@@ -106,19 +120,17 @@ def next_generation(status: FeedbackDatasetStatus) -> int:
     return max((s.generation for s in status.snapshots), default=0) + 1
 
 
-def count_new(status: FeedbackDatasetStatus, new_keys: list[str]) -> FeedbackDatasetStatus:
-    """The status with `new_keys` (listed after status.lastKey) counted; no side effects."""
-    after = status.last_key or ""
-    keys = [k for k in new_keys if k.endswith(".json") and k > after]
-    if not keys:
-        return status
-    return status.model_copy(
-        update={
-            "samples": status.samples + len(keys),
-            "samples_since_snapshot": status.samples_since_snapshot + len(keys),
-            "last_key": max(keys),
-        }
-    )
+def is_sample_object(key: str) -> bool:
+    """Whether an inbox key is a segment or a sample (not, say, an upload's temporary part)."""
+    return key.endswith((".json", ".jsonl"))
+
+
+def count_inbox(status: FeedbackDatasetStatus, inbox: list[str]) -> FeedbackDatasetStatus:
+    """The status counting the samples in `inbox` (none of them in a snapshot yet) as new,
+    after those of the latest snapshot; no side effects."""
+    since = sum(samples_in(k) for k in inbox if is_sample_object(k))
+    taken = status.snapshots[-1].samples if status.snapshots else 0
+    return status.model_copy(update={"samples": taken + since, "samples_since_snapshot": since})
 
 
 def live_kpi(live: LiveAccuracy, version: str | None) -> LiveKpi:
@@ -177,20 +189,23 @@ def build_snapshot_manifest(
     dataset: str,
     spec: FeedbackDatasetSpec,
     generation: int,
-    previous_keys: list[str],
-    listed_keys: list[str],
-    cut: str | None,
+    inbox: list[str],
+    archived: list[str],
+    previous: Snapshot | None,
     now: datetime,
 ) -> SnapshotManifest:
-    """Snapshot `generation`: the previous snapshot's keys plus the keys listed after its cut,
-    up to `cut` (the newest key counted); keys that arrive later go to the next snapshot."""
-    last = previous_keys[-1] if previous_keys else ""
-    new = [k for k in listed_keys if k.endswith(".json") and k > last and (cut is None or k <= cut)]
+    """Snapshot `generation`: the segments of `inbox` (copied to `archived`), after `previous`."""
+    taken = [k for k in inbox if is_sample_object(k)]
+    count = sum(samples_in(k) for k in taken)
     return SnapshotManifest(
         dataset=dataset,
         generation=generation,
         bucket=spec.storage.bucket,
-        keys=[*previous_keys, *new],
+        segments=[a for k, a in zip(inbox, archived, strict=True) if is_sample_object(k)],
+        moved=taken,
+        samples=count,
+        total=(previous.samples if previous else 0) + count,
+        previous=previous.manifest if previous else None,
         created_at=format_time(now),
     )
 
@@ -259,22 +274,22 @@ def record_snapshot(
 ) -> FeedbackDatasetStatus:
     """The status with snapshot `manifest` recorded and its TrainingJob named; no side effects.
 
-    Samples after the snapshot's cut stay counted as new.
+    Samples that arrived after the snapshot was cut stay counted as new.
     """
     snapshots = [s for s in status.snapshots if s.generation != manifest.generation]
     snapshots.append(
         Snapshot(
             generation=manifest.generation,
             manifest=uri,
-            samples=len(manifest.keys),
+            samples=manifest.total,
             created_at=manifest.created_at,
         )
     )
     return status.model_copy(
         update={
             "snapshots": sorted(snapshots, key=lambda s: s.generation),
-            "samples": max(status.samples, len(manifest.keys)),
-            "samples_since_snapshot": max(0, status.samples - len(manifest.keys)),
+            "samples": max(status.samples, manifest.total),
+            "samples_since_snapshot": max(0, status.samples - manifest.total),
             "last_training_job": training_job,
             "last_trigger_time": format_time(now),
         }
@@ -351,13 +366,23 @@ def count_and_trigger(
     namespace = dataset.metadata.namespace
     spec = dataset.spec
     before = dataset.status or FeedbackDatasetStatus()
-    status = count_new(before, store.list_sample_keys(before.last_key)).model_copy(
+    inbox = store.list_inbox()
+    latest = before.snapshots[-1] if before.snapshots else None
+    archived = before.archived_generation
+    if latest is not None and archived < latest.generation:
+        taken = store.read_manifest(latest.generation)
+        moved = set(taken.moved) if taken is not None else set()
+        store.delete([k for k in inbox if k in moved])
+        inbox = [k for k in inbox if k not in moved]
+        archived = latest.generation
+    status = count_inbox(before, inbox).model_copy(
         update={
             "observed_generation": dataset.metadata.generation,
             "storage": location(spec.storage),
+            "archived_generation": archived,
         }
     )
-    new_samples = status.samples - before.samples
+    new_samples = max(0, status.samples - before.samples)
     problems = spec_problems(spec, name)
     if problems:
         message = "; ".join(problems)
@@ -401,20 +426,8 @@ def count_and_trigger(
         return FeedbackOutcome(status, (), new_samples)
 
     previous = status.snapshots[-1] if status.snapshots else None
-    previous_keys: list[str] = []
-    if previous is not None:
-        stored = store.read_manifest(previous.generation)
-        previous_keys = stored.keys if stored is not None else []
-    start_after = previous_keys[-1] if previous_keys else None
-    manifest = build_snapshot_manifest(
-        name,
-        spec,
-        generation,
-        previous_keys,
-        store.list_sample_keys(start_after),
-        status.last_key,
-        now,
-    )
+    copies = store.archive(inbox, generation)
+    manifest = build_snapshot_manifest(name, spec, generation, inbox, copies, previous, now)
     uri = manifest_uri(spec, generation)
     store.write_manifest(manifest)
     created = objects.create(build_training_job(dataset, generation, uri), body)
@@ -422,8 +435,8 @@ def count_and_trigger(
     triggered = TriggerDecision(
         True,
         "Triggered",
-        f"created TrainingJob {job_name} from snapshot {generation} "
-        f"({len(manifest.keys)} samples): {decision.message}",
+        f"created TrainingJob {job_name} from snapshot {generation} ({manifest.samples} new "
+        f"samples, {manifest.total} in all): {decision.message}",
     )
     status = _with_conditions(status, _ready(status), triggered, now)
     events = (Event("Normal", "RetrainTriggered", triggered.message),)
@@ -484,7 +497,6 @@ def _adopt(
             dataset=dataset.metadata.name,
             generation=generation,
             bucket=dataset.spec.storage.bucket,
-            keys=[],
             created_at=format_time(now),
         )
     uri = manifest_uri(dataset.spec, generation)

@@ -56,6 +56,14 @@ def job_fingerprint(job: Mapping[str, Any]) -> str:
     return json.dumps([job.get("status") or {}, suspended], sort_keys=True)
 
 
+def pod_fingerprint(pod: Mapping[str, Any]) -> str:
+    """What of a trainer's pod a TrainingJob's status depends on: its phase and the trainer
+    container's state (waiting for what, running, how it ended)."""
+    state = _trainer_status(pod).get("state") or {}
+    kinds = {kind: (value or {}).get("reason") for kind, value in state.items()}
+    return json.dumps([(pod.get("status") or {}).get("phase"), kinds], sort_keys=True)
+
+
 def trainer_state(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> TrainerState:
     """The trainer's state from its batch Job and the Job's pods.
 

@@ -167,12 +167,29 @@ class Registry(Protocol):
 
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
 
+    def alias_owner(self, name: str, alias: str) -> str | None:
+        """The ServedModel (namespace/name) that promotes through `alias`, or None."""
+        ...
+
+    def claim_alias(self, name: str, alias: str, owner: str) -> None:
+        """Record `owner` as the one ServedModel promoting through `alias`."""
+        ...
+
 
 class FeedbackStore(Protocol):
     """One FeedbackDataset's objects in object storage."""
 
-    def list_sample_keys(self, start_after: str | None) -> list[str]:
-        """Keys under `{prefix}samples/` after `start_after`, in lexical order."""
+    def list_inbox(self) -> list[str]:
+        """Every key under `{prefix}inbox/` (and `{prefix}samples/`): the samples no snapshot
+        has taken, and the latest snapshot's until it is archived."""
+        ...
+
+    def archive(self, keys: list[str], generation: int) -> list[str]:
+        """Copy `keys` to snapshot `generation`'s archive; their archive keys, in order."""
+        ...
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete `keys`; absent ones are fine."""
         ...
 
     def read_manifest(self, generation: int) -> SnapshotManifest | None:

@@ -29,6 +29,7 @@ from kubeloop.api import conditions, validation
 from kubeloop.api.common import ConditionStatus
 from kubeloop.api.errors import Unavailable
 from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetSpec
+from kubeloop.api.predictor import PredictorConfig
 from kubeloop.api.servedmodel import (
     Batching,
     Gate,
@@ -77,32 +78,31 @@ def predictor_args(
     host: str = "0.0.0.0",
     port: int = PREDICTOR_PORT,
 ) -> list[str]:
-    """Arguments of the predictor entrypoint; feedback from the FeedbackDataset's spec."""
-    args = [
-        "--name", name,
-        "--model-uri", uri,
-        "--host", host,
-        "--http-port", str(port),
-        "--max-batch-size", str(batching.max_batch_size),
-        "--max-latency-ms", str(batching.max_latency_ms),
-    ]  # fmt: skip
+    """Arguments of the predictor entrypoint; feedback from the FeedbackDataset's spec.
+
+    Rendered by the predictor's own configuration model, which parses them back the same.
+    """
+    options: dict[str, object] = {
+        "name": name,
+        "model_uri": uri,
+        "host": host,
+        "http_port": port,
+        "max_batch_size": batching.max_batch_size,
+        "max_latency_ms": batching.max_latency_ms,
+    }
     if feedback is not None:
         dataset, spec = feedback
-        args += [
-            "--feedback-dataset", dataset,
-            "--feedback-bucket", spec.storage.bucket,
-            "--feedback-prefix", spec.storage.prefix,
-            "--classes", ",".join(spec.classes),
-        ]  # fmt: skip
-        if spec.input_shape:
-            args += ["--input-shape", ",".join(map(str, spec.input_shape))]
-        if spec.slices:
-            args += ["--slices", ",".join(spec.slices)]
-        args += [
-            "--review-strategy", spec.review.strategy,
-            "--review-budget", str(spec.review.budget),
-        ]  # fmt: skip
-    return args
+        options.update(
+            feedback_dataset=dataset,
+            feedback_bucket=spec.storage.bucket,
+            feedback_prefix=spec.storage.prefix,
+            classes=spec.classes,
+            input_shape=spec.input_shape or None,
+            slices=spec.slices,
+            review_strategy=spec.review.strategy,
+            review_budget=spec.review.budget,
+        )
+    return PredictorConfig.model_validate(options).to_args()
 
 
 def evaluate_gate(
@@ -301,6 +301,10 @@ def decide(
         if not _settled(old, serving, generation):
             steady(serving, "RolledOut", f"serving version {serving} (@{spec.alias})")
             gate_failed("False", "NoCandidate", "no version newer than the serving one")
+        if new.gate is not None and new.gate.candidate_version != serving:
+            # A verdict on a version that is neither serving nor a candidate is history: the
+            # Gate column must not say Failed while a later version serves.
+            new.gate = None
         return RolloutPlan(new, deploy=Deploy(alias_uri, version=serving), events=tuple(events))
 
     if gate is None or gate.candidate_version != latest or gate.baseline_version != serving:
@@ -425,6 +429,9 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
         return _refuse(body, ports.objects, old, *refused, now)
     feedback, events = _feedback(sm, old, ports.objects)
     try:
+        clash = _claim_alias(sm, ports)
+        if clash is not None:
+            return _refuse(body, ports.objects, old, "AliasInUse", clash, now)
         observed = observe(sm.spec, old, ports.registry, generation)
         plan = decide(sm.spec, old, observed, now)
         if plan.set_alias is not None:
@@ -452,6 +459,37 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
         for slice_name, delta in plan.new_verdict.slice_deltas.items():
             metrics.GATE_SLICE_DELTA.labels(namespace, name, slice_name).set(delta)
     return status
+
+
+def _claim_alias(sm: ServedModel, ports: Ports) -> str | None:
+    """Claim spec.alias for this ServedModel; why not, when another one promotes through it.
+
+    Two ServedModels moving one alias would promote for each other. The claim is a tag on
+    the registered model; one whose claimant is gone (deleted, or this one recreated) is
+    taken over. A claimant that cannot be looked up (another namespace the operator may not
+    read) counts as present.
+    """
+    if sm.spec.version is not None:
+        return None  # a pinned version moves no alias
+    model, alias = sm.spec.registered_model, sm.spec.alias
+    me = f"{sm.metadata.namespace}/{sm.metadata.name}"
+    owner = ports.registry.alias_owner(model, alias)
+    if owner == me:
+        return None
+    if owner is not None:
+        namespace, _, name = owner.partition("/")
+        try:
+            present = ports.objects.get("ServedModel", namespace, name) is not None
+        except Unavailable:
+            present = True
+        if present:
+            return (
+                f"alias {alias} of registered model {model} is moved by ServedModel {owner}: "
+                "two ServedModels on one alias would promote versions for each other; give "
+                "this one its own spec.alias"
+            )
+    ports.registry.claim_alias(model, alias, me)
+    return None
 
 
 def _feedback(

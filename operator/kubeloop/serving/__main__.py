@@ -1,4 +1,4 @@
-"""`python -m kubeloop.serving ...`: the predictor image's command (see serving.config)."""
+"""`python -m kubeloop.serving ...`: the predictor image's command (see kubeloop.api.predictor)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import sys
 
 
 def main() -> int:
-    from kubeloop.serving import config
+    from kubeloop.api import predictor
 
-    argv = sys.argv[1:]
-    config.parse_args(argv)  # --help and usage errors answer before kserve loads
+    config = predictor.parse_command_line(sys.argv[1:])  # --help and usage errors: no kserve
     # Importing kserve parses sys.argv with its own options (and their abbreviations): keep
     # ours away from it.
     sys.argv = sys.argv[:1]
     from kubeloop.serving import server
 
-    return server.main(argv)
+    return server.serve(config)
 
 
 if __name__ == "__main__":

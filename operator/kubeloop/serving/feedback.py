@@ -5,23 +5,26 @@ A request is a JSON object or a raw PNG body (its fields then come as query para
     {"input": [[...], ...] | null, "image_png": "<base64>" | null, "label": "7",
      "prediction_id": "01J..." | null, "slice": "new-user" | null}
 
-The input may be left out when `prediction_id` names a prediction this replica still
-holds: the logged input is used. A sample is acknowledged only once S3 has acknowledged
-its write (`{prefix}samples/{ULID}.json`, api.samples.FeedbackSample); when storage is
-down the answer is 503 and nothing is counted. Every refusal is a `Rejected` with an HTTP
-status, a one-word reason (a metric label) and a message naming the problem. No HTTP here.
+The input may be left out when `prediction_id` names a prediction this predictor holds (its
+own, or another replica's read from the shared prediction log): the logged input is used. An
+image is stored as it was sent (PNG bytes), not as floats. A sample is acknowledged only once
+S3 has acknowledged the segment holding it (serving.segments: concurrent samples are written
+together, api.samples.FeedbackSample per line); when storage is down the answer is 503 and
+nothing is counted. Every refusal is a `Rejected` with an HTTP
+status, a one-word reason (a metric label) and a message naming the problem; refusals are
+counted (kubeloop_feedback_total) and answered by the HTTP layer. No HTTP here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -31,23 +34,17 @@ from ulid import ULID
 from kubeloop import metrics
 from kubeloop.api import samples
 from kubeloop.serving import inputs
+from kubeloop.serving.errors import Rejected as Rejected  # callers catch feedback.Rejected
+from kubeloop.serving.errors import check_body_size
 from kubeloop.serving.live_accuracy import LiveAccuracy
-from kubeloop.serving.prediction_log import PredictionPool
+from kubeloop.serving.prediction_pool import HeldPrediction, PredictionPool
+from kubeloop.serving.segments import SegmentWriter
 from kubeloop.storage import ObjectStore, StorageUnavailable
 
 RETRY_AFTER_SECONDS = 5
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _FIELDS = {"input", "image_png", "label", "prediction_id", "slice"}
-
-
-class Rejected(Exception):
-    """The request is refused; `status` is the HTTP status, `reason` a bounded label."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.retry_after = retry_after
+PAYLOAD_OPTION = "--max-payload-bytes"
 
 
 @dataclass(frozen=True)
@@ -71,6 +68,8 @@ class FeedbackRequest:
     input: NDArray[np.float32] | None
     prediction_id: str | None
     slice: str | None
+    image: bytes | None = None
+    """The image as it was sent (PNG), stored instead of its floats."""
 
 
 def parse_json(body: bytes, policy: Policy, shape: tuple[int, ...]) -> FeedbackRequest:
@@ -89,16 +88,18 @@ def parse_json(body: bytes, policy: Policy, shape: tuple[int, ...]) -> FeedbackR
         )
     fields = _fields(document.get("label"), document, policy)
     array: NDArray[np.float32] | None = None
+    image: bytes | None = None
     try:
         if document.get("input") is not None and document.get("image_png") is not None:
             raise Rejected(422, "bad-shape", "give either input or image_png, not both")
         if document.get("input") is not None:
-            array = inputs.one(document["input"], shape)
+            array = inputs.one(document["input"], shape, field="input")
         elif document.get("image_png") is not None:
-            array = inputs.png(_base64(document["image_png"]), shape)
+            image = _base64(document["image_png"])
+            array = inputs.png(image, shape)
     except inputs.InputError as error:
         raise Rejected(_input_status(error), error.reason, str(error)) from None
-    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice)
+    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice, image)
 
 
 def parse_png(
@@ -111,7 +112,7 @@ def parse_png(
         array = inputs.png(body, shape)
     except inputs.InputError as error:
         raise Rejected(_input_status(error), error.reason, str(error)) from None
-    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice)
+    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice, body)
 
 
 def check_size(content_length: str | None, policy: Policy) -> None:
@@ -131,6 +132,8 @@ class FeedbackService:
         prefix: str,
         pool: PredictionPool,
         live_accuracy: LiveAccuracy,
+        find_elsewhere: Callable[[str], Awaitable[HeldPrediction | None]] | None = None,
+        write_timeout_seconds: float = 30.0,
     ) -> None:
         self.policy = policy
         self.bucket = bucket
@@ -138,11 +141,48 @@ class FeedbackService:
         self._store = store
         self._pool = pool
         self._live_accuracy = live_accuracy
+        self._find_elsewhere = find_elsewhere
+        self._timeout = write_timeout_seconds
+        self.writer = SegmentWriter(self._put, prefix)
+
+    async def receive(
+        self,
+        body: bytes,
+        content_type: str,
+        params: Mapping[str, str],
+        model_shape: tuple[int, ...] | None,
+    ) -> dict[str, Any]:
+        """A request as it came (a JSON or PNG body; `model_shape` is the serving version's
+        input shape, None before one is loaded), validated and stored: the acknowledgement."""
+        shape = expected_shape(self.policy, model_shape)
+        media = content_type.split(";")[0].strip().lower()
+        if media == "image/png":
+            parsed = parse_png(body, params, self.policy, shape)
+        elif media in ("application/json", ""):
+            parsed = parse_json(body, self.policy, shape)
+        else:
+            raise Rejected(
+                415,
+                "unsupported-media-type",
+                f"content type {media!r}: send application/json or image/png",
+            )
+        return await self.submit(parsed, shape)
+
+    @contextlib.contextmanager
+    def counting_refusals(self) -> Iterator[None]:
+        """Count each Rejected raised in the block (kubeloop_feedback_total), then re-raise it."""
+        try:
+            yield
+        except Rejected as error:
+            self.reject(error)
+            raise
 
     async def submit(self, request: FeedbackRequest, shape: tuple[int, ...]) -> dict[str, Any]:
         """Store the sample (inputs of `shape`); the acknowledgement names its key and the
         judgement, if any."""
         logged = self._pool.find(request.prediction_id) if request.prediction_id else None
+        if logged is None and request.prediction_id and self._find_elsewhere is not None:
+            logged = await self._find_elsewhere(request.prediction_id)  # another replica's
         array = request.input
         if array is None:
             if logged is None:
@@ -152,7 +192,7 @@ class FeedbackService:
                     "no input given, and prediction_id names no prediction this predictor "
                     "still holds: send the input",
                 )
-            array = np.asarray(logged["input"], dtype=np.float32)
+            array = np.asarray(logged.input, dtype=np.float32)
             if array.size != int(np.prod(shape)):
                 raise Rejected(
                     422,
@@ -161,21 +201,29 @@ class FeedbackService:
                     f"{list(shape)}: send the input",
                 )
             array = array.reshape(shape)
+        image = request.image
         sample = samples.FeedbackSample(
             id=str(ULID()),
-            input=array.reshape(-1).tolist(),
-            shape=list(array.shape),
+            input=None if image is not None else array.reshape(-1).tolist(),
+            shape=[] if image is not None else list(array.shape),
+            image=base64.b64encode(image).decode() if image is not None else None,
+            content_type="image/png" if image is not None else None,
             label=request.label,
             slice=request.slice,
             prediction_id=request.prediction_id,
-            predicted_label=logged["predicted_label"] if logged else None,
-            model_version=logged["model_version"] if logged else None,
-            received_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            predicted_label=logged.predicted_label if logged else None,
+            model_version=logged.model_version if logged else None,
+            received_at=samples.rfc3339(time.time()),
         )
-        key = samples.sample_key(self.prefix, sample.id)
-        body = json.dumps(sample.to_wire()).encode()
         try:
-            await asyncio.to_thread(self._put, key, body)
+            key = await self.writer.write(sample, self._timeout)
+        except TimeoutError:
+            raise Rejected(
+                503,
+                "storage-timeout",
+                f"the sample was not stored within {self._timeout:g}s, retry later",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from None
         except StorageUnavailable as error:
             raise Rejected(
                 503,
@@ -192,10 +240,10 @@ class FeedbackService:
             ) from None
         correct: bool | None = None
         if logged is not None:
-            correct = request.label == logged["predicted_label"]
-            if not logged["reviewed"]:  # a prediction counts once, however often it is labelled
-                self._live_accuracy.record(logged["model_version"], correct)
-                self._pool.mark_reviewed(logged["prediction_id"])
+            correct = request.label == logged.predicted_label
+            if not logged.reviewed:  # a prediction counts once, however often it is labelled
+                self._live_accuracy.record(logged.model_version, correct)
+                self._pool.mark_reviewed(logged.prediction_id)
         metrics.FEEDBACK.labels(dataset=self.policy.dataset, result="accepted", reason="ok").inc()
         return {
             "id": sample.id,
@@ -209,14 +257,14 @@ class FeedbackService:
         }
 
     def _put(self, key: str, body: bytes) -> None:
-        """Blocking: store one sample; a missing bucket is created and the write retried."""
+        """Blocking: store one segment; a missing bucket is created and the write retried."""
         try:
-            self._store.put_bytes(self.bucket, key, body, "application/json")
+            self._store.put_bytes(self.bucket, key, body, "application/x-ndjson")
         except StorageUnavailable:
             raise
         except Exception:  # e.g. NoSuchBucket: nobody created it yet
             self._store.ensure_bucket(self.bucket)
-            self._store.put_bytes(self.bucket, key, body, "application/json")
+            self._store.put_bytes(self.bucket, key, body, "application/x-ndjson")
 
     def reject(self, error: Rejected) -> None:
         """Count a refusal."""
@@ -251,12 +299,7 @@ def _fields(label: Any, fields: Mapping[str, Any], policy: Policy) -> FeedbackRe
 
 
 def _check_size(size: int, policy: Policy) -> None:
-    if size > policy.max_payload_bytes:
-        raise Rejected(
-            413,
-            "too-large",
-            f"the body has {size} bytes; the limit is {policy.max_payload_bytes}",
-        )
+    check_body_size(size, policy.max_payload_bytes, PAYLOAD_OPTION)
 
 
 def _base64(text: Any) -> bytes:

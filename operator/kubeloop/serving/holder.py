@@ -4,19 +4,23 @@ A new version is downloaded, opened in onnxruntime and warmed up in a worker thr
 the old one keeps serving; only then is one reference replaced. Batches read the reference
 once when they start, so in-flight requests finish on the version they began with and none
 fails during a swap. The alias is polled (MLflow sends no notifications) with one cheap
-registry call; POST /v1/models/{name}/reload asks for a check at once.
+registry call; POST /v1/models/{name}/reload asks for a check at once (`reload`), waiting a
+bounded time for it: the check runs in a worker thread, so the event loop answers other
+requests meanwhile, and one that outlasts the wait goes on in the background. Errors kept
+for GET .../version (`last_error`) are redacted: they may quote a tracking URI.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 
+from kubeloop import redaction
 from kubeloop.registry import ModelVersion, Registry, parse_model_uri
 from kubeloop.serving import onnx_model
+from kubeloop.serving.errors import Rejected
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class ModelFollower:
         self._warm_up_rows = warm_up_rows
         self._refused: dict[str, str] = {}  # version -> why it cannot be served
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._reloading: asyncio.Task[bool] | None = None
 
     async def refresh(self) -> bool:
         """Check the registry now and swap if the URI names another version; True if swapped."""
@@ -78,7 +82,7 @@ class ModelFollower:
             try:
                 loaded = await asyncio.to_thread(self._check)
             except Exception as error:
-                self.last_error = f"{type(error).__name__}: {error}"
+                self.last_error = describe(error)
                 raise
             finally:
                 self.last_check = time.time()
@@ -94,9 +98,28 @@ class ModelFollower:
             )
             return True
 
-    def wake(self) -> None:
-        """Make the polling loop check at once."""
-        self._wake.set()
+    async def reload(self, timeout: float) -> bool:
+        """Check now (`refresh`), waiting at most `timeout` seconds; True if swapped.
+
+        Rejected (503) when the check fails or outlasts the wait; a check that outlasts it
+        goes on, and a reload meanwhile waits for that one instead of starting another.
+        """
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self.refresh())
+            # A check nobody waits for any more still has its error read (last_error has it).
+            self._reloading.add_done_callback(lambda task: task.cancelled() or task.exception())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._reloading), timeout)
+        except TimeoutError:
+            raise Rejected(
+                503,
+                "reload-timeout",
+                f"the registry did not answer within {timeout:g}s (--reload-timeout-seconds); "
+                "the check goes on, see GET .../version",
+                retry_after=5,
+            ) from None
+        except Exception as error:  # the registry's or the model's problem, reported as such
+            raise Rejected(503, "reload-failed", describe(error), retry_after=5) from None
 
     async def run(self) -> None:
         """Load the first version (retrying), then follow the alias until cancelled."""
@@ -105,14 +128,12 @@ class ModelFollower:
                 await self.refresh()
             except Exception as error:  # the loop must outlive any one failed load
                 level = logging.WARNING if self.holder.current else logging.ERROR
-                log.log(level, "cannot load %s: %s", self.uri, error)
+                log.log(level, "cannot load %s: %s", self.uri, describe(error))
             if self.holder.current is not None and not self.follows_alias:
                 return  # a pinned version never changes
             # Until something is served, retry sooner than the poll interval.
             delay = self.poll_seconds if self.holder.current else min(self.poll_seconds, 2.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-            self._wake.clear()
+            await asyncio.sleep(delay)
 
     def _check(self) -> LoadedModel | None:
         """Blocking: resolve the URI; load the version it names unless it already serves."""
@@ -140,3 +161,8 @@ class ModelFollower:
         n_classes = model.warm_up(self._warm_up_rows)
         classes = onnx_model.class_names(version.tags, n_classes, self._fallback_classes)
         return LoadedModel(version=version, classes=classes, onnx=model, loaded_at=time.time())
+
+
+def describe(error: BaseException) -> str:
+    """An error as GET .../version and the log show it: its type and message, redacted."""
+    return redaction.redact(f"{type(error).__name__}: {error}")

@@ -2,9 +2,12 @@
 
 One input has the model's instance shape, e.g. (8, 8); also accepted: the same with size-1
 axes added or dropped ((1, 8, 8)) and the flattened form ((64,)). PNG images are decoded to
-grayscale in [0, 1] and must have the instance's height and width. Every problem is an
-InputError whose reason is one word (a metric label) and whose message names the problem.
-No I/O; no HTTP.
+grayscale in [0, 1] and must have the instance's height and width. JSON values must be
+numbers: a string ("0.5"), a boolean or a null is refused, not coerced as numpy would. A V2
+tensor must declare positive sizes, and a request names its input once. A request holds at
+most `max_rows` inputs, checked before anything is decoded. Every problem is an InputError
+whose reason is one word (a metric label) and whose message names the field and the problem.
+The one place inputs are validated, for V1, V2 and feedback alike. No I/O; no HTTP.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,12 +30,35 @@ Rows = NDArray[np.float32]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+TOO_MANY_ROWS = "too-many-rows"
+"""The reason of a request over the row limit (413, not 400)."""
+
+NUMERIC_DATATYPES = {
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+}  # fmt: skip
+"""V2 datatypes read as numbers (BOOL is not one: a boolean is no pixel value)."""
+
+
 class InputError(ValueError):
     """A request's input cannot be used; `reason` is a short, bounded label."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One V2 input tensor as the request declared it."""
+
+    name: str
+    shape: Sequence[Any]
+    datatype: str
+    data: Any
+    """JSON data (nested lists), or the binary extension's: bytes of numbers, or an array
+    of encoded images."""
 
 
 def rows(values: NDArray[Any], shape: tuple[int, ...]) -> Rows:
@@ -47,12 +75,9 @@ def rows(values: NDArray[Any], shape: tuple[int, ...]) -> Rows:
     return _finite(_floats(array).reshape(len(array), *shape))
 
 
-def one(values: Any, shape: tuple[int, ...]) -> NDArray[np.float32]:
-    """One input of `shape` from a nested list or array."""
-    try:
-        array = np.asarray(values, dtype=np.float32)
-    except (ValueError, TypeError) as error:
-        raise InputError("bad-shape", f"the input is not a numeric array: {error}") from None
+def one(values: Any, shape: tuple[int, ...], field: str = "the input") -> NDArray[np.float32]:
+    """One input of `shape` from a nested list of numbers (or an array)."""
+    array = numbers(values, field)
     if not _fits(array.shape, shape):
         raise InputError(
             "bad-shape",
@@ -62,14 +87,13 @@ def one(values: Any, shape: tuple[int, ...]) -> NDArray[np.float32]:
     return _finite(array.reshape(shape))
 
 
-def instances(items: Any, shape: tuple[int, ...]) -> Rows:
+def instances(items: Any, shape: tuple[int, ...], max_rows: int) -> Rows:
     """V1 `instances`: a list of nested lists and/or {"b64": PNG} (or {"image_bytes": {"b64"}})."""
     if not isinstance(items, list) or not items:
         raise InputError("bad-shape", '"instances" must be a non-empty list')
-    try:  # the common case, all numeric: one conversion
-        return rows(np.asarray(items, dtype=np.float32), shape)
-    except (ValueError, TypeError):
-        pass
+    check_rows(len(items), max_rows, "instances")
+    if not any(isinstance(item, dict) for item in items):  # the common case: one conversion
+        return rows(numbers(items, "instances"), shape)
     out = np.empty((len(items), *shape), dtype=np.float32)
     for i, item in enumerate(items):
         try:
@@ -77,6 +101,111 @@ def instances(items: Any, shape: tuple[int, ...]) -> Rows:
         except InputError as error:
             raise InputError(error.reason, f"instance {i}: {error}") from None
     return out
+
+
+def tensor_rows(tensors: Sequence[Tensor], shape: tuple[int, ...], max_rows: int) -> Rows:
+    """V2 `inputs`: the one tensor named "input" (or the only one), as rows of `shape`."""
+    index, tensor = _the_input(tensors)
+    field = f"inputs[{index}]"
+    dims = _declared_shape(tensor.shape, f"{field}.shape")
+    if tensor.datatype == "BYTES":
+        items = list(np.asarray(tensor.data, dtype=object).reshape(-1))
+        check_rows(len(items), max_rows, field)
+        return encoded_images(items, shape)
+    check_rows(dims[0], max_rows, field)
+    dtype = NUMERIC_DATATYPES.get(tensor.datatype)
+    if dtype is None:
+        raise InputError(
+            "bad-value",
+            f"{field}.datatype {tensor.datatype!r} is not supported: send FP32 numbers (or "
+            "BYTES holding PNG images)",
+        )
+    if isinstance(tensor.data, bytes):  # binary data: typed already, nothing to coerce
+        if len(tensor.data) % np.dtype(dtype).itemsize:
+            whole = dtype.__name__
+            raise InputError("bad-shape", f"{field}: its binary data is not whole {whole}s")
+        values = np.frombuffer(tensor.data, dtype=dtype).astype(np.float32)
+    else:
+        values = numbers(tensor.data, f"{field}.data")
+    if values.size != math.prod(dims):
+        raise InputError(
+            "bad-shape",
+            f"{field}.data holds {values.size} values; its shape {list(dims)} needs "
+            f"{math.prod(dims)}",
+        )
+    return rows(values.reshape(dims), shape)
+
+
+def check_rows(count: int, max_rows: int, field: str) -> None:
+    """InputError (reason TOO_MANY_ROWS) when a request holds more than `max_rows` inputs."""
+    if count > max_rows:
+        raise InputError(
+            TOO_MANY_ROWS,
+            f"{field} holds {count} inputs; the limit is {max_rows} per request "
+            "(--max-request-rows): split the request",
+        )
+
+
+def numbers(value: Any, field: str) -> NDArray[np.float32]:
+    """A nested list of JSON numbers (or an array of numbers) as float32; anything else,
+    strings and booleans included, is an InputError naming `field`."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise InputError("bad-shape", f"{field} is not a numeric array ({value.dtype})")
+        return _finite(value.astype(np.float32, copy=False))
+    # Level by level, C-speed passes: every element of a level is a list (go down) or
+    # every one is a number (the leaves); anything else is refused by name.
+    level: list[Any] = [value]
+    while level:
+        kinds = set(map(type, level))
+        if kinds == {list}:
+            level = list(itertools.chain.from_iterable(level))
+        elif kinds <= {int, float}:
+            break
+        else:
+            raise InputError("bad-shape", f"{field} is not a numeric array: {_odd_one(kinds)}")
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise InputError("bad-shape", f"{field} is not a numeric array: {error}") from None
+    return _finite(array)
+
+
+def _odd_one(kinds: set[type]) -> str:
+    named = {str: "a string", bool: "a boolean", type(None): "a null", dict: "an object"}
+    for kind, words in named.items():
+        if kind in kinds:
+            return f"it holds {words} where a number belongs; send JSON numbers"
+    if list in kinds:
+        return "its lists nest unevenly (numbers beside lists): every input needs one shape"
+    return f"it holds {', '.join(sorted(k.__name__ for k in kinds))} values; send JSON numbers"
+
+
+def _the_input(tensors: Sequence[Tensor]) -> tuple[int, Tensor]:
+    named = [i for i, tensor in enumerate(tensors) if tensor.name == "input"]
+    if len(named) > 1:
+        raise InputError(
+            "bad-input", f"inputs: {len(named)} tensors are named 'input'; send it once"
+        )
+    if len(tensors) == 1:
+        return 0, tensors[0]
+    if not named:
+        raise InputError("bad-input", 'V2 requests need one input tensor, named "input"')
+    others = [tensor.name for tensor in tensors if tensor.name != "input"]
+    raise InputError(
+        "bad-input", f"inputs: unknown tensors {others}; this model takes one, named 'input'"
+    )
+
+
+def _declared_shape(shape: Sequence[Any], field: str) -> tuple[int, ...]:
+    sizes = list(shape)
+    if not sizes or not all(type(size) is int and size >= 1 for size in sizes):
+        raise InputError(
+            "bad-shape",
+            f"{field} must be positive sizes, first the number of inputs (e.g. [2, 8, 8]); "
+            f"got {sizes}",
+        )
+    return tuple(sizes)
 
 
 def encoded_images(items: Sequence[Any], shape: tuple[int, ...]) -> Rows:
@@ -134,10 +263,9 @@ def _fits(got: tuple[int, ...], shape: tuple[int, ...]) -> bool:
 def _floats(array: NDArray[Any]) -> Rows:
     if array.dtype == np.float32:
         return array
-    try:
-        return array.astype(np.float32)
-    except (ValueError, TypeError) as error:
-        raise InputError("bad-value", f"inputs must be numbers: {error}") from None
+    if array.dtype.kind not in "iuf":  # an array built by a caller from strings or booleans
+        raise InputError("bad-shape", f"inputs must be numbers, not {array.dtype}")
+    return array.astype(np.float32)
 
 
 def _finite(array: NDArray[np.float32]) -> NDArray[np.float32]:

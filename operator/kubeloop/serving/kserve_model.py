@@ -7,36 +7,46 @@ V1  POST /v1/models/{name}:predict
         "model_name": "digits", "model_version": "3"}
 V2  POST /v2/models/{name}/infer
     {"inputs": [{"name": "input", "shape": [N, 8, 8], "datatype": "FP32", "data": [...]}]}
-    (or datatype BYTES: one base64 PNG per input)
+    (or datatype BYTES: one base64 PNG per input; shape sizes must be positive)
     -> outputs class (BYTES [N]), class_index (INT64 [N]), probabilities (FP32 [N, C]),
        entropy (FP32 [N]), margin (FP32 [N]), prediction_id (BYTES [N]);
        model_version is the registry version that answered.
 
-A thin translation layer: Predictor does the work.
+A thin translation layer: inputs.py validates what a request holds, Predictor does the work.
+A bad input is kserve's InvalidInput (400, {"error": message}); a request over the row limit
+a Rejected (413), which the HTTP layer (serving.asgi) answers.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import kserve
 import numpy as np
+import orjson
 from kserve.errors import InvalidInput, ModelNotReady
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    deserialize_bytes_tensor,
+)
 
 from kubeloop import metrics
 from kubeloop.serving import inputs
+from kubeloop.serving.errors import Rejected
 from kubeloop.serving.predictor import Answer, NotLoaded, Predictor
 
 
 class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type information
     """Registered with the ModelServer under the ServedModel's name."""
 
-    def __init__(self, name: str, predictor: Predictor) -> None:
+    def __init__(self, name: str, predictor: Predictor, max_rows: int) -> None:
         self.predictor = predictor
+        self.max_rows = max_rows
         super().__init__(name)
 
     # kserve reads and writes `ready`; the truth is whether a version is loaded.
@@ -91,8 +101,8 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
             return await self._predict_v2(payload)
         if isinstance(payload, bytes | bytearray):  # JSON sent without a JSON content type
             try:
-                payload = json.loads(payload)
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                payload = orjson.loads(payload)  # its depth was checked by serving.asgi
+            except orjson.JSONDecodeError as error:
                 raise InvalidInput(f"the body is not JSON: {error}") from None
         if isinstance(payload, dict):
             return await self._predict_v1(payload)
@@ -101,7 +111,9 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
     async def _predict_v1(self, payload: dict[str, Any]) -> dict[str, Any]:
         if "instances" not in payload:
             raise InvalidInput('V1 requests need "instances": a list of inputs')
-        answer = await self._answer(lambda shape: inputs.instances(payload["instances"], shape))
+        answer = await self._answer(
+            lambda shape: inputs.instances(payload["instances"], shape, self.max_rows)
+        )
         probabilities = answer.probabilities.tolist()
         entropy, margin = answer.entropy.tolist(), answer.margin.tolist()
         return {
@@ -121,19 +133,8 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
         }
 
     async def _predict_v2(self, request: InferRequest) -> InferResponse:
-        tensor = request.get_input_by_name("input")
-        if tensor is None and len(request.inputs) == 1:
-            tensor = request.inputs[0]
-        if tensor is None:
-            raise InvalidInput('V2 requests need one input tensor, named "input"')
-
-        def decode(shape: tuple[int, ...]) -> inputs.Rows:
-            values = tensor.as_numpy()
-            if tensor.datatype == "BYTES":
-                return inputs.encoded_images(list(values.reshape(-1)), shape)
-            return inputs.rows(values, shape)
-
-        answer = await self._answer(decode)
+        tensors = [_tensor(tensor) for tensor in request.inputs]
+        answer = await self._answer(lambda shape: inputs.tensor_rows(tensors, shape, self.max_rows))
         n = len(answer.ids)
         outputs = [
             InferOutput("class", [n], "BYTES", np.array(answer.labels, dtype=object)),
@@ -160,9 +161,17 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
             try:
                 rows = decode(shape)
             except inputs.InputError as error:
+                if error.reason == inputs.TOO_MANY_ROWS:
+                    raise Rejected(413, error.reason, str(error)) from None
                 raise InvalidInput(str(error)) from None
-            except (ValueError, TypeError) as error:  # e.g. data that does not fill its shape
-                raise InvalidInput(f"the input cannot be read: {error}") from None
             return await self.predictor.predict(rows)
         except NotLoaded as error:
             raise ModelNotReady(self.name, str(error)) from None
+
+
+def _tensor(tensor: InferInput) -> inputs.Tensor:
+    data = tensor.data
+    raw = tensor._raw_data  # the binary extension's bytes, when it was used
+    if raw is not None:
+        data = deserialize_bytes_tensor(raw) if tensor.datatype == "BYTES" else bytes(raw)
+    return inputs.Tensor(tensor.name, tensor.shape, tensor.datatype, data)

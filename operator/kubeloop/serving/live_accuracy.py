@@ -1,12 +1,11 @@
 """Live accuracy: of the predictions that feedback named, how many were right, per version.
 
-Counts are kept in memory and merged into `{prefix}stats/live-accuracy.json` (api.samples
-.LiveAccuracy) at most every couple of seconds and at shutdown: the stored counts are read,
-this process's new counts added, the sum written. A restart loses nothing that was flushed
-and starts from the stored counts; replicas add to the same object (a write racing another
-replica's can lose that replica's last few counts, which the KPI rule tolerates). The
-FeedbackDataset controller reads the object for its "skip retraining while the KPI holds"
-decision.
+Each predictor process counts in memory and writes its own record,
+`{prefix}stats/live-accuracy/{writer}.json` (api.samples.LiveAccuracy), at most every couple of
+seconds and at shutdown. Nobody else writes that key, so no replica's counts are lost to
+another's write; readers sum every record (feedback_store.merged): the FeedbackDataset's
+KPI, and this process's gauge, which also counts the other replicas' records as last read.
+Records of earlier processes stay, so a restart loses nothing that was flushed.
 """
 
 from __future__ import annotations
@@ -15,99 +14,94 @@ import asyncio
 import logging
 import threading
 
+from ulid import ULID
+
 from kubeloop import metrics
 from kubeloop.api import samples
+from kubeloop.feedback_store import merged
 from kubeloop.storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
 
 class LiveAccuracy:
-    """Judged and correct counts per model version, flushed to S3."""
+    """Judged and correct counts per model version: this process's, written to its own key,
+    and the others' as last read."""
 
-    def __init__(self, store: ObjectStore, bucket: str, prefix: str, model: str) -> None:
-        self.key = prefix + samples.LIVE_ACCURACY
+    def __init__(
+        self, store: ObjectStore, bucket: str, prefix: str, model: str, writer: str | None = None
+    ) -> None:
+        self.writer = writer or str(ULID())
+        self.key = f"{prefix}{samples.LIVE_ACCURACY_BY_WRITER}{self.writer}.json"
         self.model = model
+        self._prefix = prefix
         self._store = store
         self._bucket = bucket
-        self._stored: dict[str, samples.VersionAccuracy] = {}
-        self._pending: dict[str, samples.VersionAccuracy] = {}
+        self._own = samples.LiveAccuracy()
+        self._others = samples.LiveAccuracy()
+        self._written = 0  # judgements in the record as last written
+        self._judged = 0
         self._lock = threading.Lock()
 
     def record(self, version: str, correct: bool) -> None:
         """One prediction of `version` judged by feedback."""
         with self._lock:
-            counts = self._pending.setdefault(version, samples.VersionAccuracy())
+            counts = self._own.versions.setdefault(version, samples.VersionAccuracy())
             counts.judged += 1
             counts.correct += int(correct)
-            self._set_gauge(version)
+            self._judged += 1
+            self._set_gauges()
 
     def totals(self) -> samples.LiveAccuracy:
-        """Stored plus pending counts."""
+        """Every process's counts: this one's and the others' as last read."""
         with self._lock:
-            versions = set(self._stored) | set(self._pending)
-            return samples.LiveAccuracy(versions={v: self._total(v) for v in sorted(versions)})
+            return merged([self._own, self._others])
 
     def load(self) -> None:
-        """Blocking: start from the stored counts (none when the object does not exist yet)."""
-        stored = self._read()
+        """Blocking: read the other processes' records (and the older single record)."""
+        keys = self._store.list_keys(self._bucket, self._prefix + samples.LIVE_ACCURACY_BY_WRITER)
+        keys = [k for k in keys if k != self.key] + [self._prefix + samples.LIVE_ACCURACY]
+        found = []
+        for key in keys:
+            try:
+                found.append(
+                    samples.LiveAccuracy.model_validate(self._store.get_json(self._bucket, key))
+                )
+            except ObjectNotFound:
+                continue
         with self._lock:
-            self._stored = stored.versions
-            for version in set(self._stored) | set(self._pending):
-                self._set_gauge(version)
+            self._others = merged(found)
+            self._set_gauges()
 
     def flush(self) -> bool:
-        """Blocking: merge pending counts into the stored object; False when none were pending.
+        """Blocking: write this process's record when it has new counts; False when not.
 
-        On failure the counts stay pending and the storage error propagates.
+        On failure the counts stay and are written by the next flush.
         """
         with self._lock:
-            taken, self._pending = self._pending, {}
-        if not taken:
-            return False
-        try:
-            stored = self._read()
-            for version, counts in taken.items():
-                total = stored.versions.setdefault(version, samples.VersionAccuracy())
-                total.judged += counts.judged
-                total.correct += counts.correct
-            self._store.put_json(self._bucket, self.key, stored.to_wire())
-        except Exception:
-            with self._lock:
-                for version, counts in taken.items():
-                    pending = self._pending.setdefault(version, samples.VersionAccuracy())
-                    pending.judged += counts.judged
-                    pending.correct += counts.correct
-            raise
+            if self._judged == self._written:
+                return False
+            judged, body = self._judged, self._own.to_wire()
+        self._store.put_json(self._bucket, self.key, body)
         with self._lock:
-            self._stored = stored.versions
-            for version in stored.versions:
-                self._set_gauge(version)
+            self._written = judged
         return True
 
     async def run(self, interval: float) -> None:
-        """Flush every `interval` seconds while there is something new."""
+        """Flush every `interval` seconds while there is something new; read the others'
+        records every ten intervals."""
+        rounds = 0
         while True:
             await asyncio.sleep(interval)
+            rounds += 1
             try:
                 await asyncio.to_thread(self.flush)
-            except Exception as error:  # retried at the next interval; counts stay pending
-                log.warning("live accuracy not written, will retry: %s", error)
+                if rounds % 10 == 0:
+                    await asyncio.to_thread(self.load)
+            except Exception as error:  # retried at the next interval; counts stay
+                log.warning("live accuracy not written or read, will retry: %s", error)
 
-    def _read(self) -> samples.LiveAccuracy:
-        try:
-            return samples.LiveAccuracy.model_validate(self._store.get_json(self._bucket, self.key))
-        except ObjectNotFound:
-            return samples.LiveAccuracy()
-
-    def _total(self, version: str) -> samples.VersionAccuracy:
-        stored = self._stored.get(version, samples.VersionAccuracy())
-        pending = self._pending.get(version, samples.VersionAccuracy())
-        return samples.VersionAccuracy(
-            judged=stored.judged + pending.judged, correct=stored.correct + pending.correct
-        )
-
-    def _set_gauge(self, version: str) -> None:
-        accuracy = self._total(version).accuracy
-        if accuracy is not None:
-            metrics.LIVE_ACCURACY.labels(model=self.model, version=version).set(accuracy)
+    def _set_gauges(self) -> None:
+        for version, counts in merged([self._own, self._others]).versions.items():
+            if counts.accuracy is not None:
+                metrics.LIVE_ACCURACY.labels(model=self.model, version=version).set(counts.accuracy)

@@ -1,10 +1,8 @@
-"""What the predictor answered: an in-memory pool for the review queue, and a log in S3.
+"""The prediction log: what the predictor answered, appended to S3 in batches.
 
-Every prediction gets a ULID; its record (input, probabilities, embedding, predicted label,
-model version, time) goes to the pool, a fixed-size ring of numpy arrays that the review
-queue and the similarity search read, and to the log: batches of records appended to S3
-as `{prefix}predictions/{ULID}.jsonl`, one JSON object per line, written every few seconds
-or every `batch_size` records, never one object per request:
+Every prediction's record goes to `{prefix}predictions/{ULID}.jsonl`, one JSON object per
+line (LoggedPrediction), written every few seconds or every `batch_size` records, never
+one object per request:
 
     {"id": "01J...", "time": "2026-01-01T00:00:00.000Z", "model": "digits",
      "modelVersion": "3", "predictedLabel": "7", "probabilities": [...],
@@ -12,8 +10,8 @@ or every `batch_size` records, never one object per request:
 
 A failed write keeps the records for the next attempt (up to `max_buffered`, oldest
 dropped first), so a record may be written twice but is not lost to a short outage;
-predictions never wait for the log. At start the pool is refilled from the log's recent batches. The
-pool and the log are per replica.
+predictions never wait for the log. At start the review pool (serving.prediction_pool) is
+refilled from the log's recent batches (`read_recent`). Per replica.
 """
 
 from __future__ import annotations
@@ -25,262 +23,100 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import orjson
-from numpy.typing import NDArray
 from ulid import ULID
 
 from kubeloop.api import samples
-from kubeloop.storage import ObjectStore, StorageUnavailable
+from kubeloop.serving.prediction_pool import PredictionBatch
+from kubeloop.storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-Floats = NDArray[np.float32]
 
+@dataclass(frozen=True, slots=True)
+class LoggedPrediction:
+    """One line of the log."""
 
-@dataclass(frozen=True)
-class PredictionBatch:
-    """The predictions of one request (or of one stretch of the log), all by one version."""
-
-    ids: tuple[str, ...]
-    time: float
-    """Unix time of the predictions."""
+    id: str
+    time: str
+    """RFC 3339, to the millisecond."""
     model: str
-    version: str
-    labels: tuple[str, ...]
-    """Predicted class names."""
-    probabilities: Floats
-    embeddings: Floats
-    inputs: Floats
-    """(N, prod(shape)) flattened inputs."""
-    shape: tuple[int, ...]
-    times: NDArray[np.float64] | None = None
-    """Per-row times, when rows differ (read back from the log)."""
+    model_version: str
+    predicted_label: str
+    probabilities: list[float]
+    embedding: list[float]
+    input: list[float]
+    """Flattened; empty when the input was too big to log."""
+    shape: list[int]
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def records(self) -> list[dict[str, Any]]:
-        """The log lines of this batch."""
-        times = self.times if self.times is not None else np.full(len(self), self.time)
-        probabilities = np.round(self.probabilities, 6).tolist()
-        embeddings = np.round(self.embeddings, 5).tolist()
-        inputs = np.round(self.inputs, 5).tolist()
+    @classmethod
+    def of(cls, batch: PredictionBatch) -> list[LoggedPrediction]:
+        """The log lines of a batch (values rounded: the log is for review, not replay)."""
+        times = batch.times if batch.times is not None else np.full(len(batch), batch.time)
+        probabilities = np.round(batch.probabilities, 6).tolist()
+        embeddings = np.round(batch.embeddings, 5).tolist()
+        inputs = np.round(batch.inputs, 5).tolist()
+        shape = list(batch.shape)
         return [
-            {
-                "id": self.ids[i],
-                "time": _rfc3339(float(times[i])),
-                "model": self.model,
-                "modelVersion": self.version,
-                "predictedLabel": self.labels[i],
-                "probabilities": probabilities[i],
-                "embedding": embeddings[i],
-                "input": inputs[i],
-                "shape": list(self.shape),
-            }
-            for i in range(len(self))
+            cls(
+                id=batch.ids[i],
+                time=samples.rfc3339(float(times[i])),
+                model=batch.model,
+                model_version=batch.version,
+                predicted_label=batch.labels[i],
+                probabilities=probabilities[i],
+                embedding=embeddings[i],
+                input=inputs[i],
+                shape=shape,
+            )
+            for i in range(len(batch))
         ]
 
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object of the line (orjson writes it: ~4x pydantic's speed here, in a
+        thread that holds the GIL the event loop answering requests needs)."""
+        return {
+            "id": self.id,
+            "time": self.time,
+            "model": self.model,
+            "modelVersion": self.model_version,
+            "predictedLabel": self.predicted_label,
+            "probabilities": self.probabilities,
+            "embedding": self.embedding,
+            "input": self.input,
+            "shape": self.shape,
+        }
+
     @classmethod
-    def from_records(cls, records: list[dict[str, Any]]) -> list[PredictionBatch]:
-        """Log lines back to batches, one per run of lines with the same version and sizes."""
+    def from_wire(cls, line: dict[str, Any]) -> LoggedPrediction:
+        """A parsed line back; KeyError or TypeError when it is not one."""
+        record = cls(
+            id=str(line["id"]),
+            time=str(line["time"]),
+            model=str(line["model"]),
+            model_version=str(line["modelVersion"]),
+            predicted_label=str(line["predictedLabel"]),
+            probabilities=list(line["probabilities"]),
+            embedding=list(line["embedding"]),
+            input=list(line["input"]),
+            shape=[int(size) for size in line["shape"]],
+        )
+        samples.parse_rfc3339(record.time)  # ValueError for a bad time
+        return record
+
+    @staticmethod
+    def batches(records: list[LoggedPrediction]) -> list[PredictionBatch]:
+        """Lines back to batches, one per run of lines with the same version and sizes."""
         batches: list[PredictionBatch] = []
-        run: list[dict[str, Any]] = []
-
-        def close() -> None:
-            if run:
-                batches.append(cls._from_run(run))
-                run.clear()
-
-        for record in records:
-            if run and _run_key(record) != _run_key(run[0]):
-                close()
-            run.append(record)
-        close()
+        start = 0
+        for end in range(1, len(records) + 1):
+            if end == len(records) or _run_key(records[end]) != _run_key(records[start]):
+                batches.append(_batch(records[start:end]))
+                start = end
         return batches
-
-    @classmethod
-    def _from_run(cls, run: list[dict[str, Any]]) -> PredictionBatch:
-        times = np.array([_parse_time(r["time"]) for r in run], dtype=np.float64)
-        return cls(
-            ids=tuple(r["id"] for r in run),
-            time=float(times[-1]),
-            model=run[0]["model"],
-            version=run[0]["modelVersion"],
-            labels=tuple(r["predictedLabel"] for r in run),
-            probabilities=np.array([r["probabilities"] for r in run], dtype=np.float32),
-            embeddings=np.array([r["embedding"] for r in run], dtype=np.float32),
-            inputs=np.array([r["input"] for r in run], dtype=np.float32),
-            shape=tuple(run[0]["shape"]),
-            times=times,
-        )
-
-
-@dataclass(frozen=True)
-class PoolView:
-    """A copy of (part of) the pool in arrival order, safe to read in another thread."""
-
-    ids: NDArray[np.object_]
-    labels: NDArray[np.object_]
-    versions: NDArray[np.object_]
-    times: NDArray[np.float64]
-    probabilities: Floats
-    embeddings: Floats
-    inputs: Floats
-    shape: tuple[int, ...]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def where(self, mask: NDArray[np.bool_]) -> PoolView:
-        return PoolView(
-            self.ids[mask],
-            self.labels[mask],
-            self.versions[mask],
-            self.times[mask],
-            self.probabilities[mask],
-            self.embeddings[mask],
-            self.inputs[mask],
-            self.shape,
-        )
-
-    def item(self, i: int) -> dict[str, Any]:
-        """Row `i` as the review API shows it."""
-        return {
-            "prediction_id": self.ids[i],
-            "predicted_label": self.labels[i],
-            "model_version": self.versions[i],
-            "time": _rfc3339(float(self.times[i])),
-            "probabilities": self.probabilities[i].tolist(),
-            "input": self.inputs[i].tolist(),
-            "shape": list(self.shape),
-        }
-
-
-class PredictionPool:
-    """The latest `capacity` predictions as ring arrays; thread-safe (the inference thread
-    adds, the event loop reads)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._lock = threading.Lock()
-        self._size = 0
-        self._next = 0
-        self._slot: dict[str, int] = {}
-        self._ids = np.empty(capacity, dtype=object)
-        self._labels = np.empty(capacity, dtype=object)
-        self._versions = np.empty(capacity, dtype=object)
-        self._times = np.zeros(capacity, dtype=np.float64)
-        self._reviewed = np.zeros(capacity, dtype=bool)
-        # Widths are known from the first batch; until then the arrays are (capacity, 0).
-        self._probabilities: Floats = np.zeros((capacity, 0), dtype=np.float32)
-        self._embeddings: Floats = np.zeros((capacity, 0), dtype=np.float32)
-        self._inputs: Floats = np.zeros((capacity, 0), dtype=np.float32)
-        self._shape: tuple[int, ...] = ()
-
-    def __len__(self) -> int:
-        return self._size
-
-    def add(self, batch: PredictionBatch) -> None:
-        """Append a batch, overwriting the oldest rows once the pool is full."""
-        if len(batch) == 0:
-            return
-        with self._lock:
-            self._add(batch)
-
-    def _add(self, batch: PredictionBatch) -> None:
-        widths = (batch.probabilities.shape[1], batch.embeddings.shape[1], batch.inputs.shape[1])
-        if widths != self._widths():
-            if self._size:
-                log.warning("model output sizes changed to %s: the review pool restarts", widths)
-            self._allocate(widths, batch.shape)
-        n = min(len(batch), self.capacity)
-        first = len(batch) - n
-        slots = (self._next + np.arange(n)) % self.capacity
-        for old in self._ids[slots]:
-            if old is not None:
-                self._slot.pop(old, None)
-        ids = batch.ids[first:]
-        self._ids[slots] = ids
-        self._labels[slots] = batch.labels[first:]
-        self._versions[slots] = batch.version
-        self._times[slots] = batch.times[first:] if batch.times is not None else batch.time
-        self._reviewed[slots] = False
-        self._probabilities[slots] = batch.probabilities[first:]
-        self._embeddings[slots] = batch.embeddings[first:]
-        self._inputs[slots] = batch.inputs[first:]
-        self._slot.update(zip(ids, slots.tolist(), strict=True))
-        self._next = int((self._next + n) % self.capacity)
-        self._size = min(self._size + n, self.capacity)
-
-    def find(self, prediction_id: str) -> dict[str, Any] | None:
-        """The prediction with this id, with its embedding, or None when not (or no longer) held."""
-        with self._lock:
-            return self._find(prediction_id)
-
-    def _find(self, prediction_id: str) -> dict[str, Any] | None:
-        slot = self._slot.get(prediction_id)
-        if slot is None:
-            return None
-        return {
-            "prediction_id": prediction_id,
-            "predicted_label": self._labels[slot],
-            "model_version": self._versions[slot],
-            "time": float(self._times[slot]),
-            "embedding": self._embeddings[slot].copy(),
-            "input": self._inputs[slot].copy(),
-            "shape": self._shape,
-            "reviewed": bool(self._reviewed[slot]),
-        }
-
-    def mark_reviewed(self, prediction_id: str) -> None:
-        with self._lock:
-            slot = self._slot.get(prediction_id)
-            if slot is not None:
-                self._reviewed[slot] = True
-
-    def view(self, include_reviewed: bool = False) -> PoolView:
-        """The held predictions, oldest first; without reviewed ones unless asked."""
-        with self._lock:
-            return self._view(include_reviewed)
-
-    def _view(self, include_reviewed: bool) -> PoolView:
-        if self._size < self.capacity:
-            order = np.arange(self._size)
-        else:
-            order = (self._next + np.arange(self.capacity)) % self.capacity
-        if not include_reviewed:
-            order = order[~self._reviewed[order]]
-        return PoolView(
-            self._ids[order],
-            self._labels[order],
-            self._versions[order],
-            self._times[order],
-            self._probabilities[order],
-            self._embeddings[order],
-            self._inputs[order],
-            self._shape,
-        )
-
-    def _widths(self) -> tuple[int, int, int]:
-        return (
-            self._probabilities.shape[1],
-            self._embeddings.shape[1],
-            self._inputs.shape[1],
-        )
-
-    def _allocate(self, widths: tuple[int, int, int], shape: tuple[int, ...]) -> None:
-        classes, dim, size = widths
-        self._probabilities = np.zeros((self.capacity, classes), dtype=np.float32)
-        self._embeddings = np.zeros((self.capacity, dim), dtype=np.float32)
-        self._inputs = np.zeros((self.capacity, size), dtype=np.float32)
-        self._shape = shape
-        self._size = self._next = 0
-        self._slot.clear()
-        self._ids[:] = None
 
 
 class PredictionLog:
@@ -330,14 +166,14 @@ class PredictionLog:
             taken = list(self._pending)
             self._pending.clear()
             self._pending_rows = 0
-        records = [record for batch in taken for record in batch.records()]
+        records = [record for batch in taken for record in LoggedPrediction.of(batch)]
         written = 0
         try:
             for start in range(0, len(records), self.batch_size):
                 chunk = records[start : start + self.batch_size]
                 # orjson: ~7x json's speed here, and this thread holds the GIL the event
                 # loop answering requests needs.
-                body = b"".join(orjson.dumps(r) + b"\n" for r in chunk)
+                body = b"".join(orjson.dumps(r.to_wire()) + b"\n" for r in chunk)
                 key = samples.predictions_key(self.prefix, str(ULID()))
                 self._store.put_bytes(self.bucket, key, body, "application/x-ndjson")
                 written += len(chunk)
@@ -370,16 +206,23 @@ class PredictionLog:
             self.prefix + samples.PREDICTIONS,
             start_after=samples.predictions_key(self.prefix, floor),
         )
-        chunks: list[list[dict[str, Any]]] = []
+        chunks: list[list[LoggedPrediction]] = []
         rows = 0
         for key in reversed(keys):  # newest first, until the pool would overflow
-            lines = self._store.get_bytes(self.bucket, key).decode().splitlines()
-            chunks.append([orjson.loads(line) for line in lines if line.strip()])
+            chunks.append(_records(key, self._store.get_bytes(self.bucket, key)))
             rows += len(chunks[-1])
             if rows >= limit:
                 break
         records = [r for chunk in reversed(chunks) for r in chunk][-limit:]
-        return PredictionBatch.from_records(records)
+        return LoggedPrediction.batches(records)
+
+    def read(self, key: str) -> list[PredictionBatch]:
+        """Blocking: one object of the log, as batches; none when it is gone."""
+        try:
+            body = self._store.get_bytes(self.bucket, key)
+        except ObjectNotFound:
+            return []
+        return LoggedPrediction.batches(_records(key, body))
 
     def _requeue(self, taken: list[PredictionBatch], written: int) -> None:
         # Batches fully written stay written; the rest return to the front, in order.
@@ -394,22 +237,35 @@ class PredictionLog:
             self._pending_rows += sum(len(b) for b in unwritten)
 
 
-def _run_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        record["modelVersion"],
-        len(record["probabilities"]),
-        len(record["embedding"]),
-        len(record["input"]),
+def _records(key: str, body: bytes) -> list[LoggedPrediction]:
+    """The lines of one log object; a line that is not a record is skipped, with a warning."""
+    records = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(LoggedPrediction.from_wire(orjson.loads(line)))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            log.warning("prediction log %s line %d skipped: %s", key, number, error)
+    return records
+
+
+def _run_key(record: LoggedPrediction) -> tuple[Any, ...]:
+    sizes = (len(record.probabilities), len(record.embedding), len(record.input))
+    return (record.model_version, *sizes)
+
+
+def _batch(run: list[LoggedPrediction]) -> PredictionBatch:
+    times = np.array([samples.parse_rfc3339(r.time) for r in run], dtype=np.float64)
+    return PredictionBatch(
+        ids=tuple(r.id for r in run),
+        time=float(times[-1]),
+        model=run[0].model,
+        version=run[0].model_version,
+        labels=tuple(r.predicted_label for r in run),
+        probabilities=np.array([r.probabilities for r in run], dtype=np.float32),
+        embeddings=np.array([r.embedding for r in run], dtype=np.float32),
+        inputs=np.array([r.input for r in run], dtype=np.float32),
+        shape=tuple(run[0].shape),
+        times=times,
     )
-
-
-def _rfc3339(seconds: float) -> str:
-    return (
-        datetime.fromtimestamp(seconds, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
-def _parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -20,7 +20,8 @@ from kubeloop import metrics
 from kubeloop.selection import scores
 from kubeloop.serving.batching import MicroBatcher
 from kubeloop.serving.holder import LoadedModel, ModelHolder
-from kubeloop.serving.prediction_log import PredictionBatch, PredictionLog, PredictionPool
+from kubeloop.serving.prediction_log import PredictionLog
+from kubeloop.serving.prediction_pool import PredictionBatch, PredictionPool
 
 Floats = NDArray[np.float32]
 

@@ -17,11 +17,22 @@ import numpy as np
 
 from kubeloop import selection
 from kubeloop.selection import scores
-from kubeloop.serving.prediction_log import PoolView, PredictionPool
+from kubeloop.serving.errors import Rejected
+from kubeloop.serving.prediction_pool import PoolView, PredictionPool
 
 
-class UnknownPrediction(LookupError):
-    """The prediction id is not (or no longer) in this predictor's pool."""
+class UnknownPrediction(Rejected, LookupError):
+    """The prediction id is not (or no longer) in this predictor's pool (404)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, "unknown-prediction", message)
+
+
+class BadReviewRequest(Rejected, ValueError):
+    """An unknown strategy or an option it refuses (400)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, "bad-request", message)
 
 
 class ReviewQueue:
@@ -39,11 +50,12 @@ class ReviewQueue:
         include_reviewed: bool = False,
         **options: object,
     ) -> dict[str, Any]:
-        """Up to `budget` predictions to label, most useful first; ValueError for bad options."""
+        """Up to `budget` predictions to label, most useful first; BadReviewRequest for an
+        unknown strategy or bad options."""
         strategy = strategy or self.strategy
         budget = self.budget if budget is None else budget
         if strategy not in selection.STRATEGIES:
-            raise ValueError(
+            raise BadReviewRequest(
                 f"unknown strategy {strategy!r}; known: {', '.join(selection.STRATEGIES)}"
             )
         view = self.pool.view(include_reviewed)
@@ -52,15 +64,18 @@ class ReviewQueue:
         if len(view) == 0:
             picked = np.empty(0, dtype=np.intp)
         else:
-            picked = await asyncio.to_thread(
-                selection.select,
-                strategy,
-                view.probabilities,
-                view.embeddings,
-                budget,
-                times=view.times,
-                **options,
-            )
+            try:
+                picked = await asyncio.to_thread(
+                    selection.select,
+                    strategy,
+                    view.probabilities,
+                    view.embeddings,
+                    budget,
+                    times=view.times,
+                    **options,
+                )
+            except ValueError as error:  # an option the strategy refuses, named by it
+                raise BadReviewRequest(str(error)) from None
         return {
             "strategy": strategy,
             "budget": budget,
@@ -77,15 +92,15 @@ class ReviewQueue:
                 f"latest {self.pool.capacity} predictions of this replica)"
             )
         view = self.pool.view(include_reviewed=True)
-        view = view.where((view.versions == query["model_version"]) & (view.ids != prediction_id))
-        distances, picked = await asyncio.to_thread(_nearest, view, query["embedding"], k)
+        view = view.where((view.versions == query.model_version) & (view.ids != prediction_id))
+        distances, picked = await asyncio.to_thread(_nearest, view, query.embedding, k)
         items = _items(view, picked)
         for item, distance in zip(items, distances.tolist(), strict=True):
             item["distance"] = distance
         return {
             "prediction_id": prediction_id,
-            "model_version": query["model_version"],
-            "predicted_label": query["predicted_label"],
+            "model_version": query.model_version,
+            "predicted_label": query.predicted_label,
             "pool": len(view),
             "items": items,
         }

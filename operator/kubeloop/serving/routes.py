@@ -6,9 +6,10 @@
     GET  /v1/review/{dataset}           predictions to label: ?strategy=&budget=&...
     GET  /v1/similar/{prediction_id}    logged predictions nearest by embedding: ?k=
 
-Errors are {"error": message, "reason": word} with a 4xx/5xx status. With a bearer token
-configured, feedback, review and similar refuse requests without it (401). Thin: the logic
-is in feedback.py, review.py and holder.py.
+Errors are {"error": message, "reason": word} with a 4xx/5xx status: the routes raise
+`Rejected` and serving.asgi answers it, once for all of them. With a bearer token
+configured, reload (it changes what is served), feedback, review and similar refuse
+requests without it (401). Thin: the logic is in feedback.py, review.py and holder.py.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from kubeloop.serving import feedback
+from kubeloop.serving.errors import Rejected
 from kubeloop.serving.holder import ModelFollower
 from kubeloop.serving.predictor import Predictor
-from kubeloop.serving.review import ReviewQueue, UnknownPrediction
+from kubeloop.serving.review import ReviewQueue
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Components:
     review: ReviewQueue
     feedback: feedback.FeedbackService | None = None
     token: str | None = None
+    reload_timeout_seconds: float = 5.0
 
 
 def router(c: Components) -> APIRouter:
@@ -43,48 +46,29 @@ def router(c: Components) -> APIRouter:
 
     @routes.get("/v1/models/{name}/version")
     async def version(name: str) -> JSONResponse:
-        if name != c.name:
-            return _error(404, "unknown-model", f"this predictor serves {c.name!r}, not {name!r}")
+        _check_model(c, name)
         return JSONResponse(_version(c))
 
     @routes.post("/v1/models/{name}/reload")
-    async def reload(name: str) -> JSONResponse:
-        if name != c.name:
-            return _error(404, "unknown-model", f"this predictor serves {c.name!r}, not {name!r}")
-        try:
-            swapped = await c.follower.refresh()
-        except Exception as error:  # the registry's or the model's problem, reported as such
-            return _error(503, "reload-failed", f"{type(error).__name__}: {error}", retry_after=5)
+    async def reload(name: str, request: Request) -> JSONResponse:
+        _check_model(c, name)
+        _authorize(c, request)
+        swapped = await c.follower.reload(c.reload_timeout_seconds)
         return JSONResponse({"swapped": swapped, **_version(c)})
 
     @routes.post("/v1/feedback/{dataset}")
     async def post_feedback(dataset: str, request: Request) -> JSONResponse:
-        service = c.feedback
-        try:
-            if service is None or dataset != service.policy.dataset:
-                raise feedback.Rejected(404, "unknown-dataset", _dataset_problem(c, dataset))
+        service = _feedback_service(c, dataset)
+        with service.counting_refusals():
             _authorize(c, request)
-            policy = service.policy
-            feedback.check_size(request.headers.get("content-length"), policy)
-            body = await _read(request, policy.max_payload_bytes)
             current = c.predictor.holder.current
-            shape = feedback.expected_shape(policy, current.onnx.input_shape if current else None)
-            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if media == "image/png":
-                parsed = feedback.parse_png(body, request.query_params, policy, shape)
-            elif media in ("application/json", ""):
-                parsed = feedback.parse_json(body, policy, shape)
-            else:
-                raise feedback.Rejected(
-                    415,
-                    "unsupported-media-type",
-                    f"content type {media!r}: send application/json or image/png",
-                )
-            return JSONResponse(await service.submit(parsed, shape), status_code=201)
-        except feedback.Rejected as error:
-            if service is not None:
-                service.reject(error)
-            return _rejected(error)
+            ack = await service.receive(
+                await request.body(),  # bounded and read by serving.asgi already
+                request.headers.get("content-type", ""),
+                request.query_params,
+                current.onnx.input_shape if current else None,
+            )
+        return JSONResponse(ack, status_code=201)
 
     @routes.get("/v1/review/{dataset}")
     async def review(
@@ -101,12 +85,8 @@ def router(c: Components) -> APIRouter:
         iterations: Annotated[int | None, Query(ge=1, le=100)] = None,
         sample_size: Annotated[int | None, Query(ge=1)] = None,
     ) -> JSONResponse:
-        try:
-            if c.feedback is None or dataset != c.feedback.policy.dataset:
-                raise feedback.Rejected(404, "unknown-dataset", _dataset_problem(c, dataset))
-            _authorize(c, request)
-        except feedback.Rejected as error:
-            return _rejected(error)
+        _feedback_service(c, dataset)
+        _authorize(c, request)
         options = {
             key: value
             for key, value in {
@@ -120,24 +100,15 @@ def router(c: Components) -> APIRouter:
             }.items()
             if value is not None
         }
-        try:
-            chosen = await c.review.select(strategy, budget, include_reviewed, **options)
-        except ValueError as error:
-            return _error(400, "bad-request", str(error))
+        chosen = await c.review.select(strategy, budget, include_reviewed, **options)
         return JSONResponse({"dataset": dataset, **chosen})
 
     @routes.get("/v1/similar/{prediction_id}")
     async def similar(
         prediction_id: str, request: Request, k: Annotated[int, Query(ge=1, le=1000)] = 10
     ) -> JSONResponse:
-        try:
-            _authorize(c, request)
-        except feedback.Rejected as error:
-            return _rejected(error)
-        try:
-            return JSONResponse(await c.review.similar(prediction_id, k))
-        except UnknownPrediction as error:
-            return _error(404, "unknown-prediction", str(error))
+        _authorize(c, request)
+        return JSONResponse(await c.review.similar(prediction_id, k))
 
     return routes
 
@@ -159,40 +130,34 @@ def _version(c: Components) -> dict[str, Any]:
     }
 
 
+def _check_model(c: Components, name: str) -> None:
+    if name != c.name:
+        raise Rejected(404, "unknown-model", f"this predictor serves {c.name!r}, not {name!r}")
+
+
 def _authorize(c: Components, request: Request) -> None:
     if c.token is None:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), c.token):
-        raise feedback.Rejected(401, "unauthorized", "a valid bearer token is required")
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a header is any bytes
+    # (Starlette decodes it as latin-1, which encode() undoes exactly).
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode("latin-1"), c.token.encode()
+    ):
+        raise Rejected(401, "unauthorized", "a valid bearer token is required")
 
 
-async def _read(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it grows past `limit` (a chunked body has no length)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise feedback.Rejected(
-                413, "too-large", f"the body exceeds the limit of {limit} bytes"
-            )
-    return bytes(body)
-
-
-def _dataset_problem(c: Components, dataset: str) -> str:
+def _feedback_service(c: Components, dataset: str) -> feedback.FeedbackService:
     if c.feedback is None:
-        return "this predictor collects no feedback (started without --feedback-dataset)"
-    return f"this predictor collects feedback for {c.feedback.policy.dataset!r}, not {dataset!r}"
-
-
-def _rejected(error: feedback.Rejected) -> JSONResponse:
-    return _error(error.status, error.reason, str(error), error.retry_after)
-
-
-def _error(status: int, reason: str, message: str, retry_after: int | None = None) -> JSONResponse:
-    headers = {}
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse({"error": message, "reason": reason}, status_code=status, headers=headers)
+        raise Rejected(
+            404,
+            "unknown-dataset",
+            "this predictor collects no feedback (started without --feedback-dataset)",
+        )
+    if dataset != c.feedback.policy.dataset:
+        raise Rejected(
+            404,
+            "unknown-dataset",
+            f"this predictor collects feedback for {c.feedback.policy.dataset!r}, not {dataset!r}",
+        )
+    return c.feedback

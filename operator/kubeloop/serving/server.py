@@ -4,7 +4,9 @@ Differences from `kserve.ModelServer.start`: the address to bind is configurable
 always binds 0.0.0.0); the server starts before the model is loaded and /v2/health/ready
 answers 503 until it is (kserve reports ready as soon as it runs); no gRPC port; and the
 background loops (alias follower, prediction log, live accuracy) run beside uvicorn and
-flush what they hold when it stops (SIGTERM/SIGINT).
+flush what they hold when it stops (SIGTERM/SIGINT). The HTTP layer (serving.asgi) bounds
+every request body and answers every error, kserve's routes' and kubeloop's alike; what
+the process logs goes through kubeloop.redaction.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import signal
 import sys
 import warnings
@@ -23,23 +24,28 @@ from typing import Any
 
 import kserve
 import kserve.model_server
+from fastapi import FastAPI
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
 
+from kubeloop import redaction
 from kubeloop import settings as kubeloop_settings
+from kubeloop.api.predictor import PredictorConfig, parse_command_line
 from kubeloop.registry import Registry, parse_model_uri
-from kubeloop.serving import config as serving_config
-from kubeloop.serving import feedback, routes
+from kubeloop.serving import asgi, feedback, routes
+from kubeloop.serving.errors import Rejected
 from kubeloop.serving.holder import ModelFollower, ModelHolder
 from kubeloop.serving.kserve_model import KServeModel
 from kubeloop.serving.live_accuracy import LiveAccuracy
-from kubeloop.serving.prediction_log import PredictionLog, PredictionPool
+from kubeloop.serving.prediction_log import PredictionLog
+from kubeloop.serving.prediction_pool import PredictionPool
 from kubeloop.serving.predictor import Predictor
+from kubeloop.serving.replicas import PeerSync
 from kubeloop.serving.review import ReviewQueue
-from kubeloop.storage import ObjectStore
+from kubeloop.storage import InvalidEndpoint, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +63,34 @@ class _ReadyWhenLoaded(DataPlane):  # type: ignore[misc]  # kserve ships no type
         return bool(models) and all([await model.healthy() for model in models])
 
 
+class _RESTServer(RESTServer):  # type: ignore[misc]  # kserve ships no type information
+    """kserve's REST server with kubeloop's HTTP layer: its hooks run when the app is made."""
+
+    def __init__(self, body_rules: list[asgi.BodyRule], config: PredictorConfig, **kw: Any):
+        super().__init__(**kw)
+        self._body_rules = body_rules
+        self._limits = config
+
+    def _add_middlewares(self, app: FastAPI) -> None:
+        super()._add_middlewares(app)
+        asgi.add_body_limits(
+            app,
+            rules=self._body_rules,
+            max_inflight_bytes=self._limits.max_inflight_bytes,
+            max_json_depth=self._limits.max_json_depth,
+        )
+
+    def _add_exception_handlers(self, app: FastAPI) -> None:
+        super()._add_exception_handlers(app)
+        asgi.add_exception_handlers(app)  # after kserve's: ours answer Exception, redacted
+
+
 class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships no type information
     """kserve's ModelServer, bound to a chosen host, with kubeloop's routes and loops."""
 
     def __init__(
         self,
-        config: serving_config.ServingConfig,
+        config: PredictorConfig,
         components: routes.Components,
         background: list[Step],
         shutdown: list[Step],
@@ -77,6 +105,7 @@ class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships
         )
         self.dataplane = _ReadyWhenLoaded(model_registry=self.registered_models)
         self.host = config.host
+        self._config = config
         self._components = components
         self._background = background
         self._shutdown = shutdown
@@ -85,11 +114,13 @@ class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships
     def start(self, models: list[Any]) -> None:
         for model in models:
             self.register_model(model)
-        self._rest_server = RESTServer(
-            FASTAPI_APP_IMPORT_STRING,
-            self.dataplane,
-            self.model_repository_extension,
-            self.http_port,
+        self._rest_server = _RESTServer(
+            self._body_rules(),
+            self._config,
+            app=FASTAPI_APP_IMPORT_STRING,
+            data_plane=self.dataplane,
+            model_repository_extension=self.model_repository_extension,
+            http_port=self.http_port,
             access_log_format=self.access_log_format,
             workers=1,
             grace_period=self.grace_period,
@@ -105,6 +136,18 @@ class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships
         # request in flight for ~130 ms (p99 under load, bench/README.md).
         gc.freeze()
         asyncio.run(self._serve())
+
+    def _body_rules(self) -> list[asgi.BodyRule]:
+        service = self._components.feedback
+        return [
+            asgi.BodyRule(
+                "/v1/feedback/",
+                self._config.max_payload_bytes,
+                feedback.PAYLOAD_OPTION,
+                on_refused=service.reject if service is not None else None,
+            ),
+            asgi.BodyRule("", self._config.max_request_bytes, "--max-request-bytes"),
+        ]
 
     def _on_signal(self, number: int, frame: FrameType | None) -> None:
         # While uvicorn serves it handles the signal itself, then re-raises it here once it
@@ -134,9 +177,7 @@ class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships
             await step()
 
 
-def build(
-    config: serving_config.ServingConfig, settings: kubeloop_settings.Settings
-) -> PredictorServer:
+def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> PredictorServer:
     """Wire the predictor's parts together; starts nothing."""
     registered_model, _, _ = parse_model_uri(config.model_uri)
     fb = config.feedback
@@ -169,17 +210,25 @@ def build(
             slices=fb.slices,
             max_payload_bytes=config.max_payload_bytes,
         )
-        service = feedback.FeedbackService(policy, store, fb.bucket, fb.prefix, pool, live)
-        stats_seconds = config.stats_flush_seconds
+        peers = PeerSync(
+            store, fb.bucket, fb.prefix, pool, prediction_log, config.warm_start_seconds
+        )
+        service = feedback.FeedbackService(
+            policy, store, fb.bucket, fb.prefix, pool, live, find_elsewhere=peers.find
+        )
+        stats_seconds, sync_seconds = config.stats_flush_seconds, config.log_flush_seconds
         background += [
             prediction_log.run,
             lambda: live.run(stats_seconds),
+            lambda: peers.run(sync_seconds),
             lambda: _prepare_storage(store, fb.bucket, live, prediction_log, pool, config),
         ]
     predictor = Predictor(
         holder, config.max_batch_size, config.max_latency_ms / 1000, pool, prediction_log
     )
     shutdown.append(predictor.close)
+    if service is not None:
+        shutdown.append(service.writer.close)  # samples waiting for their segment's write
     if prediction_log is not None and live is not None:
         log_flush, live_flush = prediction_log.flush, live.flush
         shutdown += [
@@ -192,16 +241,28 @@ def build(
         follower=follower,
         review=ReviewQueue(pool, config.review_strategy, config.review_budget),
         feedback=service,
-        token=config.feedback_token,
+        token=config.token,
+        reload_timeout_seconds=config.reload_timeout_seconds,
     )
     server = PredictorServer(config, components, background, shutdown)
-    server.model = KServeModel(config.name, predictor)
+    server.model = KServeModel(config.name, predictor, config.max_request_rows)
     return server
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
     """The predictor image's entrypoint."""
-    config = serving_config.parse_args(argv, token=os.environ.get(serving_config.TOKEN_ENV))
+    return serve(parse_command_line(argv))
+
+
+def serve(config: PredictorConfig) -> int:
+    """Run the predictor `config` describes until SIGTERM; 2 when the settings are unusable.
+
+    What it prints and logs is redacted (a library may print a tracking URI too)."""
+    with redaction.redacted_output():
+        return _serve(config)
+
+
+def _serve(config: PredictorConfig) -> int:
     settings = kubeloop_settings.load()
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -209,7 +270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     _quiet_kserve()
-    server = build(config, settings)
+    try:
+        server = build(config, settings)
+    except InvalidEndpoint as error:  # a setting that cannot be used: say which, no traceback
+        print(f"kubeloop predictor: {error}", file=sys.stderr)
+        return 2
+    redaction.install()  # every handler configured by now: ours, kserve's, uvicorn's
     log.info(
         "predictor %s for %s on http://%s:%d%s",
         config.name,
@@ -227,7 +293,8 @@ class _ExpectedErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, (InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady))
+        expected = (InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady, Rejected)
+        return not isinstance(error, expected)
 
 
 def _quiet_kserve() -> None:
@@ -242,7 +309,7 @@ async def _prepare_storage(
     live: LiveAccuracy,
     prediction_log: PredictionLog,
     pool: PredictionPool,
-    config: serving_config.ServingConfig,
+    config: PredictorConfig,
 ) -> None:
     """At start, retried until storage answers: the bucket, the stored live accuracy; then,
     once, the recent predictions back into the review pool."""

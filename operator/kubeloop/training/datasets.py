@@ -16,15 +16,18 @@ Sources a dataset may name (`format` says which when the URI does not):
     manifest: s3://bucket/key.json     a SnapshotManifest of feedback samples (filled in by
                                        the FeedbackDataset controller, beside feedbackDataset)
     uri: s3://bucket/key.json          the same, named directly
-    uri: s3://bucket/prefix/           every feedback sample under prefix/samples/, as one
-      (format: feedback)               snapshot (inferred when prefix/samples/ has any)
+    uri: s3://bucket/prefix/           every feedback sample under the prefix (inbox/,
+      (format: feedback)               archive/, samples/), as one snapshot (inferred when
+                                       one of those has any)
 
 Image folders and manifests are reference data: only their keys are listed here, and the
 plugin reads the images on demand (plugins.ImageFiles; a DataLoader streams them), so a
 dataset larger than memory trains. Their examples are split by a hash of the key as feedback
 is (kubeloop.training.splits), and an example without a slice tag is tagged with the
-dataset's name (a dataset named base provides the slice base). Feedback samples (JSON
-floats) are read whole. How they are split and evaluated is kubeloop.training.splits.
+dataset's name (a dataset named base provides the slice base). Feedback samples
+(kubeloop.feedback_store) are read whole: those sent as numbers become images in memory,
+those sent as PNG or JPEG stay encoded and are decoded by the model's transform. How they
+are split and evaluated is kubeloop.training.splits.
 
 A source that lists nothing fails with "dataset not found or empty" naming the URI; a class
 folder or label outside the dataset's `classes` is refused naming it, before any training.
@@ -32,19 +35,20 @@ folder or label outside the dataset's `classes` is refused naming it, before any
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import ValidationError
 
-from kubeloop import digits, images, objects, plugins
+from kubeloop import digits, feedback_store, images, objects, plugins
 from kubeloop.api import samples
 from kubeloop.api.trainingjob import DatasetSource
 from kubeloop.storage import ObjectNotFound, ObjectStore, S3Uri
@@ -53,6 +57,7 @@ from kubeloop.training.splits import Feedback, Reference
 
 BUILTIN = "builtin://"
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
+_FEEDBACK_FOLDERS = (samples.INBOX, samples.ARCHIVE, samples.SAMPLES)
 Kind = Literal["builtin", "image-folder", "manifest", "feedback"]
 Connect = Callable[[], ObjectStore]
 """Makes an ObjectStore; picklable (functools.partial), so each DataLoader worker opens its own."""
@@ -132,44 +137,92 @@ def load_reference(source: DatasetSource) -> Reference:
 
 
 def load_feedback(source: DatasetSource, store: ObjectStore) -> Feedback:
-    """The samples of a snapshot manifest, or of every sample under an S3 prefix."""
+    """The samples of a snapshot manifest, or of every sample under an S3 prefix.
+
+    Samples sent as numbers become images in memory, (H, W) or (C, H, W), which must all have
+    one shape; samples sent as images (PNG or JPEG, kept as sent) stay encoded, to be decoded
+    in colour and at the model's size by its transform like any image file.
+    """
     uri = S3Uri.parse(source.manifest or source.uri or "")
-    generation = source.generation
     try:
-        if uri.key.endswith(".json"):
-            manifest = samples.SnapshotManifest.model_validate(store.get_json(uri.bucket, uri.key))
-            bucket, keys, generation = manifest.bucket, manifest.keys, manifest.generation
-        else:
-            bucket, keys = (
-                uri.bucket,
-                store.list_keys(uri.bucket, _folder(uri.key) + samples.SAMPLES),
-            )
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            raw = list(pool.map(lambda key: (key, store.get_json(bucket, key)), keys))
+        found = feedback_store.read_samples(store, uri)
+    except feedback_store.UnreadableSample as error:
+        raise DatasetError(str(error)) from error
     except ValidationError as error:
-        raise DatasetError(f"{uri} is not a snapshot manifest: {error}") from error
+        raise DatasetError(f"{uri}: not a snapshot manifest or feedback sample: {error}") from error
     except ObjectNotFound as error:
         raise DatasetError(f"dataset {source.name!r}: {error.args[0]} does not exist") from error
-    if not raw:
+    if not found.samples:
         raise _not_found(source, str(uri), "no feedback samples")
-    loaded = [_sample(bucket, key, value) for key, value in raw]
+    bucket, generation = found.bucket, found.generation or source.generation
+    numeric = [(k, s) for k, s in found.samples if s.image is None]
+    encoded = [(k, s) for k, s in found.samples if s.image is not None]
+    loaded = [_sample(bucket, key, value) for key, value in numeric]
     shapes = {image.shape for _, image in loaded}
     if len(shapes) > 1:
         raise DatasetError(f"{uri}: samples of different shapes {sorted(shapes)}")
-    data = plugins.LabelledImages(
-        np.stack([image for _, image in loaded]).astype(np.float32),
-        np.asarray([s.label for s, _ in loaded], dtype=np.str_),
-        np.asarray([s.slice or "" for s, _ in loaded], dtype=np.str_),
-    )
+    parts: list[plugins.Examples] = []
+    if loaded:
+        parts.append(
+            plugins.LabelledImages(
+                np.stack([image for _, image in loaded]).astype(np.float32),
+                _labels([s for s, _ in loaded]),
+                _tags([s for s, _ in loaded]),
+            )
+        )
+    if encoded:
+        parts.append(_encoded(bucket, encoded))
+    data = plugins.concat(parts)
     _check_classes(source, str(uri), data.labels, "label")
+    ordered = [s for s, _ in loaded] + [s for _, s in encoded]  # the order of `data`
     return Feedback(
         source.name,
         str(uri),
-        tuple(s.id for s, _ in loaded),
+        tuple(s.id for s in ordered),
         data,
         source.feedback_dataset,
         generation,
     )
+
+
+@dataclass(frozen=True)
+class EncodedImages:
+    """Images held as their encoded bytes (feedback samples kept as sent), by sample id."""
+
+    where_from: str
+    data: dict[str, bytes] = field(repr=False)
+
+    def read(self, key: str) -> bytes:
+        return self.data[key]
+
+    def where(self, key: str) -> str:
+        return f"{self.where_from} sample {key}"
+
+
+def _encoded(bucket: str, found: list[tuple[str, samples.FeedbackSample]]) -> plugins.ImageFiles:
+    data = {}
+    for key, sample in found:
+        try:
+            data[sample.id] = base64.b64decode(sample.image or "", validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise DatasetError(
+                f"s3://{bucket}/{key}: sample {sample.id}'s image is not base64: {error}"
+            ) from None
+    chosen = [s for _, s in found]
+    return plugins.ImageFiles(
+        np.asarray([s.id for s in chosen], dtype=np.str_),
+        _labels(chosen),
+        _tags(chosen),
+        EncodedImages(f"s3://{bucket}", data),
+    )
+
+
+def _labels(found: list[samples.FeedbackSample]) -> np.ndarray[Any, np.dtype[np.str_]]:
+    return np.asarray([s.label for s in found], dtype=np.str_)
+
+
+def _tags(found: list[samples.FeedbackSample]) -> np.ndarray[Any, np.dtype[np.str_]]:
+    return np.asarray([s.slice or "" for s in found], dtype=np.str_)
 
 
 @dataclass(frozen=True)
@@ -232,7 +285,7 @@ def _image_folder(
     if not keys:
         why = "no class folders of PNG or JPEG images (prefix/<class>/*.png)"
         if inferred:
-            why = f"no feedback samples under {samples.SAMPLES} and {why}"
+            why = f"no feedback samples ({', '.join(_FEEDBACK_FOLDERS)}) and {why}"
         raise _not_found(source, str(uri), why)
     return keys, labels, [""] * len(keys)
 
@@ -336,9 +389,10 @@ def _declared_kind(source: DatasetSource) -> Kind | None:
 
 
 def _listed_kind(source: DatasetSource, store: ObjectStore) -> Kind:
-    """A prefix holding samples/ is feedback, anything else an image folder."""
+    """A prefix holding feedback (inbox/, archive/ or samples/) is feedback, anything else an
+    image folder."""
     uri = S3Uri.parse(source.uri or "")
-    if store.list_keys(uri.bucket, _folder(uri.key) + samples.SAMPLES):
+    if any(store.list_keys(uri.bucket, _folder(uri.key) + f) for f in _FEEDBACK_FOLDERS):
         return "feedback"
     return "image-folder"
 
@@ -367,14 +421,15 @@ def _store(connect: Connect) -> ObjectStore:
 
 
 def _sample(
-    bucket: str, key: str, value: Any
+    bucket: str, key: str, sample: samples.FeedbackSample
 ) -> tuple[samples.FeedbackSample, np.ndarray[Any, Any]]:
-    """A feedback sample's image: (H, W) grayscale, or (C, H, W) for C > 1 channels."""
+    """A numeric sample's image: (H, W) grayscale, or (C, H, W) for C > 1 channels."""
     try:
-        sample = samples.FeedbackSample.model_validate(value)
         image = np.asarray(sample.input, dtype=np.float32).reshape(sample.shape)
-    except (ValidationError, ValueError) as error:
-        raise DatasetError(f"s3://{bucket}/{key} is not a feedback sample: {error}") from error
+    except (ValueError, TypeError) as error:
+        raise DatasetError(
+            f"s3://{bucket}/{key}: sample {sample.id} is unreadable: {error}"
+        ) from error
     while image.ndim > 2 and image.shape[0] == 1:  # (1, H, W) is a grayscale (H, W)
         image = image[0]
     if image.ndim not in (2, 3):

@@ -6,11 +6,13 @@ FILE is a TrainingJob manifest (YAML or JSON). Connections come from KUBELOOP_* 
 On success the result (kubeloop.api.training_result) is written to --result and printed
 as the last line of stdout; on failure --result gets a TrainingFailure (the error, its
 message and the last log lines), so the reason reaches the TrainingJob's status (the pod's
-termination message). Logs go to stderr. Exit codes:
+termination message). Logs go to stderr, credentials in URIs redacted (kubeloop.redaction).
+Exit codes:
 
     0  a model version was registered
     1  training failed (bad data, a plugin error, an ONNX mismatch, ...)
-    2  the spec or its arguments are invalid, or the base model does not exist
+    2  the spec or its arguments are invalid, the base model does not exist, or a setting
+       cannot be used (an S3 endpoint with credentials in it)
     3  MLflow or S3 could not be reached, after bounded retries
 """
 
@@ -23,13 +25,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kubeloop import plugins, registry, settings, storage
+from kubeloop import plugins, redaction, registry, settings, storage
 from kubeloop.api.training_result import TrainingFailure
 from kubeloop.training import checks, datasets, onnx_check, run
 
 OK, FAILED, INVALID, UNREACHABLE = 0, 1, 2, 3
 _EXIT_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
-    ((checks.InvalidSpec, plugins.InvalidArguments, registry.ModelNotFound), INVALID),
+    (
+        (checks.InvalidSpec, plugins.InvalidArguments, registry.ModelNotFound),
+        INVALID,
+    ),
+    (storage.InvalidEndpoint, INVALID),
     ((registry.RegistryUnavailable, storage.StorageUnavailable), UNREACHABLE),
 )
 
@@ -39,6 +45,7 @@ _EXPECTED = (
     registry.ModelNotFound,
     registry.RegistryUnavailable,
     storage.StorageUnavailable,
+    storage.InvalidEndpoint,
     datasets.DatasetError,
     onnx_check.OnnxMismatch,
 )
@@ -46,6 +53,11 @@ _EXPECTED = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the trainer; returns the exit code."""
+    with redaction.redacted_output():  # MLflow prints run URLs built from the tracking URI
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kubeloop.training",
         description="Train, evaluate, export and register the model a TrainingJob describes.",

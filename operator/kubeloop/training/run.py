@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kubeloop import images, plugins
+from kubeloop import images, plugins, redaction
 from kubeloop.api.training_result import TrainingResult
 from kubeloop.api.trainingjob import Metrics, TrainingJob
 from kubeloop.registry import ModelVersion, Registry, evaluation_of
@@ -78,7 +78,8 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
     with tracking.Run(settings.mlflow_tracking_uri).start(
         spec.registered_model, name, run_tags
     ) as run:
-        log.info("MLflow run %s at %s", run.run_id, settings.mlflow_tracking_uri)
+        shown = redaction.redact(settings.mlflow_tracking_uri)
+        log.info("MLflow run %s at %s", run.run_id, shown)
         run.log_params(_params(job, info, args.to_wire()))
         epochs: list[dict[str, float]] = []
 

@@ -53,7 +53,8 @@ class Feedback:
     name: str
     source: str
     ids: tuple[str, ...]
-    samples: plugins.LabelledImages
+    samples: plugins.Examples
+    """In the order of `ids`."""
     feedback_dataset: str | None = None
     generation: int | None = None
 
@@ -154,7 +155,7 @@ def assemble(
 
 def _split_feedback(
     snapshot: Feedback, held_out_slices: set[str] | None
-) -> tuple[plugins.LabelledImages, plugins.LabelledImages, plugins.LabelledImages]:
+) -> tuple[plugins.Examples, plugins.Examples, plugins.Examples]:
     parts = np.asarray([feedback_part(sample_id) for sample_id in snapshot.ids], dtype=np.str_)
     samples = snapshot.samples
     if held_out_slices is None:

@@ -1,9 +1,10 @@
 """Logging one training to its MLflow run: params, metrics, the ONNX model, files.
 
 The training process owns its run, so it logs through mlflow's fluent API; reading and
-registering model versions goes through kubeloop.registry. Every failure to reach the
-server becomes RegistryUnavailable naming it (the HTTP client already retried with backoff:
-kubeloop.registry.Registry sets its bounds).
+registering model versions goes through kubeloop.registry. MLflow's errors are mapped by
+kubeloop.registry.call_mlflow, as the registry's are: a failure to reach the server becomes
+RegistryUnavailable naming it, credentials redacted (the HTTP client already retried with
+backoff: kubeloop.registry.Registry sets its bounds).
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from kubeloop import plugins
-from kubeloop.registry import RegistryUnavailable
+from kubeloop.registry import call_mlflow
 
 T = TypeVar("T")
 MODEL_NAME = "model"
 _BATCH = 1000  # metrics per request, MLflow's limit
-_SERVER_TROUBLE = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 
 @dataclass(frozen=True)
@@ -146,21 +146,4 @@ class Run:
             mlflow.end_run(status)
 
     def _guard(self, func: Callable[[], T], what: str) -> T:
-        from mlflow.exceptions import MlflowException, RestException
-        from requests.exceptions import RequestException
-
-        try:
-            return func()
-        except RestException as error:
-            if error.error_code not in _SERVER_TROUBLE:
-                raise  # the server answered and refused: a bug to report, not an outage
-            raise self._unavailable(what, error) from error
-        except (MlflowException, RequestException, OSError) as error:
-            raise self._unavailable(what, error) from error
-
-    def _unavailable(self, what: str, error: Exception) -> RegistryUnavailable:
-        return RegistryUnavailable(
-            f"the MLflow server at {self.tracking_uri} failed while {what} "
-            f"({type(error).__name__}: {str(error)[:300]}); check that it and its "
-            "artifact store run and that KUBELOOP_MLFLOW_TRACKING_URI points at it"
-        )
+        return call_mlflow(func, what, self.tracking_uri)
