@@ -180,13 +180,10 @@ class LabelledImages:
         picked = self.images[index]
         if preprocessing is None:
             return np.asarray(picked, dtype=np.float32)
-        return (
-            np.stack([imaging.fit_array(image, preprocessing) for image in picked]).astype(
-                np.float32
-            )
-            if len(picked)
-            else np.zeros((0, *preprocessing.input_shape), np.float32)
-        )
+        out = np.zeros((len(picked), *preprocessing.input_shape), np.float32)
+        for row, image in enumerate(picked):
+            out[row] = imaging.fit_array(image, preprocessing)
+        return out
 
 
 class ImageReader(Protocol):
@@ -199,7 +196,7 @@ class ImageReader(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageFiles:
     """Encoded images (PNG or JPEG, any size) read one by one through `reader` on demand,
     with a class label and a slice tag each; nothing is held in memory but the keys."""
@@ -247,7 +244,7 @@ class ImageUnreadable(PluginError):
 Part = LabelledImages | ImageFiles
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ExampleParts:
     """Several parts (images in memory, image files) as one sequence of examples."""
 
