@@ -166,3 +166,34 @@ class LoadSettings:
     @classmethod
     def of(cls, quick: bool, concurrency: int) -> LoadSettings:
         return cls(1.0, 1, concurrency) if quick else cls(4.0, 2, concurrency)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a throughput comparison: its name in the rounds and what it is."""
+
+    key: str
+    description: str
+
+
+def best_rates(
+    benchmark: str,
+    metric: str,
+    rounds: dict[str, list[float]],
+    subject: Side,
+    baseline: Side,
+    config: dict[str, Any],
+) -> Result:
+    """A throughput Result (images/s) from interleaved rounds: the best round of each side,
+    every round in details."""
+    return Result(
+        benchmark,
+        metric,
+        "images/s",
+        max(rounds[subject.key]),
+        max(rounds[baseline.key]),
+        subject.description,
+        baseline.description,
+        details={f"{key}_rounds": values for key, values in rounds.items()},
+        config=config,
+    )

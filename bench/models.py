@@ -25,7 +25,7 @@ from kubeloop.training import datasets, splits
 
 PLUGIN = "image-classifier"
 SLICES = ["base", "new-user"]
-EXAMPLES = ROOT / "examples" / "digits"
+EXAMPLES = ROOT / "examples"
 CACHE = RESULTS / "cache"
 
 
@@ -39,11 +39,11 @@ class Trained:
     train_seconds: float
 
 
-def example_args() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Plugin arguments of the example base TrainingJob and of the retrain template."""
+def example_args(example: str = "digits") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Plugin arguments of the example's base TrainingJob and of its retrain template."""
     base: dict[str, Any] = {}
     tune: dict[str, Any] = {}
-    for _, manifest in manifests.load(EXAMPLES):
+    for _, manifest in manifests.load(EXAMPLES / example):
         if manifest["kind"] == "TrainingJob":
             base = dict(manifest["spec"]["args"])
         if manifest["kind"] == "FeedbackDataset":
@@ -123,11 +123,11 @@ def digits_model(epochs: int | None = None, seed: int = 0) -> Trained:
 def _untrained(args: dict[str, Any]) -> plugins.TrainedModel[Any]:
     import torch
 
-    from kubeloop_image_classifier import network
+    from kubeloop_image_classifier import backbones
 
     torch.manual_seed(int(args["seed"]))
-    shape = network.Shape(int(args["height"]), int(args["width"]), digits.CLASSES)
-    return plugins.TrainedModel(network.Network(shape).eval(), digits.CLASSES, (1, 8, 8), "cpu")
+    shape = backbones.Shape(int(args["height"]), int(args["width"]), digits.CLASSES)
+    return plugins.TrainedModel(backbones.build(shape).eval(), digits.CLASSES, (1, 8, 8), "cpu")
 
 
 def image_pool(size: int, seed: int = 0) -> NDArray[np.uint8]:

@@ -33,6 +33,7 @@ MODULES = {
     "operator": "operator_jobs",
     "turnaround": "turnaround",
     "gpu": "gpu",
+    "training": "training",
 }
 """Benchmark name: its module in bench/, which has `run(stack, quick)`."""
 NAMES = tuple(MODULES)

@@ -93,8 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--state-dir", type=Path, help="state directory (default: .kubeloop)")
     down.set_defaults(run=_run_down)
 
-    demo = commands.add_parser("demo", help="the whole loop on the digits, end to end")
+    demo = commands.add_parser("demo", help="the whole loop on an example, end to end")
     demo.add_argument("--quick", action="store_true", help="fewer epochs (CI)")
+    demo.add_argument(
+        "--example",
+        choices=("digits", "objects"),
+        default="digits",
+        help="digits (8x8 grayscale, small CNN) or objects (RGB 32x32, ResNet-18)",
+    )
     demo.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
     demo.add_argument("--state-dir", type=Path, help="state directory (default: .kubeloop)")
     demo.set_defaults(run=_run_demo)
@@ -222,7 +228,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or settings.load().state_dir
     console = Console(stderr=args.json)
     try:
-        summary = demo.run(state_dir, demo.Options(quick=args.quick), console)
+        summary = demo.run(state_dir, demo.Options(quick=args.quick, example=args.example), console)
     except KeyboardInterrupt:
         console.print("demo interrupted; its state is in " + str(state_dir / "demo"))
         return 130

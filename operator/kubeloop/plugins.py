@@ -12,10 +12,20 @@ model come the checks of a TrainingJob's `args` (`check_args`: every problem, ea
 `args.<name>`), the defaults, the JSON Schema of `kubeloop plugins list --json`, and the
 typed object `train()` gets as `context.args`.
 
+Data reaches a plugin as `Examples`: images in memory (`LabelledImages`: float32 in [0, 1],
+(N, H, W) grayscale or (N, C, H, W)) or encoded PNG/JPEG files read on demand
+(`ImageFiles`, e.g. an image folder in S3, too large to hold in memory), or a mix
+(`ExampleParts`). Each example has a class label and a slice tag.
+
 Every exported model has the same interface, which the predictor relies on:
-one float32 input named `input` of shape [batch, *input_shape] and two outputs,
-`probabilities` [batch, classes] (softmax inside the graph) and `embedding` [batch, D]
-(penultimate-layer features, for uncertainty and similar-case search).
+one float32 input named `input` of shape [batch, C, H, W] (C = 1 grayscale or 3 RGB; a
+model exported before channels were a choice has [batch, 1, H, W] or [batch, H, W]) holding
+images in [0, 1], and two outputs, `probabilities` [batch, classes] (softmax inside the
+graph) and `embedding` [batch, D] (penultimate-layer features, for uncertainty and
+similar-case search). How a PNG or JPEG of any size becomes that input is the model's
+`TrainedModel.preprocessing` (kubeloop.imaging.Preprocessing): the trainer stores it as the
+model-version tag `kubeloop.preprocessing` (its JSON is in kubeloop.images) and in the model
+card; normalisation by mean and std is inside the graph when it says `normalizeInModel`.
 """
 
 from __future__ import annotations
@@ -23,15 +33,17 @@ from __future__ import annotations
 import abc
 import importlib.metadata
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import pydantic
 from numpy.typing import NDArray
 from pydantic import ConfigDict, ValidationInfo
 
+from kubeloop import images as imaging
 from kubeloop.api.common import ApiModel
 from kubeloop.api.validation import field_path
 
@@ -41,7 +53,7 @@ PROBABILITIES = "probabilities"
 EMBEDDING = "embedding"
 OUTPUTS = (PROBABILITIES, EMBEDDING)
 LABELLED_IMAGES = "labelled-images"
-"""Dataset kind: grayscale images (N, H, W) in [0, 1], a class label and a slice tag each."""
+"""Dataset kind: images (in memory or files) with a class label and a slice tag each."""
 
 Metric = Literal["accuracy", "macro_f1"]
 M = TypeVar("M")
@@ -120,7 +132,8 @@ class PluginInfo:
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Images (N, H, W) float32 in [0, 1] with a class label and a slice tag ('' if none) each."""
+    """Images float32 in [0, 1], (N, H, W) grayscale or (N, C, H, W), with a class label and a
+    slice tag ('' if none) each."""
 
     images: NDArray[np.float32]
     labels: NDArray[np.str_]
@@ -158,6 +171,157 @@ class LabelledImages:
             np.concatenate([p.slices for p in parts]).astype(np.str_),
         )
 
+    def subset(self, index: NDArray[Any]) -> LabelledImages:
+        """The examples at `index` (integers or a boolean mask), in that order."""
+        return LabelledImages(self.images[index], self.labels[index], self.slices[index])
+
+    def load(self, index: NDArray[np.intp], preprocessing: imaging.Preprocessing | None) -> Batch:
+        """Images at `index` as model inputs [n, C, H, W] (as stored when no preprocessing)."""
+        picked = self.images[index]
+        if preprocessing is None:
+            return np.asarray(picked, dtype=np.float32)
+        out = np.zeros((len(picked), *preprocessing.input_shape), np.float32)
+        for row, image in enumerate(picked):
+            out[row] = imaging.fit_array(image, preprocessing)
+        return out
+
+
+class ImageReader(Protocol):
+    """Reads one encoded image by key; picklable, so DataLoader workers can use it."""
+
+    def read(self, key: str) -> bytes: ...
+
+    def where(self, key: str) -> str:
+        """The key as a person finds it, e.g. s3://bucket/key."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class ImageFiles:
+    """Encoded images (PNG or JPEG, any size) read one by one through `reader` on demand,
+    with a class label and a slice tag each; nothing is held in memory but the keys."""
+
+    keys: NDArray[np.str_]
+    labels: NDArray[np.str_]
+    slices: NDArray[np.str_]
+    reader: ImageReader
+
+    def __post_init__(self) -> None:
+        if not len(self.keys) == len(self.labels) == len(self.slices):
+            raise ValueError(
+                f"{len(self.keys)} keys, {len(self.labels)} labels and {len(self.slices)} "
+                "slice tags: each image needs one of each"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: NDArray[Any]) -> ImageFiles:
+        return ImageFiles(self.keys[index], self.labels[index], self.slices[index], self.reader)
+
+    def item(self, position: int, preprocessing: imaging.Preprocessing) -> NDArray[np.float32]:
+        """One image as a model input [C, H, W]; ImageUnreadable names the file."""
+        key = str(self.keys[position])
+        try:
+            return imaging.decode(self.reader.read(key), preprocessing)
+        except imaging.ImageError as error:
+            raise ImageUnreadable(f"{self.reader.where(key)}: {error}") from None
+
+    def load(self, index: NDArray[np.intp], preprocessing: imaging.Preprocessing | None) -> Batch:
+        if preprocessing is None:
+            raise PluginError("image files need the model's preprocessing to become inputs")
+        with ThreadPoolExecutor(max_workers=8) as pool:  # reads wait on the network
+            loaded = list(pool.map(lambda i: self.item(int(i), preprocessing), index))
+        if not loaded:
+            return np.zeros((0, *preprocessing.input_shape), np.float32)
+        return np.stack(loaded).astype(np.float32)
+
+
+class ImageUnreadable(PluginError):
+    """An image file cannot be decoded; the message names it."""
+
+
+Part = LabelledImages | ImageFiles
+
+
+@dataclass(frozen=True, eq=False)
+class ExampleParts:
+    """Several parts (images in memory, image files) as one sequence of examples."""
+
+    parts: tuple[Part, ...]
+
+    @property
+    def labels(self) -> NDArray[np.str_]:
+        return _joined([p.labels for p in self.parts])
+
+    @property
+    def slices(self) -> NDArray[np.str_]:
+        return _joined([p.slices for p in self.parts])
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def subset(self, index: NDArray[Any]) -> Examples:
+        positions = np.arange(len(self))[index]
+        picked: list[Part] = []
+        start = 0
+        for part in self.parts:
+            inside = positions[(positions >= start) & (positions < start + len(part))]
+            if len(inside):
+                picked.append(part.subset(inside - start))
+            start += len(part)
+        return concat(picked)
+
+    def load(self, index: NDArray[np.intp], preprocessing: imaging.Preprocessing | None) -> Batch:
+        if preprocessing is None:
+            raise PluginError("examples of several parts need the model's preprocessing")
+        out = np.zeros((len(index), *preprocessing.input_shape), np.float32)
+        start = 0
+        index = np.asarray(index, dtype=np.intp)
+        for part in self.parts:
+            inside = np.flatnonzero((index >= start) & (index < start + len(part)))
+            if len(inside):
+                out[inside] = part.load(index[inside] - start, preprocessing)
+            start += len(part)
+        return out
+
+
+Examples = LabelledImages | ImageFiles | ExampleParts
+"""Labelled examples as a plugin gets them; `parts(examples)` gives the stored pieces."""
+Batch = NDArray[np.float32]
+
+
+def parts(examples: Examples) -> tuple[Part, ...]:
+    """The pieces `examples` are stored as, empty ones left out."""
+    found = examples.parts if isinstance(examples, ExampleParts) else (examples,)
+    return tuple(p for p in found if len(p))
+
+
+def concat(pieces: Sequence[Examples]) -> Examples:
+    """All `pieces` in order as one Examples; images in memory of one shape are merged into
+    one LabelledImages, so data that fits in memory stays a plain array."""
+    flat = [p for piece in pieces for p in parts(piece)]
+    merged: list[Part] = []
+    for piece in flat:
+        last = merged[-1] if merged else None
+        if (
+            isinstance(piece, LabelledImages)
+            and isinstance(last, LabelledImages)
+            and last.images.shape[1:] == piece.images.shape[1:]
+        ):
+            merged[-1] = LabelledImages.concat([last, piece])
+        else:
+            merged.append(piece)
+    if not merged:
+        return LabelledImages.concat([])
+    if len(merged) == 1:
+        return merged[0]
+    return ExampleParts(tuple(merged))
+
+
+def _joined(arrays: Sequence[NDArray[np.str_]]) -> NDArray[np.str_]:
+    return np.concatenate(arrays).astype(np.str_) if arrays else np.zeros(0, np.str_)
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -167,8 +331,8 @@ class Dataset:
     """Name in the TrainingJob, e.g. base or feedback."""
     feedback: bool
     """A FeedbackDataset snapshot, as opposed to reference data such as builtin://digits."""
-    train: LabelledImages
-    validation: LabelledImages
+    train: Examples
+    validation: Examples
     """Held out for model selection; never trained on."""
 
 
@@ -202,7 +366,11 @@ class TrainingContext(Generic[A]):
     base_model: BaseModel | None
     logger: logging.Logger
     progress: Callable[[Progress], None]
-    """Called once per epoch; the trainer logs the metrics (train_loss, val_<metric>)."""
+    """Called once per epoch; the trainer logs the metrics (train_loss, val_<metric>, and
+    what else the plugin reports, e.g. images_per_second) to MLflow with step = epoch."""
+    fetch: Callable[[str], bytes] = field(default=lambda uri: _no_fetch(uri))
+    """Reads a file that `args` name by URI (pretrained weights): s3://bucket/key, or
+    models:/name/version (that version's checkpoint); the trainer's stores do the I/O."""
 
 
 @dataclass
@@ -214,10 +382,15 @@ class TrainedModel(Generic[M]):
     classes: tuple[str, ...]
     """Class names in output order."""
     input_shape: tuple[int, ...]
-    """Shape of one input without the batch axis, e.g. (1, 8, 8)."""
+    """Shape of one input without the batch axis, e.g. (1, 8, 8) or (3, 32, 32)."""
     device: str
     best_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    preprocessing: imaging.Preprocessing | None = None
+    """How an image of any size becomes an input; recorded as the version's tag. None: the
+    model takes its inputs as they are stored, and image files cannot be fed to it."""
+    architecture: dict[str, str] = field(default_factory=dict)
+    """What the model card says of the model, e.g. {"backbone": "resnet18", "stem": "cifar"}."""
 
 
 @dataclass(frozen=True)
@@ -244,10 +417,11 @@ class Plugin(abc.ABC, Generic[M, A]):
 
     @abc.abstractmethod
     def predict(self, model: TrainedModel[M], images: NDArray[np.float32]) -> dict[str, Any]:
-        """The reference outputs (PROBABILITIES, EMBEDDING) for images (N, H, W), as numpy."""
+        """The reference outputs (PROBABILITIES, EMBEDDING) for a batch of inputs (N,
+        *input_shape) in [0, 1], as numpy; what the ONNX export must compute."""
 
     def evaluate(
-        self, model: TrainedModel[M], slices: Mapping[str, LabelledImages], metric: Metric
+        self, model: TrainedModel[M], slices: Mapping[str, Examples], metric: Metric
     ) -> Evaluation:
         """`metric` per slice and over all slices together, from `predict`'s argmax."""
         classes = np.asarray(model.classes, dtype=np.str_)
@@ -255,7 +429,16 @@ class Plugin(abc.ABC, Generic[M, A]):
         predicted: list[NDArray[np.str_]] = []
         scores = {}
         for name, data in slices.items():
-            probabilities = self.predict(model, data.images)[PROBABILITIES]
+            probabilities = (
+                np.concatenate(
+                    [
+                        np.asarray(self.predict(model, batch)[PROBABILITIES])
+                        for batch in batches(data, model.preprocessing)
+                    ]
+                )
+                if len(data)
+                else np.zeros((0, len(classes)), np.float32)
+            )
             guess = classes[np.asarray(probabilities).argmax(axis=1)]
             scores[name] = score(metric, data.labels, guess)
             truth.append(data.labels)
@@ -270,6 +453,21 @@ class Plugin(abc.ABC, Generic[M, A]):
     @abc.abstractmethod
     def checkpoint(self, model: TrainedModel[M]) -> bytes:
         """What `BaseModel.checkpoint` holds when a later job fine-tunes from this model."""
+
+
+EVALUATION_BATCH = 256
+
+
+def batches(
+    data: Examples, preprocessing: imaging.Preprocessing | None, size: int = EVALUATION_BATCH
+) -> Iterator[Batch]:
+    """`data` as model inputs, `size` at a time, in order."""
+    for start in range(0, len(data), size):
+        yield data.load(np.arange(start, min(start + size, len(data))), preprocessing)
+
+
+def _no_fetch(uri: str) -> bytes:
+    raise PluginError(f"{uri}: this TrainingContext reads no files")
 
 
 def score(metric: Metric, truth: NDArray[np.str_], predicted: NDArray[np.str_]) -> float:

@@ -10,6 +10,8 @@ register nothing.
 from __future__ import annotations
 
 import copy
+import io
+import json
 import os
 import subprocess
 import sys
@@ -23,9 +25,11 @@ import numpy as np
 import onnxruntime
 import pytest
 import yaml
+from PIL import Image
 from ulid import ULID
 
-from kubeloop import digits, manifests
+from kubeloop import digits, manifests, objects
+from kubeloop import images as images_module
 from kubeloop.api import samples
 from kubeloop.api.training_result import TrainingFailure, TrainingResult
 from kubeloop.local import services
@@ -328,3 +332,89 @@ def test_unreachable_s3_exits_3_and_registers_nothing(
     assert process.returncode == 3, process.stderr[-3000:]
     assert f"object storage at {url} failed after 2 attempts" in process.stderr
     assert registry.latest_version("tj-no-s3") is None
+
+
+def test_a_missing_dataset_prefix_fails_naming_it(
+    workdir: Path, env: dict[str, str], registry: Registry
+) -> None:
+    """Issue 11: s3://kubeloop/does-not-exist/ failed in torch with a kernel-size error."""
+    uri = f"s3://{BUCKET}/does-not-exist/"
+    job = _job("tj-missing-data", model="tj-missing", datasets=[{"name": "base", "uri": uri}])
+    process, result_file = _train(workdir, job, env)
+    assert process.returncode == 1, process.stderr[-3000:]
+    assert f"dataset 'base': {uri} not found or empty" in process.stderr
+    assert "Traceback" not in process.stderr
+    failure = json.loads(result_file.read_text())
+    assert "not found or empty" in failure["message"]
+    assert registry.latest_version("tj-missing") is None
+
+
+def test_an_image_folder_of_rgb_jpegs_trains_a_resnet(
+    workdir: Path, env: dict[str, str], store: ObjectStore, registry: Registry
+) -> None:
+    """The issue's done-when: a TrainingJob on an S3 image folder of RGB JPEGs (of several
+    sizes) trains a ResNet-18 and registers a version whose card names backbone, input size,
+    channels and transform, and whose tags let a predictor apply the same transform."""
+    images, labels = objects.load_split("val")
+    chosen = np.isin(labels, objects.CLASSES[:3])
+    for n, (image, label) in enumerate(zip(images[chosen][:60], labels[chosen][:60], strict=True)):
+        size = 32 + 8 * (n % 3)  # 32, 40 and 48 pixels: the transform makes them 32 x 32
+        picture = Image.fromarray((np.moveaxis(image, 0, -1) * 255).astype(np.uint8))
+        buffer = io.BytesIO()
+        picture.resize((size, size)).save(buffer, "JPEG", quality=90)
+        store.put_bytes(BUCKET, f"photos/{label}/{n:03d}.jpg", buffer.getvalue())
+    args = {
+        "backbone": "resnet18",
+        "stem": "cifar",
+        "baseWidth": 8,
+        "height": 32,
+        "width": 32,
+        "epochs": 2,
+        "mean": [0.45, 0.45, 0.45],
+        "std": [0.25, 0.25, 0.25],
+        "workers": 2,
+    }
+    job = _job(
+        "tj-photos",
+        model="tj-photos",
+        args=args,
+        datasets=[
+            {"name": "base", "uri": f"s3://{BUCKET}/photos/", "classes": list(objects.CLASSES)}
+        ],
+        evaluation={"metric": "accuracy", "slices": ["base"]},
+    )
+    process, _ = _train(workdir, job, env)
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = TrainingResult.parse(process.stdout)
+    version = registry.resolve(f"models:/tj-photos/{result.model_version}")
+    assert version.tags["kubeloop.backbone"] == "resnet18"
+    assert version.tags["kubeloop.inputShape"] == "[3, 32, 32]"
+    transform = images_module.Preprocessing.from_tag(version.tags["kubeloop.preprocessing"])
+    assert transform.input_shape == (3, 32, 32)
+    assert transform.means == (0.45, 0.45, 0.45)
+    assert transform.normalize_in_model
+    card = registry.download_run_artifact(version, "model_card.md").decode()
+    for fact in (
+        "| backbone | resnet18 |",
+        "| stem | cifar |",
+        "| input size | 32 x 32 |",
+        "| channels | 3 (RGB) |",
+        "| transform | RGB; resize to cover the crop",
+    ):
+        assert fact in card, card
+    assert "float32 `[batch, 3, 32, 32]`, images in [0, 1]" in card
+    run = mlflow.MlflowClient(registry.tracking_uri).get_metric_history(
+        result.mlflow_run_id, "images_per_second"
+    )
+    assert [m.step for m in run] == [1, 2]
+    assert all(m.value > 0 for m in run)
+    # The registered ONNX model takes [batch, 3, 32, 32] and answers like the evaluation.
+    session = onnxruntime.InferenceSession(registry.download_onnx(version))
+    assert session.get_inputs()[0].shape[1:] == [3, 32, 32]
+    photo = io.BytesIO()
+    Image.fromarray((np.moveaxis(images[chosen][0], 0, -1) * 255).astype(np.uint8)).resize(
+        (40, 40)
+    ).save(photo, "JPEG")
+    one = images_module.decode(photo.getvalue(), transform)[None]
+    probabilities, _ = session.run(None, {"input": one})
+    assert probabilities.shape == (1, 3)

@@ -33,3 +33,17 @@ def test_a_skipped_benchmark_still_has_the_keys() -> None:
 
     assert result["skipped"] == "skipped: no CUDA device"
     assert (result["figure"], result["baseline"], result["ratio"]) == (None, None, None)
+
+
+def test_the_gpu_benchmark_s_code_runs_on_the_cpu() -> None:
+    """bench/gpu.py runs on a GPU machine later; its code path is exercised here, tiny."""
+    from bench import gpu
+
+    settings = gpu.Settings(images=64, rounds=1, batches=(32,), base_width=4)
+    results = [r.to_json() for r in gpu.measure("cpu", settings)]
+    assert [r["benchmark"] for r in results] == [
+        "gpu.training.batch32.vs_raw_torch",
+        "gpu.inference.batch32.vs_raw_torch",
+    ]
+    assert all(r["figure"] > 0 for r in results)
+    assert all(r["baseline"] > 0 for r in results)

@@ -53,7 +53,8 @@ def trained() -> plugins.TrainedModel[Any]:
     reports: list[plugins.Progress] = []
     model = PLUGIN.train(_context({"epochs": 4}, (_digits(),), reports=reports))
     assert [r.epoch for r in reports] == [1, 2, 3, 4]
-    assert set(reports[0].metrics) == {"train_loss", "val_accuracy"}
+    assert set(reports[0].metrics) == {"train_loss", "val_accuracy", "images_per_second"}
+    assert reports[0].metrics["images_per_second"] > 0
     return model
 
 

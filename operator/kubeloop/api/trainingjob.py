@@ -10,6 +10,7 @@ from kubeloop.api import common
 from kubeloop.api.common import ApiModel, Condition, CustomResource, SecretKeyRef, cel_rules
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+DatasetFormat = Literal["image-folder", "manifest", "feedback"]
 ONE_SOURCE = "set exactly one of uri or feedbackDataset"
 REGISTERED_MODEL = r"^[A-Za-z0-9][-A-Za-z0-9_.]*$"
 """A registered model's name in MLflow, as kubeloop allows it."""
@@ -41,7 +42,17 @@ class DatasetSource(ApiModel):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """Name the plugin sees this dataset under, e.g. base or feedback."""
     uri: str | None = None
-    """Where the data is: s3://bucket/prefix, or builtin://digits for the bundled digits."""
+    """Where the data is: s3://bucket/prefix/ (an image folder, or a FeedbackDataset's
+    prefix), s3://bucket/key.csv or .jsonl (a manifest of images), s3://bucket/key.json (a
+    snapshot manifest), or builtin://digits and builtin://objects for the bundled data."""
+    format: DatasetFormat | None = None
+    """How uri is read: image-folder (one sub-folder of PNG/JPEG files per class), manifest
+    (CSV or JSON lines of key, label and an optional slice) or feedback (FeedbackDataset
+    samples or a snapshot manifest). Inferred when omitted: .csv/.jsonl is a manifest, .json
+    a snapshot, and a prefix is feedback when it holds samples/, else an image folder."""
+    classes: common.StringSet | None = None
+    """Labels this dataset may hold; an image folder's class sub-folder or a manifest label
+    outside them is refused before training. Not checked when empty."""
     feedback_dataset: common.ObjectName | None = None
     """Name of a FeedbackDataset in the same namespace whose snapshot is used."""
     generation: common.Int64 | None = Field(default=None, ge=1)

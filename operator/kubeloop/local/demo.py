@@ -1,12 +1,15 @@
-"""`kubeloop demo`: the whole loop on real data, on one machine.
+"""`kubeloop demo [--example digits|objects]`: the whole loop on real data, on one machine.
 
-1. A base model is trained on scikit-learn's digits (TrainingJob digits-base) and served
-   (ServedModel digits, the first version promoted to @champion).
-2. A new user who writes every digit mirrored (kubeloop.digits.new_user: the designer-glasses
-   case) asks the predictor for predictions over HTTP and sends back the correct labels
-   through the feedback API, each naming the prediction it corrects.
+1. A base model is trained (TrainingJob digits-base: a small CNN on scikit-learn's digits;
+   objects-base: a ResNet-18 with the CIFAR stem on RGB 32 x 32 coloured objects) and served
+   (ServedModel digits or objects, the first version promoted to @champion).
+2. A new user (digits: writes every digit mirrored, kubeloop.digits.new_user, the
+   designer-glasses case; objects: a camera with a colour cast in low light,
+   kubeloop.objects.new_user) asks the predictor for predictions over HTTP and sends back
+   the correct labels through the feedback API as float inputs ([8, 8], or [3, 32, 32]),
+   each naming the prediction it corrects.
 3. At the FeedbackDataset's threshold a snapshot is frozen and TrainingJob
-   digits-feedback-gen-1 fine-tunes the served version on base digits plus the feedback.
+   <name>-feedback-gen-1 fine-tunes the served version on the base data plus the feedback.
 4. The gate compares the new version with the served one per slice; it is promoted, the
    predictor swaps it in, and the demo's next prediction is answered by it.
 
@@ -23,19 +26,59 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from kubeloop import digits, manifests
+from kubeloop import digits, manifests, objects
 from kubeloop.local import lock, report, servers, services
 from kubeloop.local.loop import LocalLoop
 from kubeloop.local.processes import ProcessTable
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "digits"
-MODEL = "digits"
-SERVED = "digits"
-DATASET = "digits-feedback"
-BASE_JOB = "digits-base"
+ROOT = Path(__file__).resolve().parents[3] / "examples"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One use case the demo can play: its manifests, names and new user."""
+
+    name: str
+    new_user: Callable[[int, int], tuple[NDArray[np.float32], NDArray[np.str_]]]
+    """(count, seed) -> the new user's images and their correct labels."""
+    input_shape: tuple[int, ...]
+    quick_epochs: tuple[int, int]
+    """Epochs of the base job and of the retrain template with --quick."""
+
+    @property
+    def examples(self) -> Path:
+        return ROOT / self.name
+
+    @property
+    def model(self) -> str:
+        return self.name
+
+    @property
+    def served(self) -> str:
+        return self.name
+
+    @property
+    def dataset(self) -> str:
+        return f"{self.name}-feedback"
+
+    @property
+    def base_job(self) -> str:
+        return f"{self.name}-base"
+
+
+EXAMPLES = {
+    "digits": Example("digits", digits.new_user_feedback, (digits.HEIGHT, digits.WIDTH), (15, 10)),
+    "objects": Example(
+        "objects", objects.new_user_feedback, (objects.CHANNELS, objects.SIZE, objects.SIZE), (6, 4)
+    ),
+}
+"""The examples `kubeloop demo --example` plays, by name."""
+NEW_USER = "new-user"
 
 
 class DemoError(RuntimeError):
@@ -50,10 +93,15 @@ class Options:
     """Fewer epochs: the CI end-to-end run."""
     timeout_seconds: float = 900.0
     """Longest any single wait may take."""
+    example: str = "digits"
+    """Which of EXAMPLES to play."""
 
 
 def run(state_dir: Path, options: Options, console: Console) -> dict[str, Any]:
     """Run the demo in `state_dir/demo` (made anew) and return its summary."""
+    if options.example not in EXAMPLES:
+        raise DemoError(f"unknown example {options.example!r}; known: {', '.join(EXAMPLES)}")
+    example = EXAMPLES[options.example]
     workdir = state_dir.resolve() / "demo"  # children run elsewhere: every path is absolute
     if workdir.exists():
         with lock.holding(workdir):
@@ -67,56 +115,63 @@ def run(state_dir: Path, options: Options, console: Console) -> dict[str, Any]:
         found = servers.ensure_servers(table, say)
         loop = LocalLoop(workdir, found.s3_url, found.mlflow_url, say=say, processes=table)
         try:
-            return _story(loop, workdir, options, console, started)
+            return _story(loop, workdir, example, options, console, started)
         finally:
             loop.close()
             servers.stop_servers(table)
             console.print(
                 f"to look at what the demo made (MLflow runs and versions, the predictor): "
-                f"kubeloop up -f {EXAMPLES} --state-dir {workdir}"
+                f"kubeloop up -f {example.examples} --state-dir {workdir}"
             )
 
 
 def _story(
-    loop: LocalLoop, workdir: Path, options: Options, console: Console, started: float
+    loop: LocalLoop,
+    workdir: Path,
+    example: Example,
+    options: Options,
+    console: Console,
+    started: float,
 ) -> dict[str, Any]:
-    documents = _manifests(options)
+    documents = _manifests(example, options)
     threshold = int(documents["FeedbackDataset"]["spec"]["retrain"]["threshold"])
     for kind in ("TrainingJob", "ServedModel", "FeedbackDataset"):
         name = documents[kind]["metadata"]["name"]
         console.print(f"{kind.lower()}.kubeloop.io/{name} {loop.apply(documents[kind])}")
 
     wait = _Waiter(loop, console, options.timeout_seconds)
-    wait.until("training the base model", lambda: _job_done(loop, BASE_JOB))
-    wait.until("serving the base model", lambda: _ready(loop))
-    url = loop.status("ServedModel", SERVED)["url"]
-    console.print(f"predictor: {url}  (feedback: POST {url}/v1/feedback/{DATASET})")
+    served = example.served
+    wait.until("training the base model", lambda: _job_done(loop, example.base_job))
+    wait.until("serving the base model", lambda: _ready(loop, served))
+    url = loop.status("ServedModel", served)["url"]
+    console.print(f"predictor: {url}  (feedback: POST {url}/v1/feedback/{example.dataset})")
 
-    images, labels = digits.new_user_feedback(threshold, seed=1)
-    sent = _send_feedback(url, images, labels, console)
+    images, labels = example.new_user(threshold, 1)
+    sent = _send_feedback(url, example, images, labels, console)
     threshold_at = sent.threshold_at
     console.print(
-        f"the base model got {sent.correct}/{len(labels)} of the new user's digits right; "
+        f"the base model got {sent.correct}/{len(labels)} of the new user's images right; "
         f"{len(labels)} corrections stored"
     )
-    job = f"{DATASET}-gen-1"
+    job = f"{example.dataset}-gen-1"
     wait.until("waiting for the retrain trigger", lambda: loop.get("TrainingJob", job) is not None)
     wait.until(f"retraining ({job})", lambda: _job_done(loop, job))
     new_version = str(loop.status("TrainingJob", job).get("modelVersion"))
-    wait.until("gate and rollout", lambda: _gate_decided(loop, new_version))
-    gate = loop.status("ServedModel", SERVED).get("gate", {})
+    wait.until("gate and rollout", lambda: _gate_decided(loop, served, new_version))
+    gate = loop.status("ServedModel", served).get("gate", {})
     served_at = None
     if gate.get("verdict") == "Passed":
         wait.until(
-            f"predictor swapping in version {new_version}", lambda: _answers(url, new_version)
+            f"predictor swapping in version {new_version}",
+            lambda: _answers(url, example, new_version),
         )
         served_at = time.monotonic()
     return report.summary(
         loop,
         workdir,
-        model=MODEL,
-        served=SERVED,
-        dataset=DATASET,
+        model=example.model,
+        served=served,
+        dataset=example.dataset,
         feedback_sent=len(labels),
         base_correct_on_feedback=sent.correct,
         feedback_to_serving_seconds=None if served_at is None else served_at - threshold_at,
@@ -124,16 +179,17 @@ def _story(
     )
 
 
-def _manifests(options: Options) -> dict[str, dict[str, Any]]:
-    if not EXAMPLES.is_dir():
+def _manifests(example: Example, options: Options) -> dict[str, dict[str, Any]]:
+    if not example.examples.is_dir():
         raise DemoError(
-            f"the demo's manifests are missing: {EXAMPLES} (run from a kubeloop checkout)"
+            f"the demo's manifests are missing: {example.examples} (run from a kubeloop checkout)"
         )
-    documents = {doc["kind"]: doc for _, doc in manifests.load(EXAMPLES)}
+    documents = {doc["kind"]: doc for _, doc in manifests.load(example.examples)}
     if options.quick:
-        documents["TrainingJob"]["spec"]["args"]["epochs"] = 15
+        base_epochs, tune_epochs = example.quick_epochs
+        documents["TrainingJob"]["spec"]["args"]["epochs"] = base_epochs
         template = documents["FeedbackDataset"]["spec"]["retrain"]["trainingTemplate"]
-        template["args"]["epochs"] = 10
+        template["args"]["epochs"] = tune_epochs
     documents["TrainingJob"]["spec"]["resources"]["gpu"] = 0  # one machine, maybe no GPU
     return documents
 
@@ -144,8 +200,8 @@ class _Sent:
     threshold_at: float
 
 
-def _send_feedback(url: str, images: Any, labels: Any, console: Console) -> _Sent:
-    """Predict each digit, then send its correct label naming the prediction; one at a time,
+def _send_feedback(url: str, example: Example, images: Any, labels: Any, console: Console) -> _Sent:
+    """Predict each image, then send its correct label naming the prediction; one at a time,
     as a person correcting an app would."""
     correct = 0
     acknowledged_at = time.monotonic()
@@ -159,17 +215,17 @@ def _send_feedback(url: str, images: Any, labels: Any, console: Console) -> _Sen
         task = progress.add_task("feedback", total=len(labels))
         for image, label in zip(images, labels, strict=True):
             answer = services.post(
-                f"{url}/v1/models/{SERVED}:predict", {"instances": [image.tolist()]}
+                f"{url}/v1/models/{example.served}:predict", {"instances": [image.tolist()]}
             )
             prediction = answer["predictions"][0]
             correct += int(prediction["class"] == label)
             services.post(
-                f"{url}/v1/feedback/{DATASET}",
+                f"{url}/v1/feedback/{example.dataset}",
                 {
                     "input": image.tolist(),
                     "label": str(label),
                     "prediction_id": prediction["prediction_id"],
-                    "slice": digits.NEW_USER,
+                    "slice": NEW_USER,
                 },
             )
             acknowledged_at = time.monotonic()
@@ -186,21 +242,22 @@ def _job_done(loop: LocalLoop, name: str) -> bool:
     return phase == "Succeeded"
 
 
-def _ready(loop: LocalLoop) -> bool:
-    conditions = loop.status("ServedModel", SERVED).get("conditions", [])
+def _ready(loop: LocalLoop, served: str) -> bool:
+    conditions = loop.status("ServedModel", served).get("conditions", [])
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def _gate_decided(loop: LocalLoop, version: str) -> bool:
-    status = loop.status("ServedModel", SERVED)
+def _gate_decided(loop: LocalLoop, served: str, version: str) -> bool:
+    status = loop.status("ServedModel", served)
     gate = status.get("gate") or {}
     if gate.get("candidateVersion") != version or gate.get("verdict") == "Pending":
         return False
     return gate.get("verdict") == "Failed" or status.get("servingVersion") == version
 
 
-def _answers(url: str, version: str) -> bool:
-    answer = services.post(f"{url}/v1/models/{SERVED}:predict", {"instances": [[[0.0] * 8] * 8]})
+def _answers(url: str, example: Example, version: str) -> bool:
+    probe = np.zeros(example.input_shape, np.float32).tolist()
+    answer = services.post(f"{url}/v1/models/{example.served}:predict", {"instances": [probe]})
     return str(answer.get("model_version")) == version
 
 

@@ -43,7 +43,7 @@ def summary(
     served_status = loop.status("ServedModel", served)
     dataset_status = loop.status("FeedbackDataset", dataset)
     gate = served_status.get("gate") or {}
-    plot = plot_accuracy(versions, workdir / "accuracy.png")
+    plot = plot_accuracy(versions, workdir / "accuracy.png", model)
     return {
         "versions": versions,
         "serving_version": served_status.get("servingVersion"),
@@ -67,7 +67,7 @@ def summary(
     }
 
 
-def plot_accuracy(versions: list[dict[str, Any]], path: Path) -> Path:
+def plot_accuracy(versions: list[dict[str, Any]], path: Path, title: str = "digits") -> Path:
     """Grouped bars: accuracy per slice (and overall) for each model version."""
     import matplotlib
 
@@ -87,7 +87,7 @@ def plot_accuracy(versions: list[dict[str, Any]], path: Path) -> Path:
     axes.set_xticks([g + width * (len(versions) - 1) / 2 for g in range(len(groups))], groups)
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("accuracy (held-out)")
-    axes.set_title("digits: accuracy per slice per model version")
+    axes.set_title(f"{title}: accuracy per slice per model version")
     axes.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from kubeloop import plugins
+from kubeloop import images, plugins
 from kubeloop.training.splits import OVERALL, Lineage
 
 
@@ -37,6 +37,10 @@ class Facts:
     device: str
     best_epoch: int
     epochs: int
+    architecture: Mapping[str, str] = field(default_factory=dict)
+    """What the plugin says of the model: backbone, stem, input, ..."""
+    preprocessing: images.Preprocessing | None = None
+    images_per_second: float | None = None
 
 
 def render(facts: Facts) -> str:
@@ -81,17 +85,36 @@ def render(facts: Facts) -> str:
         f"- arguments: `{json.dumps(dict(facts.args), sort_keys=True)}`",
         f"- parent version: {facts.parent or 'none'}",
         f"- device: {facts.device}; {facts.train_seconds:.1f} s; best epoch "
-        f"{facts.best_epoch} of {facts.epochs} (kept by validation {facts.metric})",
+        f"{facts.best_epoch} of {facts.epochs} (kept by validation {facts.metric})"
+        + (
+            f"; {facts.images_per_second:.0f} images/s"
+            if facts.images_per_second is not None
+            else ""
+        ),
+    ]
+    if facts.architecture:
+        lines += ["", "## Model", "", "| | |", "| --- | --- |"]
+        lines += [f"| {key} | {value} |" for key, value in facts.architecture.items()]
+        if facts.preprocessing is not None:
+            lines.append(f"| transform | {facts.preprocessing.describe()} |")
+    lines += [
         "",
         "## Interface",
         "",
-        f"- input `{plugins.INPUT}`: float32 `[batch, {', '.join(map(str, facts.input_shape))}]`",
+        f"- input `{plugins.INPUT}`: float32 `[batch, {', '.join(map(str, facts.input_shape))}]`"
+        + (", images in [0, 1]" if facts.preprocessing is not None else ""),
         f"- output `{plugins.PROBABILITIES}`: float32 `[batch, {len(facts.classes)}]`, "
         "softmax over the classes below",
         f"- output `{plugins.EMBEDDING}`: float32 `[batch, {facts.embedding_size}]`, "
         "penultimate-layer features",
         f"- classes, in output order: `{json.dumps(list(facts.classes))}`",
         f"- ONNX checked against the trained model: max abs diff {facts.onnx_max_abs_diff:.2e}",
-        "",
     ]
+    if facts.preprocessing is not None:
+        lines += [
+            f"- preprocessing (an image of any size to the input): "
+            f"{facts.preprocessing.describe()}",
+            f"- tag `{images.TAG}`: `{facts.preprocessing.to_tag()}`",
+        ]
+    lines.append("")
     return "\n".join(lines)

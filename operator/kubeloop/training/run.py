@@ -7,6 +7,7 @@ registered last, once its ONNX model, checkpoint, card and metrics are all logge
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -14,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from kubeloop import plugins, redaction
+from kubeloop import images, plugins, redaction
 from kubeloop.api.training_result import TrainingResult
 from kubeloop.api.trainingjob import Metrics, TrainingJob
 from kubeloop.registry import ModelVersion, Registry, evaluation_of
 from kubeloop.settings import Settings
-from kubeloop.storage import ObjectStore
+from kubeloop.storage import ObjectNotFound, ObjectStore, S3Uri
 from kubeloop.training import card, checks, datasets, onnx_check, splits, tracking
 
 CHECKPOINT = "checkpoint/model.pt"
@@ -41,6 +42,9 @@ TAG_SNAPSHOT = "kubeloop.snapshotGeneration"
 TAG_PARENT = "kubeloop.parentVersion"
 TAG_BASE_MODEL = "kubeloop.baseModel"
 TAG_DEVICE = "kubeloop.device"
+TAG_PREPROCESSING = images.TAG
+"""JSON of the transform an image goes through before the model (kubeloop.images)."""
+TAG_BACKBONE = "kubeloop.backbone"
 
 
 def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> TrainingResult:
@@ -91,6 +95,7 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
             base_model=base_model,
             logger=log,
             progress=progress,
+            fetch=functools.partial(_fetch, registry, settings),
         )
         started = time.perf_counter()
         trained = plugin.train(context)
@@ -100,7 +105,7 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
         evaluation = plugin.evaluate(trained, assembled.evaluation, metric)
         slices = {k: v for k, v in evaluation.slices.items() if k in spec.evaluation.slices}
         onnx_model = plugin.export(trained)
-        batch = _check_batch(assembled.datasets)
+        batch = _check_batch(assembled.datasets, trained.preprocessing)
         reference = plugin.predict(trained, batch)
         diff = onnx_check.max_abs_diff(onnx_model, batch, trained.input_shape, reference)
         log.info("ONNX export matches the trained model (max abs diff %.2e)", diff)
@@ -136,6 +141,9 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
                 device=trained.device,
                 best_epoch=trained.best_epoch,
                 epochs=len(trained.history),
+                architecture=trained.architecture,
+                preprocessing=trained.preprocessing,
+                images_per_second=_mean_rate(trained.history),
             )
         )
         run.log_file(text.encode(), MODEL_CARD)
@@ -219,6 +227,10 @@ def version_tags(
         TAG_INPUT_SHAPE: json.dumps(list(trained.input_shape)),
         TAG_DEVICE: trained.device,
     }
+    if trained.preprocessing is not None:
+        tags[TAG_PREPROCESSING] = trained.preprocessing.to_tag()
+    if "backbone" in trained.architecture:
+        tags[TAG_BACKBONE] = trained.architecture["backbone"]
     uid = job_uid(job)
     if uid:
         tags[TAG_JOB_UID] = uid
@@ -233,29 +245,56 @@ def version_tags(
 
 def _load(job: TrainingJob, settings: Settings, log: logging.Logger) -> splits.Assembled:
     references, feedback = [], []
-    store: ObjectStore | None = None
+    connect = functools.partial(ObjectStore.from_settings, settings)
     for source in job.spec.datasets:
-        if not datasets.is_feedback(source):
-            references.append(datasets.load_reference(source))
-            continue
-        store = store or ObjectStore.from_settings(settings)
-        snapshot = datasets.load_feedback(source, store)
-        log.info(
-            "dataset %s: %d feedback samples from %s",
-            source.name,
-            len(snapshot.ids),
-            snapshot.source,
-        )
-        feedback.append(snapshot)
+        loaded = datasets.load(source, connect)
+        if isinstance(loaded, splits.Feedback):
+            log.info(
+                "dataset %s: %d feedback samples from %s",
+                source.name,
+                len(loaded.ids),
+                loaded.source,
+            )
+            feedback.append(loaded)
+        else:
+            log.info(
+                "dataset %s: %d train, %d validation, %d test examples from %s",
+                source.name,
+                len(loaded.train),
+                len(loaded.validation),
+                len(loaded.test),
+                loaded.source,
+            )
+            references.append(loaded)
     return splits.assemble(references, feedback, job.spec.evaluation.slices)
 
 
-def _check_batch(loaded: tuple[plugins.Dataset, ...]) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Up to 64 validation images (training images when there are none) for the ONNX check."""
+def _fetch(registry: Registry, settings: Settings, uri: str) -> bytes:
+    """A file the plugin's arguments name: s3://bucket/key, or models:/ (its checkpoint)."""
+    if uri.startswith("models:/"):
+        return registry.download_run_artifact(registry.resolve(uri), CHECKPOINT)
+    location = S3Uri.parse(uri)
+    try:
+        return ObjectStore.from_settings(settings).get_bytes(location.bucket, location.key)
+    except ObjectNotFound:
+        raise plugins.InvalidArguments(f"{uri} does not exist (named by the job's args)") from None
+
+
+def _mean_rate(history: list[dict[str, float]]) -> float | None:
+    rates = [h["images_per_second"] for h in history if "images_per_second" in h]
+    return sum(rates) / len(rates) if rates else None
+
+
+def _check_batch(
+    loaded: tuple[plugins.Dataset, ...], preprocessing: images.Preprocessing | None
+) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Up to 64 validation images (training images when there are none) for the ONNX check,
+    as model inputs."""
     parts = [d.validation for d in loaded if len(d.validation)] or [
         d.train for d in loaded if len(d.train)
     ]
-    return plugins.LabelledImages.concat(parts).images[:_CHECK_BATCH]
+    examples = plugins.concat(parts)
+    return examples.load(np.arange(min(_CHECK_BATCH, len(examples))), preprocessing)
 
 
 def _params(job: TrainingJob, info: plugins.PluginInfo, args: dict[str, Any]) -> dict[str, Any]:

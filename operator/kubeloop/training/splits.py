@@ -1,9 +1,10 @@
 """How loaded datasets become training, validation and per-slice evaluation data.
 
-Reference data (e.g. builtin://digits) brings its own train/val/test splits and the
-evaluation slices it can provide (digits: `base`, `new-user`). Feedback snapshots are
-split per sample by a hash of the sample's id, so a sample keeps its part in every later
-snapshot that contains it:
+Reference data brings its own train/val/test splits and the evaluation slices it can
+provide (builtin://digits: `base`, `new-user`; an image folder or manifest is split by the
+hash below of each image's key, its test part providing a slice per tag). Feedback
+snapshots are split per sample by a hash of the sample's id, so a sample keeps its part in
+every later snapshot that contains it:
 
     hash bucket  0-9   validation (model selection)
                 10-19  held out for evaluation, as part of the slice it is tagged with,
@@ -38,10 +39,10 @@ class Reference:
 
     name: str
     source: str
-    train: plugins.LabelledImages
-    validation: plugins.LabelledImages
-    test: plugins.LabelledImages
-    slices: Mapping[str, plugins.LabelledImages]
+    train: plugins.Examples
+    validation: plugins.Examples
+    test: plugins.Examples
+    slices: Mapping[str, plugins.Examples]
     """Evaluation slices this dataset provides, by name."""
 
 
@@ -52,7 +53,8 @@ class Feedback:
     name: str
     source: str
     ids: tuple[str, ...]
-    samples: plugins.LabelledImages
+    samples: plugins.Examples
+    """In the order of `ids`."""
     feedback_dataset: str | None = None
     generation: int | None = None
 
@@ -76,7 +78,7 @@ class Assembled:
     """Data ready for the plugin, and what the evaluation runs on."""
 
     datasets: tuple[plugins.Dataset, ...]
-    evaluation: dict[str, plugins.LabelledImages]
+    evaluation: dict[str, plugins.Examples]
     """Named slices with data, in the job's order; or one entry `overall` when none named."""
     unevaluated: list[str] = field(default_factory=list)
     """Named slices that no dataset could provide."""
@@ -97,7 +99,7 @@ def assemble(
     references: Sequence[Reference], feedback: Sequence[Feedback], slices: Sequence[str]
 ) -> Assembled:
     """Split every dataset and gather the evaluation data of each named slice."""
-    provided: dict[str, list[plugins.LabelledImages]] = {}
+    provided: dict[str, list[plugins.Examples]] = {}
     for reference in references:
         for name, data in reference.slices.items():
             if name in slices:
@@ -111,7 +113,7 @@ def assemble(
         Lineage(r.name, r.source, False, len(r.train), len(r.validation), len(r.test))
         for r in references
     ]
-    held_out: dict[str, list[plugins.LabelledImages]] = {}
+    held_out: dict[str, list[plugins.Examples]] = {}
     for snapshot in feedback:
         train, validation, test = _split_feedback(snapshot, held_out_slices)
         datasets.append(plugins.Dataset(snapshot.name, True, train, validation))
@@ -128,14 +130,14 @@ def assemble(
             )
         )
         for tag in np.unique(test.slices):
-            held_out.setdefault(str(tag), []).append(_where(test, test.slices == tag))
+            held_out.setdefault(str(tag), []).append(test.subset(test.slices == tag))
     if not slices:
         everything = [r.test for r in references] + [
             d for parts in held_out.values() for d in parts
         ]
         return Assembled(
             tuple(datasets),
-            {OVERALL: plugins.LabelledImages.concat([d for d in everything if len(d)])},
+            {OVERALL: plugins.concat(everything)},
             [],
             lineage,
         )
@@ -143,7 +145,7 @@ def assemble(
     unevaluated = []
     for name in slices:
         parts = provided.get(name) or held_out.get(name) or []
-        data = plugins.LabelledImages.concat([p for p in parts if len(p)])
+        data = plugins.concat(parts)
         if len(data):
             evaluation[name] = data
         else:
@@ -153,7 +155,7 @@ def assemble(
 
 def _split_feedback(
     snapshot: Feedback, held_out_slices: set[str] | None
-) -> tuple[plugins.LabelledImages, plugins.LabelledImages, plugins.LabelledImages]:
+) -> tuple[plugins.Examples, plugins.Examples, plugins.Examples]:
     parts = np.asarray([feedback_part(sample_id) for sample_id in snapshot.ids], dtype=np.str_)
     samples = snapshot.samples
     if held_out_slices is None:
@@ -163,10 +165,4 @@ def _split_feedback(
         test = (parts == "test") & wanted
     validation = parts == "val"
     train = ~(test | validation)
-    return _where(samples, train), _where(samples, validation), _where(samples, test)
-
-
-def _where(
-    data: plugins.LabelledImages, mask: np.typing.NDArray[np.bool_]
-) -> plugins.LabelledImages:
-    return plugins.LabelledImages(data.images[mask], data.labels[mask], data.slices[mask])
+    return samples.subset(train), samples.subset(validation), samples.subset(test)
