@@ -24,6 +24,7 @@ def tiny_classifier_onnx(
     shape: tuple[int, int] = SHAPE,
     dim: int = 16,
     channel_axis: bool = False,
+    channels: int = 1,
 ) -> bytes:
     """A randomly initialised CNN (different per seed), exported with a dynamic batch axis."""
     import torch
@@ -34,7 +35,7 @@ def tiny_classifier_onnx(
     class Net(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.conv = torch.nn.Conv2d(channels, 4, 3, padding=1)
             self.embed = torch.nn.Linear(4 * height * width, dim)
             self.out = torch.nn.Linear(dim, classes)
 
@@ -44,7 +45,7 @@ def tiny_classifier_onnx(
             # Sharper logits than the initialisation gives, so classes differ across inputs.
             return torch.softmax(4.0 * self.out(embedding), dim=-1), embedding
 
-    example = torch.zeros((2, 1, height, width) if channel_axis else (2, height, width))
+    example = torch.zeros((2, channels, height, width) if channel_axis else (2, height, width))
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
@@ -72,6 +73,7 @@ def register(
     model: bytes,
     classes: list[str] | None = CLASSES,
     alias: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Registered:
     """Log `model` with mlflow.onnx in a new run and register it as the next version of `name`."""
     import mlflow
@@ -91,6 +93,8 @@ def register(
     version = str(info.registered_model_version)
     if classes is not None:
         client.set_model_version_tag(name, version, "kubeloop.classes", json.dumps(classes))
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
     if alias is not None:
         client.set_registered_model_alias(name, alias, version)
     return Registered(name, version)

@@ -47,7 +47,7 @@ def test_json_with_a_png_and_a_raw_png_body() -> None:
         body(image_png=base64.b64encode(png).decode(), label="1"), POLICY, SHAPE
     )
     assert parsed.input == pytest.approx(PIXELS)
-    raw = feedback.parse_png(png, {"label": "1", "slice": "base"}, POLICY, SHAPE)
+    raw = feedback.parse_image(png, {"label": "1", "slice": "base"}, POLICY, SHAPE)
     assert raw.input == pytest.approx(PIXELS)
     assert raw.slice == "base"
 
@@ -90,13 +90,13 @@ def test_bad_json_requests(payload: bytes, status: int, reason: str, message: st
 def test_bad_png_requests() -> None:
     png = serving_models.png_bytes(np.zeros((10, 10)))
     with pytest.raises(feedback.Rejected, match="10x10 pixels; expected 8x8") as wrong_size:
-        feedback.parse_png(png, {"label": "1"}, POLICY, SHAPE)
+        feedback.parse_image(png, {"label": "1"}, POLICY, SHAPE)
     assert wrong_size.value.status == 422
     with pytest.raises(feedback.Rejected, match="not a PNG") as not_png:
-        feedback.parse_png(b"hello", {"label": "1"}, POLICY, SHAPE)
+        feedback.parse_image(b"hello", {"label": "1"}, POLICY, SHAPE)
     assert not_png.value.status == 400
     with pytest.raises(feedback.Rejected, match="label is required"):
-        feedback.parse_png(serving_models.png_bytes(PIXELS), {}, POLICY, SHAPE)
+        feedback.parse_image(serving_models.png_bytes(PIXELS), {}, POLICY, SHAPE)
 
 
 def test_declared_length_is_checked_before_reading() -> None:

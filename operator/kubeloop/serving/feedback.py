@@ -33,6 +33,7 @@ from ulid import ULID
 
 from kubeloop import metrics
 from kubeloop.api import samples
+from kubeloop.images import Preprocessing
 from kubeloop.serving import inputs
 from kubeloop.serving.errors import Rejected as Rejected  # callers catch feedback.Rejected
 from kubeloop.serving.errors import check_body_size
@@ -69,10 +70,16 @@ class FeedbackRequest:
     prediction_id: str | None
     slice: str | None
     image: bytes | None = None
-    """The image as it was sent (PNG), stored instead of its floats."""
+    """The image as it was sent (PNG or JPEG), stored instead of its floats."""
+    content_type: str = "image/png"
 
 
-def parse_json(body: bytes, policy: Policy, shape: tuple[int, ...]) -> FeedbackRequest:
+def parse_json(
+    body: bytes,
+    policy: Policy,
+    shape: tuple[int, ...],
+    preprocessing: Preprocessing | None = None,
+) -> FeedbackRequest:
     """A JSON feedback body; `shape` is the shape one input must have."""
     _check_size(len(body), policy)
     try:
@@ -96,23 +103,31 @@ def parse_json(body: bytes, policy: Policy, shape: tuple[int, ...]) -> FeedbackR
             array = inputs.one(document["input"], shape, field="input")
         elif document.get("image_png") is not None:
             image = _base64(document["image_png"])
-            array = inputs.png(image, shape)
+            array = inputs.image(image, shape, preprocessing)
     except inputs.InputError as error:
         raise Rejected(_input_status(error), error.reason, str(error)) from None
     return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice, image)
 
 
-def parse_png(
-    body: bytes, params: Mapping[str, str], policy: Policy, shape: tuple[int, ...]
+def parse_image(
+    body: bytes,
+    params: Mapping[str, str],
+    policy: Policy,
+    shape: tuple[int, ...],
+    preprocessing: Preprocessing | None = None,
+    content_type: str = "image/png",
 ) -> FeedbackRequest:
-    """A raw PNG body with label, prediction_id and slice as query parameters."""
+    """A raw image body (PNG; JPEG too for a model with a transform) with label,
+    prediction_id and slice as query parameters."""
     _check_size(len(body), policy)
     fields = _fields(params.get("label"), params, policy)
     try:
-        array = inputs.png(body, shape)
+        array = inputs.image(body, shape, preprocessing)
     except inputs.InputError as error:
         raise Rejected(_input_status(error), error.reason, str(error)) from None
-    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice, body)
+    return FeedbackRequest(
+        fields.label, array, fields.prediction_id, fields.slice, body, content_type
+    )
 
 
 def check_size(content_length: str | None, policy: Policy) -> None:
@@ -151,20 +166,21 @@ class FeedbackService:
         content_type: str,
         params: Mapping[str, str],
         model_shape: tuple[int, ...] | None,
+        preprocessing: Preprocessing | None = None,
     ) -> dict[str, Any]:
         """A request as it came (a JSON or PNG body; `model_shape` is the serving version's
         input shape, None before one is loaded), validated and stored: the acknowledgement."""
         shape = expected_shape(self.policy, model_shape)
         media = content_type.split(";")[0].strip().lower()
-        if media == "image/png":
-            parsed = parse_png(body, params, self.policy, shape)
+        if media in ("image/png", "image/jpeg"):
+            parsed = parse_image(body, params, self.policy, shape, preprocessing, media)
         elif media in ("application/json", ""):
-            parsed = parse_json(body, self.policy, shape)
+            parsed = parse_json(body, self.policy, shape, preprocessing)
         else:
             raise Rejected(
                 415,
                 "unsupported-media-type",
-                f"content type {media!r}: send application/json or image/png",
+                f"content type {media!r}: send application/json, image/png or image/jpeg",
             )
         return await self.submit(parsed, shape)
 
@@ -207,7 +223,7 @@ class FeedbackService:
             input=None if image is not None else array.reshape(-1).tolist(),
             shape=[] if image is not None else list(array.shape),
             image=base64.b64encode(image).decode() if image is not None else None,
-            content_type="image/png" if image is not None else None,
+            content_type=request.content_type if image is not None else None,
             label=request.label,
             slice=request.slice,
             prediction_id=request.prediction_id,

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from kubeloop import redaction
+from kubeloop import images, redaction
 from kubeloop.registry import ModelVersion, Registry, parse_model_uri
 from kubeloop.serving import onnx_model
 from kubeloop.serving.errors import Rejected
@@ -34,6 +34,10 @@ class LoadedModel:
     onnx: onnx_model.OnnxModel
     loaded_at: float
     """Unix time the version started serving."""
+    preprocessing: images.Preprocessing | None = None
+    """How the version's images were prepared in training (its kubeloop.preprocessing tag):
+    encoded images sent to it are decoded the same way. None: models trained before the tag
+    (digits), whose PNGs must have the input's size."""
 
 
 class ModelHolder:
@@ -160,7 +164,20 @@ class ModelFollower:
             )
         n_classes = model.warm_up(self._warm_up_rows)
         classes = onnx_model.class_names(version.tags, n_classes, self._fallback_classes)
-        return LoadedModel(version=version, classes=classes, onnx=model, loaded_at=time.time())
+        tag = version.tags.get(images.TAG)
+        try:
+            preprocessing = images.Preprocessing.from_tag(tag) if tag else None
+        except (ValueError, TypeError, KeyError) as error:
+            raise onnx_model.ModelFormatError(
+                f"its {images.TAG} tag is unreadable: {error}"
+            ) from None
+        return LoadedModel(
+            version=version,
+            classes=classes,
+            onnx=model,
+            loaded_at=time.time(),
+            preprocessing=preprocessing,
+        )
 
 
 def describe(error: BaseException) -> str:

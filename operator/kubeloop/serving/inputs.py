@@ -25,6 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
+from kubeloop.images import TAG, ImageError, Preprocessing, decode
+
 Rows = NDArray[np.float32]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -87,8 +89,11 @@ def one(values: Any, shape: tuple[int, ...], field: str = "the input") -> NDArra
     return _finite(array.reshape(shape))
 
 
-def instances(items: Any, shape: tuple[int, ...], max_rows: int) -> Rows:
-    """V1 `instances`: a list of nested lists and/or {"b64": PNG} (or {"image_bytes": {"b64"}})."""
+def instances(
+    items: Any, shape: tuple[int, ...], max_rows: int, preprocessing: Preprocessing | None = None
+) -> Rows:
+    """V1 `instances`: a list of nested lists and/or {"b64": image} (or {"image_bytes":
+    {"b64"}}); images are decoded with the model's `preprocessing` (see `image`)."""
     if not isinstance(items, list) or not items:
         raise InputError("bad-shape", '"instances" must be a non-empty list')
     check_rows(len(items), max_rows, "instances")
@@ -97,13 +102,19 @@ def instances(items: Any, shape: tuple[int, ...], max_rows: int) -> Rows:
     out = np.empty((len(items), *shape), dtype=np.float32)
     for i, item in enumerate(items):
         try:
-            out[i] = png(_b64(item), shape) if isinstance(item, dict) else one(item, shape)
+            item_rows = image(_b64(item), shape, preprocessing) if isinstance(item, dict) else None
+            out[i] = item_rows if item_rows is not None else one(item, shape)
         except InputError as error:
             raise InputError(error.reason, f"instance {i}: {error}") from None
     return out
 
 
-def tensor_rows(tensors: Sequence[Tensor], shape: tuple[int, ...], max_rows: int) -> Rows:
+def tensor_rows(
+    tensors: Sequence[Tensor],
+    shape: tuple[int, ...],
+    max_rows: int,
+    preprocessing: Preprocessing | None = None,
+) -> Rows:
     """V2 `inputs`: the one tensor named "input" (or the only one), as rows of `shape`."""
     index, tensor = _the_input(tensors)
     field = f"inputs[{index}]"
@@ -111,7 +122,7 @@ def tensor_rows(tensors: Sequence[Tensor], shape: tuple[int, ...], max_rows: int
     if tensor.datatype == "BYTES":
         items = list(np.asarray(tensor.data, dtype=object).reshape(-1))
         check_rows(len(items), max_rows, field)
-        return encoded_images(items, shape)
+        return encoded_images(items, shape, preprocessing)
     check_rows(dims[0], max_rows, field)
     dtype = NUMERIC_DATATYPES.get(tensor.datatype)
     if dtype is None:
@@ -208,16 +219,39 @@ def _declared_shape(shape: Sequence[Any], field: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def encoded_images(items: Sequence[Any], shape: tuple[int, ...]) -> Rows:
-    """V2 BYTES tensor: PNG bytes, or base64 text of them, one per input."""
+def encoded_images(
+    items: Sequence[Any], shape: tuple[int, ...], preprocessing: Preprocessing | None = None
+) -> Rows:
+    """V2 BYTES tensor: encoded images, or base64 text of them, one per input."""
     out = np.empty((len(items), *shape), dtype=np.float32)
     for i, item in enumerate(items):
         data = item if isinstance(item, bytes) else _b64decode(str(item))
         try:
-            out[i] = png(data, shape)
+            out[i] = image(data, shape, preprocessing)
         except InputError as error:
             raise InputError(error.reason, f"input {i}: {error}") from None
     return out
+
+
+def image(
+    data: bytes, shape: tuple[int, ...], preprocessing: Preprocessing | None
+) -> NDArray[np.float32]:
+    """An encoded image as one input of `shape`. With the model's `preprocessing` (its
+    training transform): PNG or JPEG of any size, RGB or grayscale, resized and cropped as in
+    training; without it, a PNG of exactly the input's size, as grayscale (`png`)."""
+    if preprocessing is None:
+        return png(data, shape)
+    try:
+        decoded = decode(data, preprocessing)
+    except ImageError as error:
+        raise InputError("bad-image", str(error)) from None
+    if decoded.size != math.prod(shape):
+        raise InputError(
+            "bad-shape",
+            f"the model's transform makes {list(decoded.shape)} of an image, but its input is "
+            f"{list(shape)}: the model's {TAG} tag does not fit it",
+        )
+    return decoded.reshape(shape)
 
 
 def png(data: bytes, shape: tuple[int, ...]) -> NDArray[np.float32]:

@@ -112,7 +112,9 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
         if "instances" not in payload:
             raise InvalidInput('V1 requests need "instances": a list of inputs')
         answer = await self._answer(
-            lambda shape: inputs.instances(payload["instances"], shape, self.max_rows)
+            lambda shape: inputs.instances(
+                payload["instances"], shape, self.max_rows, self.predictor.preprocessing
+            )
         )
         probabilities = answer.probabilities.tolist()
         entropy, margin = answer.entropy.tolist(), answer.margin.tolist()
@@ -134,7 +136,11 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
 
     async def _predict_v2(self, request: InferRequest) -> InferResponse:
         tensors = [_tensor(tensor) for tensor in request.inputs]
-        answer = await self._answer(lambda shape: inputs.tensor_rows(tensors, shape, self.max_rows))
+        answer = await self._answer(
+            lambda shape: inputs.tensor_rows(
+                tensors, shape, self.max_rows, self.predictor.preprocessing
+            )
+        )
         n = len(answer.ids)
         outputs = [
             InferOutput("class", [n], "BYTES", np.array(answer.labels, dtype=object)),

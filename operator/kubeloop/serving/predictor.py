@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from ulid import ULID
 
 from kubeloop import metrics
+from kubeloop.images import Preprocessing
 from kubeloop.selection import scores
 from kubeloop.serving.batching import MicroBatcher
 from kubeloop.serving.holder import LoadedModel, ModelHolder
@@ -89,6 +90,12 @@ class Predictor:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input of the serving version; NotLoaded before the first load."""
         return self._current().onnx.input_shape
+
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        """How the serving version decodes images (None: exact-size PNGs); NotLoaded before
+        the first load."""
+        return self._current().preprocessing
 
     async def predict(self, rows: Floats) -> Answer:
         """Classes, probabilities, uncertainty and ids for N rows of `input_shape`."""

@@ -67,6 +67,7 @@ def router(c: Components) -> APIRouter:
                 request.headers.get("content-type", ""),
                 request.query_params,
                 current.onnx.input_shape if current else None,
+                current.preprocessing if current else None,
             )
         return JSONResponse(ack, status_code=201)
 
