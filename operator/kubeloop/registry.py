@@ -101,10 +101,20 @@ class Registry:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_seconds))
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._mlflow: Any = None
+
+    @property
+    def _client(self) -> Any:
+        """MLflow's client, made (and mlflow imported: seconds) at the first call, so a
+        process that never asks the registry never pays for it (an operator with only
+        TrainingJobs, say)."""
+        if self._mlflow is None:
+            from mlflow import MlflowClient
+
+            uri = self.tracking_uri
+            self._mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return self._mlflow
 
     def get_version(self, name: str, version: str) -> ModelVersion:
         return _version(
