@@ -172,20 +172,28 @@ class MemoryTrainer:
     states: dict[str, TrainerState] = field(default_factory=dict)
     started: list[str] = field(default_factory=list)
 
-    def observe(self, body: Body) -> TrainerObservation:
-        crash = self.crashes.before()
+    looks: int = 0
+    """How many observations looked at a trainer (Kubernetes: a GET of the Job)."""
+
+    def observe(self, body: Body, *, recorded: bool = True) -> TrainerObservation:
         name = body["metadata"]["name"]
+        if not recorded:  # as on Kubernetes: no look, `start` finds any trainer
+            return TrainerObservation(name, None)
+        crash = self.crashes.before()
+        self.looks += 1
         seen = TrainerObservation(name, self.states.get(name))
         self.crashes.after(crash, "observing the trainer")
         return seen
 
-    def start(self, tj: TrainingJob, body: Body) -> None:
+    def start(self, tj: TrainingJob, body: Body) -> bool:
         crash = self.crashes.before()
         name = tj.metadata.name
-        if name not in self.states:
+        new = name not in self.states
+        if new:
             self.states[name] = TrainerState("Pending")
             self.started.append(name)
         self.crashes.after(crash, "starting the trainer")
+        return new
 
 
 @dataclass

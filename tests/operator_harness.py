@@ -128,6 +128,16 @@ class Cluster:
     async def reasons(self, name: str, namespace: str | None = None) -> list[str]:
         return [e["reason"] for e in await self.events(name, namespace)]
 
+    async def said(self, name: str, *reasons: str, namespace: str | None = None) -> list[str]:
+        """The reasons of the Events about `name` once they hold `reasons` (each as often as
+        it is named): kopf posts Events from a queue, after the handler that wrote a status."""
+
+        async def held() -> list[str] | None:
+            found = await self.reasons(name, namespace)
+            return found if all(found.count(r) >= reasons.count(r) for r in reasons) else None
+
+        return await eventually(held, f"Events {', '.join(reasons)} about {name}")
+
 
 def training_job(name: str, **spec: Any) -> dict[str, Any]:
     """A TrainingJob of the digits base model, with `spec` fields added or replaced."""
@@ -199,6 +209,20 @@ class Operator:
         prefix = f'kubeloop_reconcile_total{{kind="{kind}",result="{result}"}} '
         text = await self.metrics()
         return sum(float(x[len(prefix) :]) for x in text.splitlines() if x.startswith(prefix))
+
+    async def polled(self, kind: str, times: int = 3) -> None:
+        """Wait for `times` more reconciles of `kind` (polls, mostly): for checking that
+        something does not happen."""
+
+        async def count() -> float:
+            return sum([await self.reconciles(kind, r) for r in ("ok", "retry", "error")])
+
+        wanted = await count() + times
+
+        async def done() -> bool:
+            return await count() >= wanted
+
+        await eventually(done, f"{times} more {kind} reconciles", 60)
 
     async def stop(self) -> None:
         if self.process.returncode is None:

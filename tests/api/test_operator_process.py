@@ -87,7 +87,8 @@ async def test_no_finalizers_so_a_deletion_needs_no_running_operator(
             lambda plural=plural, name=name: status_of(cluster, f"{API}/{plural}", name),
             f"the operator's status of {name}",
         )
-    await asyncio.sleep(1.5)  # three polls: time for kopf to put a finalizer, if it would
+    for kind in ("FeedbackDataset", "ServedModel"):  # time for kopf to put a finalizer
+        await running.polled(kind)
     await running.stop()
     for plural, name in (("feedbackdatasets", "fd"), ("servedmodels", "sm")):
         found = await cluster.get(f"{API}/{plural}", name)

@@ -233,7 +233,7 @@ async def test_invalid_spec_is_reported_and_nothing_runs(
         ready = condition(status, "Ready")
         assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
         assert words in ready["message"]
-        assert "InvalidSpec" in await cluster.reasons(name)
+        await cluster.said(name, "InvalidSpec")
     assert await cluster.list_objects("batch/v1/jobs") == []
 
 

@@ -121,8 +121,7 @@ async def test_the_trainer_runs_in_the_pod_and_its_version_reaches_the_status(
         Registry(mlflow_server.url).get_version, model, result.model_version
     )
     assert version.tags["kubeloop.trainingJob"] == "digits-quick"
-    reasons = await cluster.reasons("digits-quick")
-    assert {"Started", "Running", "Succeeded"} <= set(reasons)
+    await cluster.said("digits-quick", "Started", "Running", "Succeeded")
     # The trainer read the TrainingJob's uid (a retried pod finds its version by it).
     assert version.tags["kubeloop.trainingJobUid"] == created["metadata"]["uid"]
 

@@ -16,7 +16,7 @@ from kubeloop.reconcile.ports import TrainerState
 from tests.memory_ports import Crash, Memory
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-TJ_CALLS = 2  # observe the trainer, start it (then the status)
+TJ_CALLS = 1  # start the trainer (no look first: no status names one yet), then the status
 SM_CALLS = 6  # alias, latest, two metrics, move the alias, deploy (then the status)
 
 
@@ -62,6 +62,19 @@ def test_a_training_job_starts_one_trainer_whatever_the_crash(call: int, after: 
     until_done(memory, ("TrainingJob", "default", "tj"), trainingjob.reconcile, 1)
     assert memory.objects.status("TrainingJob", "tj")["phase"] == "Running"
     assert memory.trainer.started == ["tj"]
+
+
+def test_a_first_reconcile_starts_without_looking_and_a_rerun_follows_what_it_started() -> None:
+    memory = Memory()
+    memory.objects.put(training_job())
+    key = ("TrainingJob", "default", "tj")
+    memory.crashes.at = (1, True)  # the trainer started; its status was never written
+    until_done(memory, key, trainingjob.reconcile, 1)
+    assert (memory.trainer.started, memory.trainer.looks) == (["tj"], 0)
+    memory.trainer.states["tj"] = TrainerState("Running", "2026-01-01T12:00:00Z")
+    until_done(memory, key, trainingjob.reconcile, 1)  # its start finds it, then looks
+    assert (memory.trainer.started, memory.trainer.looks) == (["tj"], 1)
+    assert memory.objects.status("TrainingJob", "tj")["phase"] == "Running"
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["before", "after"])

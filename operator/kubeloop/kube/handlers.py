@@ -3,8 +3,9 @@
 Each kind is reconciled on create, update and resume; FeedbackDatasets and ServedModels also
 on a poll (storage and registry polls, canary steps). A Job's events reconcile the TrainingJob
 that owns it when the Job's status differs from what that TrainingJob's last reconcile saw (or
-the Job is gone). The reconcile reads the object afresh, under a per-object lock, and never
-branches on what changed.
+the Job is gone). The reconcile runs under a per-object lock on the object as the event or the
+poll's list carried it, unless this process has read or written a different version of it
+since (then it reads the object afresh), and never branches on what changed.
 
 No finalizers: nothing outside the cluster needs cleaning when an object goes (its children
 go with it through ownerReferences), so a deletion never waits for a running operator. That is
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -47,20 +49,29 @@ PLURALS["ServedModel"] = "servedmodels"
 POLLED = ("FeedbackDataset", "ServedModel")
 
 
-def run_reconcile(rt: Runtime, kind: str, namespace: str, name: str) -> bool:
+def run_reconcile(
+    rt: Runtime, kind: str, namespace: str, name: str, seen: Body | None = None
+) -> bool:
     """Reconcile one object under its lock, counting and timing it; False when it must be
     retried because a dependency (S3, MLflow, the API server) is unavailable.
 
-    The object is read afresh under the lock: a body read before it (an event's, a list's)
-    may predate what a concurrent reconcile wrote. Its status says what is unavailable.
+    `seen` is the object as an event or a list carried it, before the lock: it is used when
+    it is the version this process last read or wrote (or knows none); otherwise, as when
+    a concurrent reconcile wrote the object meanwhile, the object is read afresh. Its status
+    says what is unavailable.
     """
     started = time.monotonic()
     result = "ok"
     try:
         with rt.lock(kind, namespace, name):
-            body = rt.client.get(ports.RESOURCES[kind], namespace, name)
+            body = seen
+            if body is None or not rt.is_current(kind, namespace, name, body):
+                body = rt.client.get(ports.RESOURCES[kind], namespace, name)
+                version = None if body is None else body["metadata"].get("resourceVersion")
+                rt.saw_version(kind, namespace, name, version)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 metrics.forget(kind, namespace, name)
+                rt.forget(kind, namespace, name)
                 if kind == "TrainingJob":
                     rt.saw_job(namespace, builders.job_name(name), None)
                 return True
@@ -105,9 +116,9 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
         await poller.stop()
 
     def handler(kind: str) -> Callable[..., None]:
-        def handle(*, namespace: str | None, name: str, **_: Any) -> None:
+        def handle(*, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
             poller.context = contextvars.copy_context()
-            if not run_reconcile(rt, kind, namespace or "", name):
+            if not run_reconcile(rt, kind, namespace or "", name, copy.deepcopy(dict(body))):
                 raise kopf.TemporaryError("a dependency is unavailable", delay=retry)
 
         handle.__name__ = f"reconcile_{kind.lower()}"
@@ -129,6 +140,7 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
             poller.context = contextvars.copy_context()
             if type == "DELETED":
                 metrics.forget(kind, namespace or "", name)
+                rt.forget(kind, namespace or "", name)
 
         kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"{plural}-deleted")(deleted)
 
@@ -213,9 +225,10 @@ class Poller:
             places: list[str | None] = [*self.namespaces] or [None]
             for namespace in places:
                 items = self.rt.client.list_objects(ports.RESOURCES[kind], namespace)
-                for body in items:
+                for item in items:
+                    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, **item}
                     where, name = body["metadata"].get("namespace", ""), body["metadata"]["name"]
                     try:
-                        self.context.run(run_reconcile, self.rt, kind, where, name)
+                        self.context.run(run_reconcile, self.rt, kind, where, name, body)
                     except Exception as error:  # one object's failure is its own
                         logger.warning("%s %s/%s: %s", kind, where, name, error)

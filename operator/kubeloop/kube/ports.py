@@ -115,14 +115,17 @@ class KubeObjects:
         patch = merge_patch(stored, status.to_wire())
         if not patch:
             return
-        namespace, name = common.name_of(body)
+        namespace, name, kind = *common.name_of(body), body["kind"]
+        self._rt.saw_version(kind, namespace, name, None)  # until the write is known to land
         try:
-            self._rt.client.patch(
-                RESOURCES[body["kind"]], namespace, name, {"status": patch}, "status"
+            written = self._rt.client.patch(
+                RESOURCES[kind], namespace, name, {"status": patch}, "status"
             )
         except ApiError as error:
             if error.status != 404:  # 404: deleted meanwhile
                 raise
+            return
+        self._rt.saw_version(kind, namespace, name, written["metadata"].get("resourceVersion"))
 
     def emit(self, body: Body, events: Sequence[Event]) -> None:
         namespace, name = common.name_of(body)
@@ -147,9 +150,11 @@ class KubeTrainer:
         self.job: Body | None = None
         """The Job this reconcile saw or created; the Job-event filter remembers it."""
 
-    def observe(self, body: Body) -> TrainerObservation:
+    def observe(self, body: Body, *, recorded: bool = True) -> TrainerObservation:
         namespace, name = common.name_of(body)
         job_name = builders.job_name(name)
+        if not recorded:
+            return TrainerObservation(job_name, None)  # a GET saved: `start` finds any Job
         job = self._rt.client.get(JOBS, namespace, job_name)
         if job is not None and not is_owned_by(job, body):
             problem = (
@@ -164,14 +169,16 @@ class KubeTrainer:
         pods = [p for p in pods if is_owned_by(p, job) or not job["metadata"].get("uid")]
         return TrainerObservation(job_name, observations.trainer_state(job, pods))
 
-    def start(self, tj: TrainingJob, body: Body) -> None:
+    def start(self, tj: TrainingJob, body: Body) -> bool:
         """Apply the ConfigMap (refreshing one a crash left behind), then create the Job."""
         namespace = tj.metadata.namespace
         self._rt.client.apply(CONFIGMAPS, namespace, owned(builders.build_configmap(tj), body))
         job = owned(builders.build_job(tj, self._rt.settings), body)
-        # Conflict: an earlier, interrupted reconcile created it; the next one follows it.
-        with contextlib.suppress(Conflict):
+        try:
             self.job = self._rt.client.create(JOBS, namespace, job)
+        except Conflict:
+            return False
+        return True
 
 
 class KubePredictor:

@@ -1,5 +1,6 @@
 """What the operator's reconciles share in one process: settings, the API client, storage and
-registry clients, per-object locks, and what the last TrainingJob reconciles saw."""
+registry clients, per-object locks, the versions of the objects this process last read or
+wrote, and what the last TrainingJob reconciles saw."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Runtime:
     _jobs_seen: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
     _pods_seen: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
     _job_owners: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
+    _versions: dict[tuple[str, str, str], str | None] = field(default_factory=dict, init=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, client: KubeClient) -> Runtime:
@@ -45,6 +47,28 @@ class Runtime:
         """One lock per object: a poll and a change handler never reconcile it at once."""
         with self._guard:
             return self._locks.setdefault((kind, namespace, name), threading.Lock())
+
+    def is_current(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> bool:
+        """Whether `body` (an event's or a list's, taken before the object's lock) is the
+        version this process last read or wrote, or this process knows none: then a reconcile
+        can start from it without reading the object again. Call under the object's lock."""
+        key = (kind, namespace, name)
+        with self._guard:
+            if key not in self._versions:
+                return True
+            known = self._versions[key]
+        return known is not None and known == body.get("metadata", {}).get("resourceVersion")
+
+    def saw_version(self, kind: str, namespace: str, name: str, version: str | None) -> None:
+        """Remember the resourceVersion this process read or wrote last; None: unknown (a write
+        that may or may not have landed), so the next reconcile reads the object afresh."""
+        with self._guard:
+            self._versions[(kind, namespace, name)] = version
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """Drop what is remembered of a deleted object."""
+        with self._guard:
+            self._versions.pop((kind, namespace, name), None)
 
     def registry(self) -> Registry:
         with self._guard:

@@ -90,10 +90,15 @@ class TrainerObservation:
 class Trainer(Protocol):
     """Runs the trainer entrypoint for a TrainingJob: a batch Job, or a local process."""
 
-    def observe(self, body: Body) -> TrainerObservation: ...
+    def observe(self, body: Body, *, recorded: bool = True) -> TrainerObservation:
+        """The trainer's state. `recorded` False: the status names no trainer, so no
+        reconcile finished starting one; a port that pays for each look may then say there
+        is none, and `start` tells if there was."""
+        ...
 
-    def start(self, tj: TrainingJob, body: Body) -> None:
-        """Start the trainer; starting one that already exists is harmless."""
+    def start(self, tj: TrainingJob, body: Body) -> bool:
+        """Start the trainer; False when one of that name exists already (harmless: an
+        interrupted reconcile's, or someone else's; observe it)."""
         ...
 
 

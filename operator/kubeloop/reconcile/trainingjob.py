@@ -89,25 +89,27 @@ class TrainingJobPlan:
 def reconcile(body: Body, ports: Ports, now: datetime) -> TrainingJobPlan:
     """Start the trainer if it is not running and the job has not finished; follow it."""
     tj, problems = common.parse(TrainingJob, body, lambda tj: spec_problems(tj.spec))
-    seen = ports.trainer.observe(body)
-    if seen.problem is not None:
-        problems = [*problems, seen.problem]
-    observed = Observed(common.generation(body), seen.name, seen.state, tuple(problems))
-    plan = decide(
-        tj.spec if tj is not None else None,
-        common.read_status(TrainingJobStatus, body),
-        observed,
-        now,
-    )
-    if plan.start_trainer and tj is not None:
-        ports.trainer.start(tj, body)
-    ports.objects.write_status(body, plan.status)
-    ports.objects.emit(body, plan.events)
+    status = common.read_status(TrainingJobStatus, body)
+
+    def plan(recorded: bool) -> TrainingJobPlan:
+        seen = ports.trainer.observe(body, recorded=recorded)
+        found = [*problems, seen.problem] if seen.problem is not None else problems
+        observed = Observed(common.generation(body), seen.name, seen.state, tuple(found))
+        return decide(tj.spec if tj is not None else None, status, observed, now)
+
+    planned = plan(recorded=status is not None and status.job_name is not None)
+    if planned.start_trainer and tj is not None and not ports.trainer.start(tj, body):
+        # One of that name exists (an interrupted reconcile's, or someone else's): follow it.
+        planned = plan(recorded=True)
+        if planned.start_trainer and tj is not None:
+            ports.trainer.start(tj, body)  # it went meanwhile
+    ports.objects.write_status(body, planned.status)
+    ports.objects.emit(body, planned.events)
     namespace, name = common.name_of(body)
-    status = plan.status
-    times = (status.start_time, status.completion_time)
-    metrics.observe_training_job(namespace, name, status.phase, times, plan.finished)
-    return plan
+    new = planned.status
+    times = (new.start_time, new.completion_time)
+    metrics.observe_training_job(namespace, name, new.phase, times, planned.finished)
+    return planned
 
 
 def spec_problems(spec: TrainingJobSpec) -> list[str]:
