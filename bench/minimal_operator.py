@@ -2,7 +2,7 @@
 
 The same Job kubeloop's operator creates (kubeloop.reconcile.builders.build_job), through
 the same API client and the same kopf settings, and nothing else: no validation beyond
-parsing, no ConfigMap, no status, no events, no reaction to the Job's changes.
+parsing, no status, no events, no reaction to the Job's changes.
 
     KUBECONFIG=... python -m kopf run bench/minimal_operator.py --standalone -A \
         --liveness http://127.0.0.1:PORT/healthz

@@ -5,7 +5,7 @@ created at once; the clock runs from the first create until every TrainingJob ha
 Job and, for kubeloop, its status (phase and jobName). Memory is the operator process's
 peak resident set (VmHWM), and its growth over the idle operator before the load.
 
-Subject: `kubeloop operator --all-namespaces --standalone` (ConfigMap + Job, status,
+Subject: `kubeloop operator --all-namespaces --standalone` (the Job, status,
 events, a re-reconcile on every Job change).
 Baseline, run alternately with it, each on a fresh emulator: bench/minimal_operator.py,
 a kopf operator that only creates the same Jobs.
@@ -33,7 +33,7 @@ from tests.emulator import API, Emulator, declare, write_kubeconfig
 
 NAMESPACE = "default"
 SETTLE_SECONDS = 1.0
-SUBJECT = "kubeloop operator: ConfigMap + Job, status, events per TrainingJob"
+SUBJECT = "kubeloop operator: Job, status, events per TrainingJob"
 BASELINE = "minimal kopf operator creating the same Jobs only (bench/minimal_operator.py)"
 
 

@@ -226,6 +226,8 @@ class MemoryRegistry:
     aliases: dict[str, str] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)
     """Alias -> the ServedModel (namespace/name) that claimed it."""
+    tags: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(version, key) -> value."""
 
     def alias_version(self, name: str, alias: str) -> str | None:
         crash = self.crashes.before()
@@ -255,6 +257,11 @@ class MemoryRegistry:
 
     def claim_alias(self, name: str, alias: str, owner: str) -> None:
         self.owners[alias] = owner
+
+    def tag_version(self, name: str, version: str, key: str, value: str) -> None:
+        crash = self.crashes.before()
+        self.tags[(version, key)] = value
+        self.crashes.after(crash, "tagging a version")
 
 
 @dataclass

@@ -195,6 +195,12 @@ class Registry:
         tag = ALIAS_OWNER_TAG.format(alias=alias)
         self._call(lambda: self._client.set_registered_model_tag(name, tag, owner), name)
 
+    def tag_version(self, name: str, version: str, key: str, value: str) -> None:
+        self._call(
+            lambda: self._client.set_model_version_tag(name, version, key, value),
+            f"version {version} of {name}",
+        )
+
     def _ensure_model(self, name: str) -> None:
         from mlflow.exceptions import RestException
 

@@ -1,4 +1,4 @@
-"""TrainingJob through the real operator: Job and ConfigMap, status following the Job, failure
+"""TrainingJob through the real operator: the Job, status following the Job, failure
 reasons, InvalidSpec, and a finished job never restarted when its Job goes (TTL)."""
 
 from __future__ import annotations
@@ -78,9 +78,8 @@ async def test_job_runs_the_trainer_and_status_follows_it(
     }
     await cluster.create(TJ, training_job("digits-base", **spec))
     job = await eventually(lambda: cluster.get("batch/v1/jobs", "digits-base"), "the Job")
-    configmap = await cluster.get("v1/configmaps", "digits-base")
-    assert configmap is not None
-    mounted = yaml.safe_load(configmap["data"]["trainingjob.yaml"])
+    annotations = job["spec"]["template"]["metadata"]["annotations"]
+    mounted = yaml.safe_load(annotations["kubeloop.io/trainingjob-manifest"])
     assert mounted["kind"] == "TrainingJob"
     assert mounted["spec"]["resources"]["gpu"] == 1
 
@@ -94,7 +93,7 @@ async def test_job_runs_the_trainer_and_status_follows_it(
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     template = job["spec"]["template"]
     assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
-    assert template["metadata"]["annotations"] == {"team": "vision"}
+    assert template["metadata"]["annotations"]["team"] == "vision"
     assert (job["spec"]["backoffLimit"], job["spec"]["ttlSecondsAfterFinished"]) == (2, 600)
     pod_spec = template["spec"]
     assert pod_spec["nodeSelector"] == {"accelerator": "a100"}

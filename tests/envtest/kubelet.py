@@ -1,10 +1,11 @@
 """The tests playing the node: the control plane has no kubelet, so pods stay Pending until a
 test runs a container's command here and writes the pod's status as the kubelet would.
 
-A container runs as a local process: its command and args, with the files of its configMap
-and secret volumes written under a folder that stands for the container's file system (paths
-in the args rewritten to it), its env resolved (values, secretKeyRef, configMapKeyRef) and the
-termination message read from its terminationMessagePath, cut at the kubelet's 4096 bytes.
+A container runs as a local process: its command and args, with the files of its configMap,
+secret and downwardAPI volumes written under a folder that stands for the container's file
+system (paths in the args rewritten to it), its env resolved (values, secretKeyRef,
+configMapKeyRef) and the termination message read from its terminationMessagePath, cut at the
+kubelet's 4096 bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import base64
 import datetime
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +73,8 @@ async def _env(cluster: Cluster, container: dict[str, Any], namespace: str) -> d
 async def _mount(
     cluster: Cluster, pod: dict[str, Any], container: dict[str, Any], root: Path
 ) -> dict[str, Path]:
-    """Write the container's configMap and secret volumes under `root`: mountPath -> folder."""
+    """Write the container's configMap, secret and downwardAPI volumes under `root`:
+    mountPath -> folder."""
     volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
     namespace = pod["metadata"]["namespace"]
     mounted = {}
@@ -85,6 +88,9 @@ async def _mount(
             data = await _object_data(
                 cluster, "v1/secrets", volume["secret"]["secretName"], namespace
             )
+        elif "downwardAPI" in volume:
+            items = volume["downwardAPI"]["items"]
+            data = {i["path"]: _field(pod, i["fieldRef"]["fieldPath"]) for i in items}
         else:
             continue
         folder = root / mount["mountPath"].lstrip("/")
@@ -93,6 +99,16 @@ async def _mount(
             (folder / key).write_text(text)
         mounted[mount["mountPath"]] = folder
     return mounted
+
+
+def _field(pod: dict[str, Any], path: str) -> str:
+    """A downward API fieldPath of `pod`: metadata.name and the like, or one label or
+    annotation (metadata.annotations['key'])."""
+    found = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if found:
+        return str(pod["metadata"].get(found[1], {}).get(found[2], ""))
+    assert path in ("metadata.name", "metadata.namespace", "metadata.uid"), path
+    return str(pod["metadata"][path.removeprefix("metadata.")])
 
 
 def _local(argument: str, paths: dict[str, Path]) -> str:

@@ -35,7 +35,6 @@ from tests.feedback_samples import (
 from tests.helm_chart import CLUSTER, Rule
 from tests.model_versions import registered, served_model, unique
 from tests.operator_harness import (
-    API,
     FD,
     ISVC,
     SM,
@@ -47,7 +46,7 @@ from tests.operator_harness import (
 )
 
 pytestmark = pytest.mark.slow
-DEPLOYMENTS, SERVICES, CONFIGMAPS = "apps/v1/deployments", "v1/services", "v1/configmaps"
+DEPLOYMENTS, SERVICES = "apps/v1/deployments", "v1/services"
 PluralOf = Callable[[str, str], str]
 """(apiVersion, kind) -> the resource's plural, as the API server's discovery says."""
 
@@ -69,9 +68,7 @@ async def test_the_releases_service_account_reconciles_every_kind_unrefused(
     model = unique("rbac")
     await registered(mlflow_server.url, model, {"accuracy": 0.9})
     await where.create("v1/secrets", s3_secret("kubeloop-s3"))
-    # A crash between a TrainingJob's ConfigMap and its Job left the ConfigMap behind.
-    left = await where.create(TJ, training_job("left"))
-    await where.create(CONFIGMAPS, stale_configmap(left))
+    await where.create(TJ, training_job("left"))
 
     await operators.start(
         *release.operator_args(),
@@ -80,9 +77,6 @@ async def test_the_releases_service_account_reconciles_every_kind_unrefused(
         **s3_settings(object_store),
     )
     await eventually(lambda: where.get("batch/v1/jobs", "left"), "the left TrainingJob's Job")
-    configmap = await where.get(CONFIGMAPS, "left")
-    assert configmap is not None
-    assert "registeredModel" in configmap["data"]["trainingjob.yaml"], "brought up to date"
     await eventually(lambda: _peered(where, release), "the operator's record in its peering")
     for namespace in release.watched[1:]:  # a Role in each watched namespace
         await where.create(TJ, training_job("elsewhere"), namespace)
@@ -200,25 +194,6 @@ def _owner_rules(found: audit.Request, plural_of: PluralOf) -> set[Rule]:
 
 
 # --- the scenario's steps ----------------------------------------------------------------
-
-
-def stale_configmap(owner: dict[str, Any]) -> dict[str, Any]:
-    """A TrainingJob's ConfigMap as an interrupted reconcile left it: owned, but outdated."""
-    metadata = owner["metadata"]
-    reference = {
-        "apiVersion": API,
-        "kind": "TrainingJob",
-        "name": metadata["name"],
-        "uid": metadata["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": metadata["name"], "ownerReferences": [reference]},
-        "data": {"trainingjob.yaml": "outdated"},
-    }
 
 
 async def change(cluster: Cluster, spec: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""TrainingJob on a real API server: the owned Job and ConfigMap, the status and Events, the
+"""TrainingJob on a real API server: the owned Job, the status and Events, the
 garbage collector removing the children with their TrainingJob, and a whole run with the
 tests playing the node: the Job controller's pod runs the trainer here against the real S3 and
 MLflow servers, and its termination message brings the model version into the status."""
@@ -41,17 +41,14 @@ async def test_children_status_events_and_garbage_collection(
     created = await cluster.create(TJ, training_job("digits-base"))
     uid = created["metadata"]["uid"]
     job = await eventually(lambda: cluster.get("batch/v1/jobs", "digits-base"), "the Job")
-    configmap = await cluster.get("v1/configmaps", "digits-base")
-    assert configmap is not None
-    for child in (job, configmap):
-        (owner,) = child["metadata"]["ownerReferences"]
-        assert (owner["apiVersion"], owner["kind"], owner["name"], owner["uid"]) == (
-            API,
-            "TrainingJob",
-            "digits-base",
-            uid,
-        )
-        assert owner["controller"] is True
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert (owner["apiVersion"], owner["kind"], owner["name"], owner["uid"]) == (
+        API,
+        "TrainingJob",
+        "digits-base",
+        uid,
+    )
+    assert owner["controller"] is True
     status = await eventually(lambda: _phase_is(cluster, "digits-base", "Pending"), "Pending")
     assert status["jobName"] == "digits-base"
     assert condition(status, "Ready")["observedGeneration"] == 1
@@ -72,12 +69,11 @@ async def test_children_status_events_and_garbage_collection(
     async def collected() -> bool:
         children = [
             await cluster.get("batch/v1/jobs", "digits-base"),
-            await cluster.get("v1/configmaps", "digits-base"),
             await job_pod(cluster, "digits-base"),
         ]
-        return children == [None, None, None]
+        return children == [None, None]
 
-    await eventually(collected, "the garbage collector removing Job, ConfigMap and pod", 60)
+    await eventually(collected, "the garbage collector removing Job and pod", 60)
 
 
 async def test_the_trainer_runs_in_the_pod_and_its_version_reaches_the_status(

@@ -117,7 +117,9 @@ def test_job_is_valid_and_carries_the_spec() -> None:
     assert job["metadata"]["annotations"] == {"example.com/cost-center": "42"}
     template = job["spec"]["template"]
     assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
-    assert template["metadata"]["annotations"] == {"example.com/cost-center": "42"}
+    annotations = template["metadata"]["annotations"]
+    assert annotations.pop("example.com/cost-center") == "42"
+    assert list(annotations) == [builders.MANIFEST_ANNOTATION]
     assert (job["spec"]["backoffLimit"], job["spec"]["ttlSecondsAfterFinished"]) == (3, 3600)
     pod = template["spec"]
     assert pod["restartPolicy"] == "Never"
@@ -127,7 +129,19 @@ def test_job_is_valid_and_carries_the_spec() -> None:
     )
     assert pod["volumes"] == [
         {"name": "tmp", "emptyDir": {}},
-        {"name": "spec", "configMap": {"name": "digits-base"}},
+        {
+            "name": "spec",
+            "downwardAPI": {
+                "items": [
+                    {
+                        "path": "trainingjob.yaml",
+                        "fieldRef": {
+                            "fieldPath": "metadata.annotations['kubeloop.io/trainingjob-manifest']"
+                        },
+                    }
+                ]
+            },
+        },
     ]
     (container,) = pod["containers"]
     assert container["image"] == "registry.example.com/trainer:1.0"
@@ -170,15 +184,14 @@ def test_credentials_are_references_never_values() -> None:
         "key": "AWS_SECRET_ACCESS_KEY",
     }
     assert env["KUBELOOP_MLFLOW_TRACKING_URI"]["value"] == DEFAULTS.mlflow_tracking_uri
-    everything = yaml.safe_dump([job, builders.build_configmap(RICH)])
+    everything = yaml.safe_dump(job)
     assert "literal-ak" not in everything and "literal-sk" not in everything  # noqa: PT018
 
 
-def test_configmap_holds_a_valid_trainingjob_manifest() -> None:
-    configmap = builders.build_configmap(RICH)
-    validate(configmap)
-    assert configmap["metadata"]["name"] == builders.job_name("digits-base")
-    manifest = yaml.safe_load(configmap["data"]["trainingjob.yaml"])
+def test_the_trainer_pod_carries_a_valid_trainingjob_manifest() -> None:
+    job = builders.build_job(RICH, DEFAULTS)
+    annotations = job["spec"]["template"]["metadata"]["annotations"]
+    manifest = yaml.safe_load(annotations[builders.MANIFEST_ANNOTATION])
     assert validation.manifest_errors(manifest) == []
     assert manifest["metadata"] == {"name": "digits-base", "namespace": "ml", "uid": "uid-tj"}
     assert manifest["spec"]["resources"]["gpu"] == 2

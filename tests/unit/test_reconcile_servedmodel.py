@@ -3,6 +3,7 @@ promotion, gate failure, manual promotion, canary steps, pinned versions) and re
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,14 @@ import pytest
 
 from kubeloop.api import conditions, predictor
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
-from kubeloop.api.servedmodel import Batching, Gate, Promotion, ServedModelSpec, ServedModelStatus
+from kubeloop.api.servedmodel import (
+    Batching,
+    Gate,
+    Promotion,
+    ServedModelSpec,
+    ServedModelStatus,
+    SliceRecord,
+)
 from kubeloop.api.trainingjob import Metrics
 from kubeloop.reconcile import observations, servedmodel
 from kubeloop.reconcile.servedmodel import Deploy, Observed, RolloutPlan, ServingState
@@ -83,6 +91,77 @@ def test_gate_without_metrics() -> None:
     unjudged = servedmodel.evaluate_gate(Metrics(), Metrics(overall=0.5), Promotion(), "1", "2")
     assert unjudged.verdict == "Passed"
     assert "nothing to compare" in unjudged.message
+
+
+def test_gate_refuses_metrics_that_are_not_numbers() -> None:
+    nan, inf = float("nan"), float("inf")
+    for overall in (nan, inf, -inf):
+        verdict = gate(Metrics(overall=overall, slices=BASE.slices))
+        assert verdict.verdict == "Failed"
+        assert f"logged {overall} as its `accuracy`" in verdict.message
+        assert verdict.overall_delta is None
+    sliced = gate(Metrics(overall=0.95, slices={"base": nan, "new-user": 0.70}))
+    assert (sliced.verdict, sliced.failed_slices) == ("Failed", ["base"])
+    assert "slice base is nan for the candidate" in sliced.message
+    assert sliced.slice_deltas == pytest.approx({"new-user": 0.10})
+    # A baseline that is not a number leaves nothing to compare against; its slice is skipped.
+    promotion = Promotion()
+    unjudged = servedmodel.evaluate_gate(
+        Metrics(overall=nan), Metrics(overall=0.5), promotion, "1", "2"
+    )
+    assert (unjudged.verdict, unjudged.overall_delta) == ("Passed", None)
+    assert "no finite accuracy" in unjudged.message
+    skipped = Metrics(overall=0.90, slices={"base": nan})
+    verdict = servedmodel.evaluate_gate(skipped, BASE, promotion, "1", "2")
+    assert (verdict.verdict, verdict.slice_deltas) == ("Passed", {})
+
+
+def test_slice_records_keep_the_best_finite_value() -> None:
+    records = servedmodel.raise_records(
+        {}, Metrics(slices={"base": 0.95, "odd": float("nan")}), "1"
+    )
+    assert records == {"base": SliceRecord(value=0.95, version="1")}
+    lower = servedmodel.raise_records(records, Metrics(slices={"base": 0.94, "new": 0.5}), "2")
+    assert lower == {
+        "base": SliceRecord(value=0.95, version="1"),
+        "new": SliceRecord(value=0.5, version="2"),
+    }
+    higher = servedmodel.raise_records(lower, Metrics(slices={"base": 0.96}), "3")
+    assert higher["base"] == SliceRecord(value=0.96, version="3")
+
+
+def test_a_slice_cannot_be_forgotten_by_small_steps() -> None:
+    """Each candidate is 0.019 lower on slice base than the one before (maxSliceRegression
+    0.02) and better overall: against the serving version alone all four would pass, ending
+    0.057 below the first; the third falls 0.038 below the best the slice had, and is refused."""
+    memory = Memory()
+    key = ("ServedModel", "default", "digits")
+    memory.objects.put(served_body("digits"))
+    served, verdicts = [], []
+    for number in range(1, 5):
+        base = round(0.95 - 0.019 * (number - 1), 3)
+        slices = {"base": base, "new-user": 0.60 + 0.05 * number}
+        metrics = Metrics(overall=0.90 + 0.01 * number, slices=slices)
+        memory.registry.versions[str(number)] = metrics
+        status = servedmodel.reconcile(memory.objects.items[key], memory.ports, NOW)
+        served.append(status.serving_version)
+        verdicts.append(status.gate.message if status.gate is not None else "")
+    assert served == ["1", "2", "2", "2"]
+    assert "candidate 2 passed the gate" in verdicts[1]
+    assert "slice base at 0.9120 is 0.0380 below its best, 0.9500 (version 1;" in verdicts[2]
+    assert "slice base fell 0.0380 (0.9310 -> 0.8930" in verdicts[3]
+    assert status.slice_records["base"] == SliceRecord(value=0.95, version="1")
+    assert status.slice_records["new-user"].version == "2"
+    tagged = json.loads(memory.registry.tags[("3", "kubeloop.gate.champion")])
+    assert (tagged["verdict"], tagged["baselineVersion"], tagged["failedSlices"]) == (
+        "Failed",
+        "2",
+        ["base"],
+    )
+    assert sorted(v for v, _ in memory.registry.tags) == ["2", "3", "4"]  # once per verdict
+    versions = memory.registry.versions
+    alone = servedmodel.evaluate_gate(versions["2"], versions["3"], Promotion(), "2", "3")
+    assert alone.verdict == "Passed"  # what the records guard against
 
 
 def test_gate_needed_only_for_a_new_pair() -> None:

@@ -31,6 +31,9 @@ def test_versions_aliases_and_metrics(registry: Registry) -> None:
     metrics = registry.metrics(champion, "accuracy")
     assert metrics.overall == pytest.approx(0.9)
     assert metrics.slices == pytest.approx({"base": 0.95, "new-user": 0.6})
+    registry.tag_version("reg-test", "1", "kubeloop.gate.champion", '{"verdict": "Passed"}')
+    tags = client.get_model_version("reg-test", "1").tags
+    assert tags["kubeloop.gate.champion"] == '{"verdict": "Passed"}'
     assert registry.latest_version("absent-model") is None
     with pytest.raises(ModelNotFound):
         registry.resolve("models:/reg-test/7")

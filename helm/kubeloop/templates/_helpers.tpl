@@ -63,16 +63,13 @@ Each rule names the code that needs it; tests/envtest/test_chart_rbac.py keeps t
 - apiGroups: [kubeloop.io]
   resources: [trainingjobs/finalizers, feedbackdatasets/finalizers, servedmodels/finalizers]
   verbs: [update]
-# A TrainingJob's trainer: its Job (kopf watches the Jobs too), pods and spec ConfigMap.
+# A TrainingJob's trainer: its Job (kopf watches the Jobs too) and pods.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create]
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [create, patch]
 # A FeedbackDataset's storage.secretRef.
 - apiGroups: [""]
   resources: [secrets]

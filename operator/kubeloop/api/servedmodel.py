@@ -141,6 +141,15 @@ class Gate(ApiModel):
     """The verdict in words."""
 
 
+class SliceRecord(ApiModel):
+    """The best value a slice's metric had among the versions a ServedModel served."""
+
+    value: float
+    """The metric."""
+    version: str
+    """The version that had it."""
+
+
 class ServedModelStatus(ApiModel):
     """Observed state of a ServedModel."""
 
@@ -156,6 +165,8 @@ class ServedModelStatus(ApiModel):
     """When the current canary step began (RFC 3339)."""
     gate: Gate | None = None
     """Latest gate verdict."""
+    slice_records: dict[str, SliceRecord] = Field(default_factory=dict)
+    """Per slice, the best value among the versions served: the gate's ratchet on forgetting."""
     conditions: list[Condition] = Field(default_factory=list)
     """Standard conditions: Ready, RolledOut, GateFailed."""
     observed_generation: common.Int64 = 0

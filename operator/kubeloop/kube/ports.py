@@ -23,7 +23,6 @@ from kubeloop.api.servedmodel import ServedModel
 from kubeloop.api.trainingjob import TrainingJob
 from kubeloop.feedback_store import DatasetStore
 from kubeloop.kube.client import (
-    CONFIGMAPS,
     DEPLOYMENTS,
     FEEDBACKDATASETS,
     INFERENCESERVICES,
@@ -143,7 +142,8 @@ class KubeObjects:
 
 
 class KubeTrainer:
-    """A TrainingJob's trainer as a batch Job, with the TrainingJob manifest in a ConfigMap."""
+    """A TrainingJob's trainer as a batch Job, the TrainingJob manifest in its pod's
+    annotation (mounted by the downward API)."""
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
@@ -170,12 +170,9 @@ class KubeTrainer:
         return TrainerObservation(job_name, observations.trainer_state(job, pods))
 
     def start(self, tj: TrainingJob, body: Body) -> bool:
-        """Apply the ConfigMap (refreshing one a crash left behind), then create the Job."""
-        namespace = tj.metadata.namespace
-        self._rt.client.apply(CONFIGMAPS, namespace, owned(builders.build_configmap(tj), body))
         job = owned(builders.build_job(tj, self._rt.settings), body)
         try:
-            self.job = self._rt.client.create(JOBS, namespace, job)
+            self.job = self._rt.client.create(JOBS, tj.metadata.namespace, job)
         except Conflict:
             return False
         return True

@@ -2,7 +2,7 @@
 
 The files of TrainingJob NAME, under `<state>/trainingjobs/NAME/`:
 
-    trainingjob.yaml      the manifest the trainer reads (a ConfigMap holds it on a cluster)
+    trainingjob.yaml      the manifest the trainer reads (the pod's annotation, on a cluster)
     job.json              the attempts: number, start time, pid
     attempt-N.log         the trainer's output
     attempt-N.result      its result, or its failure (kubeloop.api.training_result)
@@ -22,8 +22,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from kubeloop.api.times import format_time, utc_now
 from kubeloop.api.training_result import TrainingFailure, TrainingResult
@@ -101,8 +99,7 @@ class LocalTrainer:
         name = tj.metadata.name
         directory = self._dir(name)
         directory.mkdir(parents=True, exist_ok=True)
-        manifest = builders.trainingjob_manifest(tj)
-        (directory / "trainingjob.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        (directory / "trainingjob.yaml").write_text(builders.manifest_text(tj))
         job = self._job(name)
         if job is not None and job.get("uid") == body["metadata"].get("uid"):
             return False

@@ -34,6 +34,9 @@ from kubeloop.settings import Settings
 
 SPEC_FILE = "trainingjob.yaml"
 SPEC_DIR = "/etc/kubeloop"
+MANIFEST_ANNOTATION = "kubeloop.io/trainingjob-manifest"
+"""The trainer pod's annotation holding the TrainingJob manifest, which the downward API
+mounts as SPEC_DIR/SPEC_FILE: the Job carries its input, no other object is written."""
 GPU_RESOURCE = "nvidia.com/gpu"
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
 KSERVE_CONTAINER = "kserve-container"
@@ -112,7 +115,7 @@ def _s3_env(defaults: Settings, secret: str | None, endpoint: str | None) -> lis
 
 
 def job_name(training_job: str) -> str:
-    """Name of the batch Job (and its ConfigMap) of a TrainingJob: at most 63 characters."""
+    """Name of the batch Job of a TrainingJob: at most 63 characters."""
     return child_name(training_job)
 
 
@@ -143,17 +146,9 @@ def trainingjob_manifest(tj: TrainingJob) -> dict[str, Any]:
     }
 
 
-def build_configmap(tj: TrainingJob) -> dict[str, Any]:
-    """The ConfigMap holding the TrainingJob manifest the trainer reads from SPEC_DIR."""
-    text = yaml.safe_dump(trainingjob_manifest(tj), sort_keys=False)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(
-            job_name(tj.metadata.name), tj.metadata.namespace, trainer_labels(tj)
-        ),
-        "data": {SPEC_FILE: text},
-    }
+def manifest_text(tj: TrainingJob) -> str:
+    """The TrainingJob manifest as the trainer reads it from SPEC_DIR/SPEC_FILE."""
+    return yaml.safe_dump(trainingjob_manifest(tj), sort_keys=False)
 
 
 def trainer_env(tj: TrainingJob, defaults: Settings) -> list[dict[str, Any]]:
@@ -189,10 +184,13 @@ def build_job(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
     _hardened(container, template, defaults)
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     pod |= _pod_fields(template, defaults)
-    pod["volumes"].append({"name": "spec", "configMap": {"name": name}})
-    pod_metadata: dict[str, Any] = {"labels": labels}
-    if template.annotations:
-        pod_metadata["annotations"] = dict(template.annotations)
+    field_path = f"metadata.annotations['{MANIFEST_ANNOTATION}']"
+    items = [{"path": SPEC_FILE, "fieldRef": {"fieldPath": field_path}}]
+    pod["volumes"].append({"name": "spec", "downwardAPI": {"items": items}})
+    pod_metadata: dict[str, Any] = {
+        "labels": labels,
+        "annotations": {**template.annotations, MANIFEST_ANNOTATION: manifest_text(tj)},
+    }
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "template": {"metadata": pod_metadata, "spec": pod},

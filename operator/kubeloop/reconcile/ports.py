@@ -180,6 +180,10 @@ class Registry(Protocol):
         """Record `owner` as the one ServedModel promoting through `alias`."""
         ...
 
+    def tag_version(self, name: str, version: str, key: str, value: str) -> None:
+        """Set tag `key` of version `version` of `name` to `value`."""
+        ...
+
 
 class FeedbackStore(Protocol):
     """One FeedbackDataset's objects in object storage."""

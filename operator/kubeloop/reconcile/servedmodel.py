@@ -5,6 +5,7 @@
         observe: the version behind the alias, the latest version, and, when `gate_needed`,
                  both versions' metrics for `evaluate_gate`          (ports.registry)
         decide the next rollout step                                (pure)
+        tag a new verdict onto the candidate's version (GATE_TAG)   (ports.registry)
         move the alias when the plan says `set_alias`               (ports.registry)
         run what `plan.deploy` describes: an InferenceService, a Deployment, or a local
         predictor process, observed as a `ServingState`             (ports.predictor)
@@ -21,6 +22,8 @@ predictor now serves the candidate, and the pinned revision is gone.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,6 +40,7 @@ from kubeloop.api.servedmodel import (
     ServedModel,
     ServedModelSpec,
     ServedModelStatus,
+    SliceRecord,
 )
 from kubeloop.api.times import format_time, parse_time
 from kubeloop.api.trainingjob import Metrics
@@ -59,6 +63,9 @@ PREDICTOR_COMMAND = ("python", "-m", "kubeloop.serving")
 PREDICTOR_PORT = 8080
 READINESS_PATH = "/v2/health/ready"
 _EPSILON = 1e-9
+GATE_TAG = "kubeloop.gate.{alias}"
+"""Model-version tag holding the gate's verdict (JSON, as in the status) on the version as a
+candidate for the alias: the registry keeps why a version was, or was not, promoted."""
 
 
 def model_uri(registered_model: str, alias: str | None = None, version: str | None = None) -> str:
@@ -111,12 +118,16 @@ def evaluate_gate(
     promotion: Promotion,
     baseline_version: str,
     candidate_version: str,
+    records: dict[str, SliceRecord] | None = None,
 ) -> Gate:
     """The gate's verdict on `candidate` against the serving `baseline`; no side effects.
 
     Passes when the overall metric changes by at least promotion.minImprovement (0: must not
-    fall) and no slice of the baseline falls by more than promotion.maxSliceRegression. A
-    slice the candidate was not evaluated on fails: forgetting cannot be ruled out.
+    fall) and no slice of the baseline falls by more than promotion.maxSliceRegression, below
+    the baseline or below the best value it had among the versions served (`records`, from
+    `raise_records`): a slice cannot be forgotten by steps each just under the limit. A
+    metric that is not a finite number, and a slice the candidate was not evaluated on, fail:
+    they cannot be judged, so forgetting cannot be ruled out.
     """
     metric = promotion.metric
     gate = Gate(
@@ -124,41 +135,36 @@ def evaluate_gate(
         candidate_version=candidate_version,
         baseline_version=baseline_version,
     )
-    if candidate.overall is None:
+    if candidate.overall is None or not math.isfinite(candidate.overall):
+        logged = "no" if candidate.overall is None else f"{candidate.overall} as its"
         gate.message = (
-            f"candidate version {candidate_version} has no {metric} metric: its run logged "
-            f"no `{metric}`, so it cannot be judged"
+            f"candidate version {candidate_version} cannot be judged: its run logged {logged} "
+            f"`{metric}`; log a finite {metric} over the evaluation data"
         )
         return gate
-    if baseline.overall is None:
+    if baseline.overall is None or not math.isfinite(baseline.overall):
         gate.verdict = "Passed"
         gate.message = (
-            f"baseline version {baseline_version} has no {metric} metric: nothing to compare "
-            f"against; candidate {candidate_version} accepted"
+            f"baseline version {baseline_version} has no finite {metric} metric: nothing to "
+            f"compare against; candidate {candidate_version} accepted"
         )
         return gate
     gate.overall_delta = round(candidate.overall - baseline.overall, 6)
-    missing = sorted(set(baseline.slices) - set(candidate.slices))
-    gate.slice_deltas = {
-        s: round(candidate.slices[s] - baseline.slices[s], 6)
-        for s in sorted(baseline.slices)
-        if s in candidate.slices
-    }
-    limit = promotion.max_slice_regression
-    regressed = [s for s, d in gate.slice_deltas.items() if d < -limit - _EPSILON]
-    gate.failed_slices = sorted([*regressed, *missing])
     reasons = []
     if gate.overall_delta < promotion.min_improvement - _EPSILON:
         reasons.append(
             f"overall {metric} went from {baseline.overall:.4f} to {candidate.overall:.4f} "
             f"({gate.overall_delta:+.4f}; at least {promotion.min_improvement:+.4f} required)"
         )
-    reasons += [
-        f"slice {s} fell {-gate.slice_deltas[s]:.4f} "
-        f"({baseline.slices[s]:.4f} -> {candidate.slices[s]:.4f}; at most {limit:.4f} allowed)"
-        for s in regressed
-    ]
-    reasons += [f"slice {s} was not evaluated for the candidate" for s in missing]
+    for name in sorted(baseline.slices):
+        before, after = baseline.slices[name], candidate.slices.get(name)
+        if after is not None and math.isfinite(after) and math.isfinite(before):
+            gate.slice_deltas[name] = round(after - before, 6)
+        record = (records or {}).get(name)
+        problem = _slice_problem(name, before, after, record, promotion.max_slice_regression)
+        if problem is not None:
+            gate.failed_slices.append(name)
+            reasons.append(problem)
     if reasons:
         gate.message = f"candidate {candidate_version} failed the gate: " + "; ".join(reasons)
         return gate
@@ -170,6 +176,37 @@ def evaluate_gate(
         f"{gate.overall_delta:+.4f}{worst_text}"
     )
     return gate
+
+
+def _slice_problem(
+    name: str, before: float, after: float | None, record: SliceRecord | None, limit: float
+) -> str | None:
+    """Why slice `name` fails the gate, from the baseline's value `before`, the candidate's
+    `after` and the slice's record; None when it passes."""
+    if after is None:
+        return f"slice {name} was not evaluated for the candidate"
+    if not math.isfinite(after):
+        return f"slice {name} is {after} for the candidate, not a number the gate can judge"
+    allowed = f"at most {limit:.4f} allowed"
+    if math.isfinite(before) and after < before - limit - _EPSILON:
+        return f"slice {name} fell {before - after:.4f} ({before:.4f} -> {after:.4f}; {allowed})"
+    if record is not None and after < record.value - limit - _EPSILON:
+        return (
+            f"slice {name} at {after:.4f} is {record.value - after:.4f} below its best, "
+            f"{record.value:.4f} (version {record.version}; {allowed})"
+        )
+    return None
+
+
+def raise_records(
+    records: dict[str, SliceRecord], evaluation: Metrics, version: str
+) -> dict[str, SliceRecord]:
+    """`records` with each finite slice of `version`'s evaluation that beats its record."""
+    raised = dict(records)
+    for name, value in evaluation.slices.items():
+        if math.isfinite(value) and (name not in raised or value > raised[name].value):
+            raised[name] = SliceRecord(value=value, version=version)
+    return raised
 
 
 def gate_needed(
@@ -234,6 +271,9 @@ class Observed:
     """The highest registered version; None when there is none yet."""
     gate: Gate | None
     """The verdict on latest against serving when `gate_needed` said so, else the status's."""
+    records: dict[str, SliceRecord] | None = None
+    """The slices' records with the serving version's evaluation, when the gate read it;
+    None: the status's stand."""
 
 
 def decide(
@@ -256,6 +296,8 @@ def decide(
     old = status or ServedModelStatus()
     new = old.model_copy(deep=True)
     new.observed_generation = generation
+    if observed.records is not None:
+        new.slice_records = observed.records
     model = spec.registered_model
     alias_uri = model_uri(model, alias=spec.alias)
     events: list[Event] = []
@@ -398,16 +440,15 @@ def observe(
     serving = registry.alias_version(model, spec.alias) if spec.version is None else None
     latest = registry.latest_version_number(model)
     gate = status.gate if status is not None else None
+    records = None
     if gate_needed(spec, status, serving, latest) and serving is not None and latest is not None:
         metric = spec.promotion.metric
-        gate = evaluate_gate(
-            registry.version_metrics(model, serving, metric),
-            registry.version_metrics(model, latest, metric),
-            spec.promotion,
-            serving,
-            latest,
-        )
-    return Observed(generation, serving, latest, gate)
+        baseline = registry.version_metrics(model, serving, metric)
+        old = status.slice_records if status is not None else {}
+        records = raise_records(old, baseline, serving)
+        candidate = registry.version_metrics(model, latest, metric)
+        gate = evaluate_gate(baseline, candidate, spec.promotion, serving, latest, records)
+    return Observed(generation, serving, latest, gate, records)
 
 
 def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
@@ -434,6 +475,13 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
             return _refuse(body, ports.objects, old, "AliasInUse", clash, now)
         observed = observe(sm.spec, old, ports.registry, generation)
         plan = decide(sm.spec, old, observed, now)
+        verdict = plan.new_verdict
+        if verdict is not None and verdict.candidate_version is not None:
+            tag = GATE_TAG.format(alias=sm.spec.alias)
+            text = json.dumps(verdict.to_wire(), sort_keys=True)
+            ports.registry.tag_version(
+                sm.spec.registered_model, verdict.candidate_version, tag, text
+            )
         if plan.set_alias is not None:
             ports.registry.set_alias(sm.spec.registered_model, sm.spec.alias, plan.set_alias)
     except Unavailable as error:

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import yaml
+
 from kubeloop import metrics
 from kubeloop.api import conditions
 from kubeloop.api.common import ConditionStatus
@@ -112,6 +114,11 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> TrainingJobPlan:
     return planned
 
 
+SPEC_MAX_BYTES = 128 * 1024
+"""Most a spec may take as YAML: the trainer pod carries it in an annotation, and a pod's
+annotations may take 256 KiB in all."""
+
+
 def spec_problems(spec: TrainingJobSpec) -> list[str]:
     """What is wrong with `spec` that the CRD schema could not refuse; empty when fine."""
     problems = []
@@ -149,6 +156,13 @@ def spec_problems(spec: TrainingJobSpec) -> list[str]:
         problems.append(f"template.serviceAccountName: {account!r} is not a valid object name")
     if spec.image is not None and (not spec.image.strip() or any(c.isspace() for c in spec.image)):
         problems.append(f"image: {spec.image!r} is not an image reference")
+    size = len(yaml.safe_dump(spec.to_wire()).encode())
+    if size > SPEC_MAX_BYTES:
+        problems.append(
+            f"the spec takes {size // 1024} KiB as YAML, more than the {SPEC_MAX_BYTES // 1024} "
+            "KiB its trainer pod can carry: list the images in a manifest file in S3 (a "
+            "dataset's uri) rather than in the spec"
+        )
     return problems
 
 
