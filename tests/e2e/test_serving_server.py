@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http
+import tritonclient.utils
 
 from kubeloop import feedback_store
 from kubeloop.api import samples
@@ -428,3 +430,34 @@ def test_metrics_are_exported_next_to_kserve_s(served: Served) -> None:
         "request_predict_seconds",  # kserve's own
     ):
         assert sample in text, sample
+
+
+def test_tritonclient_http_calls_of_the_v2_protocol(served: Served) -> None:
+    """Every call of tritonclient's HTTP client that the V2 protocol defines, with JSON and
+    with binary tensors, unversioned and for the served version; another version is 404."""
+    client = tritonclient.http.InferenceServerClient(served.url.removeprefix("http://"))
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.get_server_metadata()["name"]
+    for version in ("", "1"):
+        assert client.is_model_ready("digits", version)
+        metadata = client.get_model_metadata("digits", version)
+        assert (metadata["name"], metadata["versions"]) == ("digits", ["1"])
+    expected, _ = served.reference.run(X[:2])
+    for binary in (False, True):
+        tensor = tritonclient.http.InferInput("input", [2, 8, 8], "FP32")
+        tensor.set_data_from_numpy(X[:2], binary_data=binary)
+        outputs = [
+            tritonclient.http.InferRequestedOutput(name, binary_data=binary)
+            for name in ("class_index", "probabilities")
+        ]
+        for version in ("", "1"):
+            result = client.infer("digits", [tensor], model_version=version, outputs=outputs)
+            assert result.get_response()["model_version"] == "1"
+            assert result.as_numpy("class_index").tolist() == expected.argmax(axis=1).tolist()
+            probabilities = result.as_numpy("probabilities")
+            np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert not client.is_model_ready("digits", "7")
+    with pytest.raises(tritonclient.utils.InferenceServerException, match="serves version 1"):
+        client.infer("digits", [tensor], model_version="7")
+    client.close()

@@ -45,6 +45,7 @@ from kubeloop.serving.prediction_pool import PredictionPool
 from kubeloop.serving.predictor import Predictor
 from kubeloop.serving.replicas import PeerSync
 from kubeloop.serving.review import ReviewQueue
+from kubeloop.serving.v2_routes import V2Routes
 from kubeloop.storage import InvalidEndpoint, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,23 @@ Step = Callable[[], Coroutine[Any, Any, None]]
 
 
 class _ReadyWhenLoaded(DataPlane):  # type: ignore[misc]  # kserve ships no type information
-    """Server readiness is every registered model's readiness, not just "the server runs"."""
+    """Server readiness is every registered model's readiness, not just "the server runs";
+    a model's metadata lists the version it serves."""
 
     async def ready(self) -> bool:
         models = list(self.model_registry.get_models().values())
         return bool(models) and all([await model.healthy() for model in models])
+
+    async def model_metadata(self, model_name: str) -> dict[str, Any]:
+        metadata: dict[str, Any] = await super().model_metadata(model_name)
+        version = self.served_version(model_name)
+        return metadata | {"versions": [version] if version is not None else []}
+
+    def served_version(self, model_name: str) -> str | None:
+        """The registry version `model_name` serves; None when none is loaded."""
+        model = self.model_registry.get_models().get(model_name)
+        current = model.predictor.holder.current if isinstance(model, KServeModel) else None
+        return current.version.version if current is not None else None
 
 
 class _RESTServer(RESTServer):  # type: ignore[misc]  # kserve ships no type information
@@ -79,6 +92,7 @@ class _RESTServer(RESTServer):  # type: ignore[misc]  # kserve ships no type inf
             max_inflight_bytes=self._limits.max_inflight_bytes,
             max_json_depth=self._limits.max_json_depth,
         )
+        app.add_middleware(V2Routes, version_of=self.dataplane.served_version)
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
