@@ -263,6 +263,9 @@ class MemoryRegistry:
         self.tags[(version, key)] = value
         self.crashes.after(crash, "tagging a version")
 
+    def version_tag(self, name: str, version: str, key: str) -> str | None:
+        return self.tags.get((version, key))
+
 
 @dataclass
 class Memory:

@@ -93,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--state-dir", type=Path, help="state directory (default: .kubeloop)")
     down.set_defaults(run=_run_down)
 
+    back = commands.add_parser(
+        "rollback",
+        help="move a ServedModel's alias back to the version its last promotion replaced",
+    )
+    back.add_argument("name", nargs="?", help="the ServedModel `kubeloop up` runs")
+    back.add_argument("-n", "--namespace", default="default", help="its namespace")
+    back.add_argument("--state-dir", type=Path, help="state directory (default: .kubeloop)")
+    back.add_argument("--model", help="on a cluster: the registered model (spec.registeredModel)")
+    back.add_argument("--alias", default="champion", help="on a cluster: spec.alias")
+    back.add_argument("--tracking-uri", help="on a cluster: MLflow (KUBELOOP_MLFLOW_TRACKING_URI)")
+    back.set_defaults(run=_run_rollback)
+
     demo = commands.add_parser("demo", help="the whole loop on an example, end to end")
     demo.add_argument("--quick", action="store_true", help="fewer epochs (CI)")
     demo.add_argument(
@@ -216,6 +228,33 @@ def _run_down(args: argparse.Namespace) -> int:
     except (lock.StateBusy, OSError) as error:
         print(f"kubeloop down: {error}", file=sys.stderr)
         return 1
+
+
+def _run_rollback(args: argparse.Namespace) -> int:
+    from kubeloop.api.errors import Unavailable
+    from kubeloop.api.times import utc_now
+    from kubeloop.local import up
+    from kubeloop.reconcile import servedmodel
+    from kubeloop.registry import Registry
+
+    try:
+        if args.model is not None:
+            model, alias = args.model, args.alias
+            tracking_uri = args.tracking_uri or settings.load().mlflow_tracking_uri
+        elif args.name is not None:
+            state_dir = args.state_dir or settings.load().state_dir
+            model, alias, tracking_uri = up.registry_of(state_dir, args.namespace, args.name)
+        else:
+            raise ValueError(
+                "name the ServedModel `kubeloop up` runs, or give --model (and --alias, "
+                "--tracking-uri) for one on a cluster"
+            )
+        registry = Registry(tracking_uri, retries=1)
+        print(servedmodel.rollback(registry, model, alias, utc_now()))
+    except (ValueError, Unavailable) as error:
+        print(f"kubeloop rollback: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:

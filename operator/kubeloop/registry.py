@@ -201,6 +201,12 @@ class Registry:
             f"version {version} of {name}",
         )
 
+    def version_tag(self, name: str, version: str, key: str) -> str | None:
+        try:
+            return self.get_version(name, version).tags.get(key)
+        except ModelNotFound:
+            return None
+
     def _ensure_model(self, name: str) -> None:
         from mlflow.exceptions import RestException
 

@@ -440,3 +440,44 @@ def test_two_served_models_on_one_alias_the_second_is_refused_until_the_first_go
     taken = memory.objects.put(served_body("other", "team-b"))
     assert cond(servedmodel.reconcile(taken, memory.ports, NOW), "Ready") == ("True", "Serving")
     assert memory.registry.owners["champion"] == "team-b/other"
+
+
+def test_a_rollback_goes_back_one_promotion_and_holds_the_version_back() -> None:
+    memory = Memory()
+    key = ("ServedModel", "default", "digits")
+    memory.objects.put(served_body("digits"))
+    better = Metrics(overall=0.95, slices=BASE.slices)
+
+    def served() -> ServedModelStatus:
+        return servedmodel.reconcile(memory.objects.items[key], memory.ports, NOW)
+
+    memory.registry.versions["1"] = BASE
+    served()
+    with pytest.raises(ValueError, match="nothing to go back to"):
+        servedmodel.rollback(memory.registry, "digits", "champion", NOW)
+    memory.registry.versions["2"] = better
+    assert served().serving_version == "2"
+    assert memory.registry.aliases == {"champion": "2", "champion-previous": "1"}
+
+    message = servedmodel.rollback(memory.registry, "digits", "champion", NOW)
+    assert message.startswith("@champion of digits moved back from version 2 to 1")
+    assert memory.registry.aliases["champion"] == "1"
+    assert json.loads(memory.registry.tags[("2", "kubeloop.rolledBack.champion")])["to"] == "1"
+    for _ in range(2):  # held back, said once
+        status = served()
+        assert status.serving_version == "1"
+        assert status.gate is not None
+        assert (status.gate.verdict, status.gate.candidate_version) == ("RolledBack", "2")
+        assert cond(status, "RolledOut") == ("False", "RolledBack")
+        assert cond(status, "GateFailed") == ("True", "RolledBack")
+    assert [e.reason for e in memory.objects.events].count("RolledBack") == 1
+    assert memory.predictor.deployed[-1].version == "1"
+    assert json.loads(memory.registry.tags[("2", "kubeloop.gate.champion")])["verdict"] == "Passed"
+    with pytest.raises(ValueError, match="nothing to go back to"):
+        servedmodel.rollback(memory.registry, "digits", "champion", NOW)
+
+    memory.registry.versions["3"] = Metrics(overall=0.96, slices=BASE.slices)
+    status = served()  # a newer version is judged against the one served
+    assert status.gate is not None
+    assert (status.gate.baseline_version, status.serving_version) == ("1", "3")
+    assert memory.registry.aliases == {"champion": "3", "champion-previous": "1"}

@@ -11,7 +11,7 @@ from kubeloop.api import common
 from kubeloop.api.common import LIST_SET, ApiModel, Condition, CustomResource, cel_rules
 from kubeloop.api.trainingjob import IMAGE_SCHEMA, REGISTERED_MODEL, PodTemplate, Resources
 
-Verdict = Literal["Pending", "Passed", "Failed"]
+Verdict = Literal["Pending", "Passed", "Failed", "RolledBack"]
 INCREASING = "canary steps must be strictly increasing"
 ALIAS = r"^[A-Za-z0-9_-]+$"
 """An MLflow model alias: letters, digits, '_' and '-'."""
@@ -126,7 +126,7 @@ class Gate(ApiModel):
     """The verdict of the quality gate on the latest candidate."""
 
     verdict: Verdict = "Pending"
-    """Pending, Passed or Failed."""
+    """Pending, Passed, Failed, or RolledBack (`kubeloop rollback` took it off the alias)."""
     candidate_version: str | None = None
     """Version that was judged."""
     baseline_version: str | None = None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from rich.console import Console
 from kubeloop import admission, manifests
 from kubeloop.local import lock, servers
 from kubeloop.local.loop import LocalLoop
+from kubeloop.local.objects import key_of
 from kubeloop.local.processes import ProcessTable
 from kubeloop.reconcile.ports import Body
 
@@ -122,6 +124,27 @@ def down(state_dir: Path, console: Console) -> int:
     if pid is None and not stopped:
         console.print(f"nothing was running in {state_dir}")
     return 0
+
+
+def registry_of(state_dir: Path, namespace: str, name: str) -> tuple[str, str, str]:
+    """(registered model, alias, MLflow URL) of ServedModel `name` in `state_dir`, read
+    without taking the directory from the `kubeloop up` running it; ValueError saying what
+    is missing."""
+    objects = state_dir / "objects.json"
+    found = [
+        body
+        for body in (json.loads(objects.read_text()) if objects.is_file() else [])
+        if key_of(body) == ("ServedModel", namespace, name)
+    ]
+    if not found:
+        raise ValueError(f"{state_dir} holds no ServedModel {namespace}/{name}")
+    processes = state_dir / "processes.json"
+    roles = {r["role"]: r for r in json.loads(processes.read_text())} if processes.is_file() else {}
+    mlflow = roles.get(servers.MLFLOW_ROLE)
+    if mlflow is None:
+        raise ValueError(f"no MLflow runs for {state_dir}: start `kubeloop up` on it first")
+    spec = found[0]["spec"]
+    return spec["registeredModel"], spec.get("alias", "champion"), mlflow["url"]
 
 
 def urls(served_model: Body) -> list[str]:

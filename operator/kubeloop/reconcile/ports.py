@@ -184,6 +184,10 @@ class Registry(Protocol):
         """Set tag `key` of version `version` of `name` to `value`."""
         ...
 
+    def version_tag(self, name: str, version: str, key: str) -> str | None:
+        """Tag `key` of version `version` of `name`; None when unset or the version is gone."""
+        ...
+
 
 class FeedbackStore(Protocol):
     """One FeedbackDataset's objects in object storage."""

@@ -5,8 +5,8 @@
         observe: the version behind the alias, the latest version, and, when `gate_needed`,
                  both versions' metrics for `evaluate_gate`          (ports.registry)
         decide the next rollout step                                (pure)
-        tag a new verdict onto the candidate's version (GATE_TAG)   (ports.registry)
-        move the alias when the plan says `set_alias`               (ports.registry)
+        record: a new verdict as a tag on the candidate (GATE_TAG); on a promotion the
+                alias's PREVIOUS_ALIAS, then the alias (`set_alias`)   (ports.registry)
         run what `plan.deploy` describes: an InferenceService, a Deployment, or a local
         predictor process, observed as a `ServingState`             (ports.predictor)
         finalise: Ready from the ServingState; write the status     (pure; ports.objects)
@@ -63,6 +63,12 @@ PREDICTOR_COMMAND = ("python", "-m", "kubeloop.serving")
 PREDICTOR_PORT = 8080
 READINESS_PATH = "/v2/health/ready"
 _EPSILON = 1e-9
+PREVIOUS_ALIAS = "{alias}-previous"
+"""The alias naming the version `alias` named before its last promotion: what a rollback
+moves back to."""
+ROLLED_BACK_TAG = "kubeloop.rolledBack.{alias}"
+"""Model-version tag set by `kubeloop rollback` on the version it took off `alias`: that
+version is not promoted through `alias` again."""
 GATE_TAG = "kubeloop.gate.{alias}"
 """Model-version tag holding the gate's verdict (JSON, as in the status) on the version as a
 candidate for the alias: the registry keeps why a version was, or was not, promoted."""
@@ -233,8 +239,10 @@ class RolloutPlan:
 
     status: ServedModelStatus
     """The status after the rollout step; Ready comes from `decide_ready`."""
+    set_previous: str | None = None
+    """Point the PREVIOUS_ALIAS of spec.alias at this version first: a promotion's old one."""
     set_alias: str | None = None
-    """Move spec.alias to this version first."""
+    """Move spec.alias to this version."""
     deploy: Deploy | None = None
     """What to run; None while there is no version to serve."""
     events: tuple[Event, ...] = ()
@@ -361,11 +369,12 @@ def decide(
         new.serving_version = serving
         new.canary_percent = 0
         new.canary_step_time = None
-        reason = "SliceRegression" if gate.failed_slices else "GateFailed"
+        stopped = "RolledBack" if gate.verdict == "RolledBack" else "GateFailed"
+        reason = "SliceRegression" if gate.failed_slices else stopped
         gate_failed("True", reason, gate.message)
-        rolled_out("False", "GateFailed", f"keeps serving {serving}: {gate.message}")
+        rolled_out("False", stopped, f"keeps serving {serving}: {gate.message}")
         if fresh:
-            events.append(Event("Warning", "GateFailed", gate.message))
+            events.append(Event("Warning", stopped, gate.message))
         return RolloutPlan(
             new,
             deploy=Deploy(alias_uri, version=serving),
@@ -418,6 +427,7 @@ def decide(
         events.append(Event("Normal", "Promoted", message))
         return RolloutPlan(
             new,
+            set_previous=serving,
             set_alias=latest,
             deploy=Deploy(alias_uri, version=latest),
             events=tuple(events),
@@ -441,7 +451,10 @@ def observe(
     latest = registry.latest_version_number(model)
     gate = status.gate if status is not None else None
     records = None
-    if gate_needed(spec, status, serving, latest) and serving is not None and latest is not None:
+    rolled_back = _rolled_back(spec, registry, serving, latest)
+    if rolled_back is not None:
+        gate = rolled_back
+    elif gate_needed(spec, status, serving, latest) and serving is not None and latest is not None:
         metric = spec.promotion.metric
         baseline = registry.version_metrics(model, serving, metric)
         old = status.slice_records if status is not None else {}
@@ -449,6 +462,28 @@ def observe(
         candidate = registry.version_metrics(model, latest, metric)
         gate = evaluate_gate(baseline, candidate, spec.promotion, serving, latest, records)
     return Observed(generation, serving, latest, gate, records)
+
+
+def _rolled_back(
+    spec: ServedModelSpec, registry: Registry, serving: str | None, latest: str | None
+) -> Gate | None:
+    """The verdict on the newer version waiting to be judged when it was rolled back from
+    spec.alias (it is not promoted through it again); None otherwise."""
+    if spec.version is not None or serving is None or latest is None:
+        return None
+    tag = ROLLED_BACK_TAG.format(alias=spec.alias)
+    if (
+        int(latest) <= int(serving)
+        or registry.version_tag(spec.registered_model, latest, tag) is None
+    ):
+        return None
+    message = (
+        f"version {latest} was rolled back from @{spec.alias} (kubeloop rollback) and is not "
+        f"promoted through it again; a newer version is judged against {serving}"
+    )
+    return Gate(
+        verdict="RolledBack", candidate_version=latest, baseline_version=serving, message=message
+    )
 
 
 def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
@@ -475,15 +510,7 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
             return _refuse(body, ports.objects, old, "AliasInUse", clash, now)
         observed = observe(sm.spec, old, ports.registry, generation)
         plan = decide(sm.spec, old, observed, now)
-        verdict = plan.new_verdict
-        if verdict is not None and verdict.candidate_version is not None:
-            tag = GATE_TAG.format(alias=sm.spec.alias)
-            text = json.dumps(verdict.to_wire(), sort_keys=True)
-            ports.registry.tag_version(
-                sm.spec.registered_model, verdict.candidate_version, tag, text
-            )
-        if plan.set_alias is not None:
-            ports.registry.set_alias(sm.spec.registered_model, sm.spec.alias, plan.set_alias)
+        _record(sm.spec, plan, ports.registry)
     except Unavailable as error:
         status = registry_unavailable(old, generation, str(error), now)
         ports.objects.write_status(body, status)
@@ -507,6 +534,47 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
         for slice_name, delta in plan.new_verdict.slice_deltas.items():
             metrics.GATE_SLICE_DELTA.labels(namespace, name, slice_name).set(delta)
     return status
+
+
+def rollback(registry: Registry, model: str, alias: str, now: datetime) -> str:
+    """Move `alias` of `model` back to the version its last promotion replaced (PREVIOUS_ALIAS)
+    and tag the version it takes off (ROLLED_BACK_TAG), so the ServedModel serving the alias
+    goes back to the earlier version and does not promote this one again. What moved, in
+    words; ValueError saying why when there is nothing to go back to.
+
+    The tag goes first: a crash before the alias moves leaves a tag on the serving version,
+    which changes nothing, and the rollback can be run again.
+    """
+    serving = registry.alias_version(model, alias)
+    previous = registry.alias_version(model, PREVIOUS_ALIAS.format(alias=alias))
+    if serving is None:
+        raise ValueError(f"@{alias} of {model} names no version: nothing to roll back")
+    if previous is None or previous == serving:
+        raise ValueError(
+            f"@{alias} of {model} serves version {serving} and no promotion through it replaced "
+            f"another version since the last rollback: nothing to go back to (set the alias "
+            f"to a version yourself to serve it)"
+        )
+    record = json.dumps({"alias": alias, "to": previous, "at": format_time(now)})
+    registry.tag_version(model, serving, ROLLED_BACK_TAG.format(alias=alias), record)
+    registry.set_alias(model, alias, previous)
+    return (
+        f"@{alias} of {model} moved back from version {serving} to {previous}; version "
+        f"{serving} will not be promoted through @{alias} again"
+    )
+
+
+def _record(spec: ServedModelSpec, plan: RolloutPlan, registry: Registry) -> None:
+    """What the plan writes to the registry: a new verdict as a tag on its candidate (not a
+    rollback's: the version keeps the verdict it was promoted with), then the aliases."""
+    model, alias, verdict = spec.registered_model, spec.alias, plan.new_verdict
+    if verdict is not None and verdict.candidate_version and verdict.verdict != "RolledBack":
+        text = json.dumps(verdict.to_wire(), sort_keys=True)
+        registry.tag_version(model, verdict.candidate_version, GATE_TAG.format(alias=alias), text)
+    if plan.set_previous is not None:
+        registry.set_alias(model, PREVIOUS_ALIAS.format(alias=alias), plan.set_previous)
+    if plan.set_alias is not None:
+        registry.set_alias(model, alias, plan.set_alias)
 
 
 def _claim_alias(sm: ServedModel, ports: Ports) -> str | None:
