@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     """CPU request and limit of a predictor whose ServedModel sets no spec.resources."""
     predictor_memory: str = "1Gi"
     """Memory request and limit of a predictor whose ServedModel sets no spec.resources."""
+    kserve_deployment_mode: Literal["Serverless", "RawDeployment", "Standard"] = "Serverless"
+    """KServe's default deployment mode in the cluster (the inferenceservice-config ConfigMap's
+    deploy.defaultDeploymentMode); a ServedModel's template annotation
+    serving.kserve.io/deploymentMode overrides it for its InferenceService."""
     trainer_active_deadline_seconds: int | None = Field(default=None, ge=1)
     """activeDeadlineSeconds of training Jobs whose TrainingJob sets none; none when unset."""
     poll_seconds: float = Field(default=10.0, gt=0)

@@ -221,3 +221,24 @@ async def test_missing_kserve_is_said_in_a_condition(
     status = await eventually(said, "the KServeNotInstalled condition")
     assert "runtime: deployment" in condition(status, "Ready")["message"]
     await cluster.said("nokserve", "KServeNotInstalled")
+
+
+async def test_a_canary_kserve_cannot_split_is_refused_in_a_condition(
+    cluster: Cluster, operator: OperatorFactory
+) -> None:
+    """In RawDeployment mode KServe ignores canaryTrafficPercent: a canary there would be a
+    full rollout, so the ServedModel says so instead of creating an InferenceService."""
+    await operator(KUBELOOP_KSERVE_DEPLOYMENT_MODE="RawDeployment")
+    canary = {"steps": [10, 50], "stepSeconds": 60}
+    await cluster.create(SM, served_model("rawcanary", "digits", canary=canary))
+
+    async def said() -> dict[str, Any] | None:
+        status = await status_of(cluster, SM, "rawcanary")
+        return status if condition(status, "Ready").get("reason") == "CanaryUnsupported" else None
+
+    status = await eventually(said, "the CanaryUnsupported condition")
+    assert (
+        "RawDeployment mode ignores canaryTrafficPercent" in condition(status, "Ready")["message"]
+    )
+    await cluster.said("rawcanary", "CanaryUnsupported")
+    assert await cluster.get(ISVC, "rawcanary") is None

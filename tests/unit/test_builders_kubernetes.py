@@ -245,6 +245,20 @@ def _check_model(value: Any, type_name: str, where: str) -> list[str]:
     return problems
 
 
+def test_a_kserve_canary_needs_a_mode_that_splits_traffic() -> None:
+    canary = {"canary": {"steps": [10, 50]}}
+    assert builders.kserve_canary_problem(served_model(**canary), DEFAULTS) is None
+    raw = DEFAULTS.model_copy(update={"kserve_deployment_mode": "RawDeployment"})
+    problem = builders.kserve_canary_problem(served_model(**canary), raw)
+    assert problem is not None
+    assert problem.startswith("KServe in RawDeployment mode ignores canaryTrafficPercent")
+    assert builders.kserve_canary_problem(served_model(), raw) is None  # no canary asked
+    annotated = {"template": {"annotations": {builders.KSERVE_MODE_ANNOTATION: "Serverless"}}}
+    assert builders.kserve_canary_problem(served_model(**canary, **annotated), raw) is None
+    standard = {"template": {"annotations": {builders.KSERVE_MODE_ANNOTATION: "Standard"}}}
+    assert builders.kserve_canary_problem(served_model(**canary, **standard), DEFAULTS)
+
+
 @pytest.mark.parametrize(
     "deploy",
     [

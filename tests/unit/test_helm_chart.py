@@ -31,6 +31,7 @@ CUSTOM: dict[str, Any] = {
     },
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "grafanaDashboard": {"enabled": True},
+    "kserve": {"deploymentMode": "RawDeployment"},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
 }
@@ -123,6 +124,7 @@ def test_custom_values_reach_the_pod() -> None:
     assert secret_env["KUBELOOP_S3_SECRET_KEY"] == {"name": "kubeloop-s3", "key": "secret"}
     plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert plain["KUBELOOP_S3_SECRET_NAME"] == "kubeloop-s3"
+    assert plain["KUBELOOP_KSERVE_DEPLOYMENT_MODE"] == "RawDeployment"
     assert plain["KUBELOOP_S3_SECRET_ACCESS_KEY_FIELD"] == "access"
     assert plain["KUBELOOP_S3_SECRET_SECRET_KEY_FIELD"] == "secret"
     assert by_kind(documents, "ServiceMonitor")[0]["metadata"]["labels"]["release"] == "prom"

@@ -192,6 +192,10 @@ class KubePredictor:
                 "this cluster: install KServe, or set spec.runtime: deployment to serve with a "
                 "plain Deployment and Service",
             )
+        if sm.spec.runtime == "kserve":
+            problem = builders.kserve_canary_problem(sm, self._rt.settings)
+            if problem is not None:
+                return ("CanaryUnsupported", problem)
         return None
 
     def apply(

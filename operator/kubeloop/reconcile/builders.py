@@ -277,6 +277,35 @@ def predictor_container(
     return container
 
 
+KSERVE_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+KSERVE_CANARY_MODES = ("Serverless",)
+"""KServe modes that honour canaryTrafficPercent: RawDeployment ("Standard" in newer KServe)
+ignores it, and a canary step would send all traffic to the candidate (kserve/kserve#5335)."""
+
+
+def kserve_mode(sm: ServedModel, defaults: Settings) -> str:
+    """The KServe deployment mode of the ServedModel's InferenceService: its template's
+    annotation, else the cluster's default (settings)."""
+    return sm.spec.template.annotations.get(KSERVE_MODE_ANNOTATION) or (
+        defaults.kserve_deployment_mode
+    )
+
+
+def kserve_canary_problem(sm: ServedModel, defaults: Settings) -> str | None:
+    """Why KServe cannot run the ServedModel's canary, or None (no canary, or a mode that
+    splits traffic)."""
+    mode = kserve_mode(sm, defaults)
+    if sm.spec.canary is None or not sm.spec.canary.steps or mode in KSERVE_CANARY_MODES:
+        return None
+    return (
+        f"KServe in {mode} mode ignores canaryTrafficPercent, so each canary step would send "
+        f"all traffic to the candidate: set spec.runtime: deployment (a canary by replica "
+        f"share), run the InferenceService Serverless ({KSERVE_MODE_ANNOTATION} in "
+        f"spec.template.annotations, or the chart's kserve.deploymentMode), or remove "
+        f"spec.canary"
+    )
+
+
 def build_inference_service(
     sm: ServedModel,
     defaults: Settings,
