@@ -85,7 +85,9 @@ class _RESTServer(RESTServer):  # type: ignore[misc]  # kserve ships no type inf
         self._limits = config
 
     def _add_middlewares(self, app: FastAPI) -> None:
-        super()._add_middlewares(app)
+        # Not kserve's: its TimingMiddleware calls getrusage twice and logs per request, half
+        # the predictor's time at batch 1 (bench/README.md); the predictor's own histograms
+        # (kubeloop_predictor_request_seconds) time each request. No access log either.
         asgi.add_body_limits(
             app,
             rules=self._body_rules,
