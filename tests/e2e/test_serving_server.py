@@ -278,6 +278,12 @@ def test_feedback_is_stored_and_judges_the_prediction(served: Served) -> None:
         ({"json": {"label": "1", "input": [[0.0] * 4] * 4}}, 422, "bad-shape"),
         ({"json": {"label": "1", "input": X[0].tolist(), "slice": "vip"}}, 422, "bad-slice"),
         ({"json": {"label": "1"}}, 422, "missing-input"),
+        ({"json": {"label": "1", "input": X[0].tolist(), "labeller": "a\nb"}}, 422, "bad-labeller"),
+        (
+            {"json": {"label": "1", "input": X[0].tolist(), "labeller": "x" * 129}},
+            422,
+            "bad-labeller",
+        ),
         ({"content": b"{oops", "headers": {"Content-Type": "application/json"}}, 400, "bad-json"),
         (
             {
@@ -309,6 +315,14 @@ def test_feedback_refusals_name_the_problem(
     assert answer.json()["error"]
     if status == 401:
         assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_feedback_records_the_labeller_the_request_names(served: Served) -> None:
+    ack = served.feedback(json={"label": "3", "input": X[0].tolist(), "labeller": "bob"})
+    assert ack.status_code == 201, ack.text
+    assert stored_sample(served, ack.json()).labeller == "bob"
+    anonymous = served.feedback(json={"label": "3", "input": X[0].tolist()})
+    assert stored_sample(served, anonymous.json()).labeller is None
 
 
 def test_feedback_without_a_token_or_for_another_dataset_is_refused(served: Served) -> None:

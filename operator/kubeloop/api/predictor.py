@@ -14,6 +14,7 @@ kubeloop.settings'. No I/O here beyond argparse's usage message.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from kubeloop.api.feedbackdataset import Strategy
 
 PROG = "python -m kubeloop.serving"
 TOKEN_ENV = "KUBELOOP_FEEDBACK_TOKEN"
+LABELLER_TOKENS_ENV = "KUBELOOP_LABELLER_TOKENS"
 
 ReviewStrategy = Literal[Strategy, "time-sampled"]
 """The review queue's strategies (kubeloop.selection.STRATEGIES; a test keeps them equal)."""
@@ -156,6 +158,8 @@ class PredictorConfig(BaseSettings):
     """the review queue's default strategy"""
     review_budget: int = Field(default=50, ge=1)
     """the review queue's default number of predictions"""
+    retrain_threshold: int | None = Field(default=None, ge=1)
+    """the FeedbackDataset's retrain threshold, which the review page counts toward"""
     max_payload_bytes: int = Field(default=1 << 20, ge=1)
     """feedback body limit (413 above it)"""
     max_request_bytes: int = Field(default=16 << 20, ge=1)
@@ -183,6 +187,13 @@ class PredictorConfig(BaseSettings):
     feedback_token: CliSuppress[SecretStr | None] = None
     """bearer token the feedback, review, similar and reload routes require (from
     $KUBELOOP_FEEDBACK_TOKEN only)"""
+    labeller_tokens: CliSuppress[SecretStr | None] = None
+    """labellers' own bearer tokens, a JSON object of name to token (from
+    $KUBELOOP_LABELLER_TOKENS only, e.g. a Secret's key): each is accepted where the feedback
+    token is, and a sample sent with one records its name as the labeller"""
+    trusted_user_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+$")
+    """header naming the signed-in user, set by a trusted authenticating proxy in front of
+    the predictor (e.g. X-Forwarded-User of OAuth2 Proxy): its value is the labeller"""
 
     @_model_validator(mode="after")
     def _feedback_together(self) -> Self:
@@ -194,6 +205,7 @@ class PredictorConfig(BaseSettings):
             )
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise ValueError("--classes must not repeat a class")
+        _ = self.labellers  # refuses malformed labeller tokens at start, not per request
         body_limit = max(self.max_request_bytes, self.max_payload_bytes)
         if self.max_inflight_bytes < body_limit:
             raise ValueError(
@@ -220,6 +232,25 @@ class PredictorConfig(BaseSettings):
             input_shape=self.input_shape,
             slices=self.slices,
         )
+
+    @property
+    def labellers(self) -> dict[str, str]:
+        """Token -> labeller name, from labeller_tokens; ValueError naming what is wrong."""
+        if self.labeller_tokens is None:
+            return {}
+        try:
+            names = json.loads(self.labeller_tokens.get_secret_value() or "{}")
+        except json.JSONDecodeError as error:
+            raise ValueError(f"${LABELLER_TOKENS_ENV} is not JSON: {error.msg}") from None
+        if not isinstance(names, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in names.items()
+        ):
+            raise ValueError(
+                f"${LABELLER_TOKENS_ENV} must be a JSON object of labeller name to token"
+            )
+        if len(set(names.values())) != len(names):
+            raise ValueError(f"${LABELLER_TOKENS_ENV} gives one token to two labellers")
+        return {token: name for name, token in names.items()}
 
     @property
     def token(self) -> str | None:
@@ -257,12 +288,14 @@ class PredictorConfig(BaseSettings):
         return init_settings, _TokenFromEnvironment(settings_cls)
 
 
-_NOT_ON_COMMAND_LINE = frozenset({"feedback_token"})
+_SECRET_ENV = {"feedback_token": TOKEN_ENV, "labeller_tokens": LABELLER_TOKENS_ENV}
+_NOT_ON_COMMAND_LINE = frozenset(_SECRET_ENV)
 
 
 class _TokenFromEnvironment(EnvSettingsSource):
     def __call__(self) -> dict[str, Any]:
-        return {key: value for key, value in super().__call__().items() if key == "feedback_token"}
+        found = super().__call__().items()
+        return {key: value for key, value in found if key in _NOT_ON_COMMAND_LINE}
 
 
 def parse_command_line(argv: Sequence[str]) -> PredictorConfig:
@@ -277,8 +310,8 @@ def parse_command_line(argv: Sequence[str]) -> PredictorConfig:
     secret = sorted(_NOT_ON_COMMAND_LINE & set(source()))  # argparse hides them, not refuses
     if secret:
         parser.error(
-            f"unrecognized arguments: {_flag(secret[0])} (the token is read from ${TOKEN_ENV} "
-            "only: a command line shows in every process listing)"
+            f"unrecognized arguments: {_flag(secret[0])} (it is read from "
+            f"${_SECRET_ENV[secret[0]]} only: a command line shows in every process listing)"
         )
     try:
         return PredictorConfig(_cli_settings_source=source)

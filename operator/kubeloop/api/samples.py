@@ -58,6 +58,9 @@ class FeedbackSample(ApiModel):
     """What the model answered for that prediction, when known."""
     model_version: str | None = None
     """Model version that made that prediction, when known."""
+    labeller: str | None = None
+    """Who labelled it: the name of the labeller's token, the trusted proxy's user, or the
+    name the request gave."""
     received_at: str
     """When the feedback API stored it (RFC 3339)."""
 

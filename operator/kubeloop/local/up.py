@@ -161,6 +161,7 @@ def urls(served_model: Body) -> list[str]:
     dataset = served_model["spec"].get("feedbackDataset")
     if dataset:
         lines += [
+            f"  review page     {url}/review/{dataset}   (label in the browser)",
             f"  feedback   POST {url}/v1/feedback/{dataset}",
             f"  review     GET  {url}/v1/review/{dataset}",
         ]

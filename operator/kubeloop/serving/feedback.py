@@ -17,9 +17,12 @@ counted (kubeloop_feedback_total) and answered by the HTTP layer. No HTTP here.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import collections
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -44,7 +47,9 @@ from kubeloop.storage import ObjectStore, StorageUnavailable
 
 RETRY_AFTER_SECONDS = 5
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
-_FIELDS = {"input", "image_png", "label", "prediction_id", "slice"}
+_FIELDS = {"input", "image_png", "label", "labeller", "prediction_id", "slice"}
+_LABELLER = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+"""A labeller's name: 1 to 128 characters, no control characters."""
 PAYLOAD_OPTION = "--max-payload-bytes"
 
 
@@ -72,6 +77,8 @@ class FeedbackRequest:
     image: bytes | None = None
     """The image as it was sent (PNG or JPEG), stored instead of its floats."""
     content_type: str = "image/png"
+    labeller: str | None = None
+    """Who labelled it, as the request names them (credentials name them in `submit`)."""
 
 
 def parse_json(
@@ -106,7 +113,9 @@ def parse_json(
             array = inputs.image(image, shape, preprocessing)
     except inputs.InputError as error:
         raise Rejected(_input_status(error), error.reason, str(error)) from None
-    return FeedbackRequest(fields.label, array, fields.prediction_id, fields.slice, image)
+    return FeedbackRequest(
+        fields.label, array, fields.prediction_id, fields.slice, image, labeller=fields.labeller
+    )
 
 
 def parse_image(
@@ -126,7 +135,13 @@ def parse_image(
     except inputs.InputError as error:
         raise Rejected(_input_status(error), error.reason, str(error)) from None
     return FeedbackRequest(
-        fields.label, array, fields.prediction_id, fields.slice, body, content_type
+        fields.label,
+        array,
+        fields.prediction_id,
+        fields.slice,
+        body,
+        content_type,
+        labeller=fields.labeller,
     )
 
 
@@ -159,6 +174,8 @@ class FeedbackService:
         self._find_elsewhere = find_elsewhere
         self._timeout = write_timeout_seconds
         self.writer = SegmentWriter(self._put, prefix)
+        self._labelled: collections.Counter[tuple[str, str]] = collections.Counter()
+        """(labeller, UTC day) -> samples this process stored for them."""
 
     async def receive(
         self,
@@ -167,9 +184,11 @@ class FeedbackService:
         params: Mapping[str, str],
         model_shape: tuple[int, ...] | None,
         preprocessing: Preprocessing | None = None,
+        labeller: str | None = None,
     ) -> dict[str, Any]:
         """A request as it came (a JSON or PNG body; `model_shape` is the serving version's
-        input shape, None before one is loaded), validated and stored: the acknowledgement."""
+        input shape, None before one is loaded), validated and stored: the acknowledgement.
+        `labeller`: who the request's credentials say sent it, which the body cannot change."""
         shape = expected_shape(self.policy, model_shape)
         media = content_type.split(";")[0].strip().lower()
         if media in ("image/png", "image/jpeg"):
@@ -182,6 +201,8 @@ class FeedbackService:
                 "unsupported-media-type",
                 f"content type {media!r}: send application/json, image/png or image/jpeg",
             )
+        if labeller is not None:
+            parsed = dataclasses.replace(parsed, labeller=labeller)
         return await self.submit(parsed, shape)
 
     @contextlib.contextmanager
@@ -229,6 +250,7 @@ class FeedbackService:
             prediction_id=request.prediction_id,
             predicted_label=logged.predicted_label if logged else None,
             model_version=logged.model_version if logged else None,
+            labeller=request.labeller,
             received_at=samples.rfc3339(time.time()),
         )
         try:
@@ -261,6 +283,8 @@ class FeedbackService:
                 self._live_accuracy.record(logged.model_version, correct)
                 self._pool.mark_reviewed(logged.prediction_id)
         metrics.FEEDBACK.labels(dataset=self.policy.dataset, result="accepted", reason="ok").inc()
+        if sample.labeller is not None:
+            self._labelled[(sample.labeller, sample.received_at[:10])] += 1
         return {
             "id": sample.id,
             "bucket": self.bucket,
@@ -270,6 +294,24 @@ class FeedbackService:
             "predicted_label": sample.predicted_label,
             "model_version": sample.model_version,
             "correct": correct,
+        }
+
+    async def progress(self, labeller: str | None, version: str | None) -> dict[str, Any]:
+        """The review page's progress line: what `labeller` labelled today (through this
+        replica), the samples waiting for the next snapshot (the inbox, all replicas'), and
+        the live accuracy of `version`."""
+        inbox = await asyncio.to_thread(
+            self._store.list_keys, self.bucket, self.prefix + samples.INBOX
+        )
+        counts = self._live_accuracy.totals().versions.get(version or "")
+        today = samples.rfc3339(time.time())[:10]
+        return {
+            "labeller": labeller,
+            "labelled_today": self._labelled[(labeller, today)] if labeller else 0,
+            "samples_since_snapshot": sum(samples.samples_in(k) for k in inbox),
+            "model_version": version,
+            "live_judged": counts.judged if counts else 0,
+            "live_accuracy": counts.correct / counts.judged if counts and counts.judged else None,
         }
 
     def _put(self, key: str, body: bytes) -> None:
@@ -311,7 +353,14 @@ def _fields(label: Any, fields: Mapping[str, Any], policy: Policy) -> FeedbackRe
         raise Rejected(422, "bad-slice", "slice must be a non-empty string")
     if tag is not None and policy.slices and tag not in policy.slices:
         raise Rejected(422, "bad-slice", f"slice {tag!r} is not one of {_listing(policy.slices)}")
-    return FeedbackRequest(label=label, input=None, prediction_id=prediction_id, slice=tag)
+    labeller = fields.get("labeller")
+    if labeller is not None and (not isinstance(labeller, str) or not _LABELLER.match(labeller)):
+        raise Rejected(
+            422, "bad-labeller", "labeller must be a name of 1 to 128 characters, no controls"
+        )
+    return FeedbackRequest(
+        label=label, input=None, prediction_id=prediction_id, slice=tag, labeller=labeller
+    )
 
 
 def _check_size(size: int, policy: Policy) -> None:

@@ -4,7 +4,9 @@
     POST /v1/models/{name}/reload       check the alias now instead of at the next poll
     POST /v1/feedback/{dataset}         a labelled input (JSON, or a raw image/png body)
     GET  /v1/review/{dataset}           predictions to label: ?strategy=&budget=&...
+    GET  /v1/review/{dataset}/progress  the review page's progress line: ?labeller=
     GET  /v1/similar/{prediction_id}    logged predictions nearest by embedding: ?k=
+    GET  /review/{dataset}              the review page (serving.review_page)
 
 Errors are {"error": message, "reason": word} with a 4xx/5xx status: the routes raise
 `Rejected` and serving.asgi answers it, once for all of them. With a bearer token
@@ -15,13 +17,13 @@ requests without it (401). Thin: the logic is in feedback.py, review.py and hold
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
-from kubeloop.serving import feedback
+from kubeloop.serving import feedback, review_page
 from kubeloop.serving.errors import Rejected
 from kubeloop.serving.holder import ModelFollower
 from kubeloop.serving.predictor import Predictor
@@ -38,6 +40,12 @@ class Components:
     review: ReviewQueue
     feedback: feedback.FeedbackService | None = None
     token: str | None = None
+    labellers: dict[str, str] = field(default_factory=dict)
+    """A labeller's own bearer token -> their name."""
+    user_header: str | None = None
+    """The header a trusted authenticating proxy names the signed-in user in."""
+    threshold: int | None = None
+    """The FeedbackDataset's retrain threshold, for the review page."""
     reload_timeout_seconds: float = 5.0
 
 
@@ -60,7 +68,7 @@ def router(c: Components) -> APIRouter:
     async def post_feedback(dataset: str, request: Request) -> JSONResponse:
         service = _feedback_service(c, dataset)
         with service.counting_refusals():
-            _authorize(c, request)
+            labeller = _authorize(c, request)
             current = c.predictor.holder.current
             ack = await service.receive(
                 await request.body(),  # bounded and read by serving.asgi already
@@ -68,6 +76,7 @@ def router(c: Components) -> APIRouter:
                 request.query_params,
                 current.onnx.input_shape if current else None,
                 current.preprocessing if current else None,
+                labeller=labeller,
             )
         return JSONResponse(ack, status_code=201)
 
@@ -104,6 +113,20 @@ def router(c: Components) -> APIRouter:
         chosen = await c.review.select(strategy, budget, include_reviewed, **options)
         return JSONResponse({"dataset": dataset, **chosen})
 
+    @routes.get("/v1/review/{dataset}/progress")
+    async def progress(dataset: str, request: Request) -> JSONResponse:
+        service = _feedback_service(c, dataset)
+        labeller = _authorize(c, request) or request.query_params.get("labeller") or None
+        current = c.predictor.holder.current
+        version = current.version.version if current else None
+        found = await service.progress(labeller, version)
+        return JSONResponse({"dataset": dataset, "threshold": c.threshold, **found})
+
+    @routes.get("/review/{dataset}", include_in_schema=False)
+    async def page(dataset: str) -> HTMLResponse:
+        _feedback_service(c, dataset)
+        return HTMLResponse(review_page.render(c.name, dataset))
+
     @routes.get("/v1/similar/{prediction_id}")
     async def similar(
         prediction_id: str, request: Request, k: Annotated[int, Query(ge=1, le=1000)] = 10
@@ -136,16 +159,23 @@ def _check_model(c: Components, name: str) -> None:
         raise Rejected(404, "unknown-model", f"this predictor serves {c.name!r}, not {name!r}")
 
 
-def _authorize(c: Components, request: Request) -> None:
-    if c.token is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+def _authorize(c: Components, request: Request) -> str | None:
+    """Refuse a request without a valid bearer token when tokens are set (401); the
+    labeller its credentials name: a labeller's own token, else the trusted proxy's header."""
+    user = (request.headers.get(c.user_header) or None) if c.user_header else None
+    if c.token is None and not c.labellers:
+        return user
+    scheme, _, text = request.headers.get("authorization", "").partition(" ")
     # Bytes, not str: compare_digest refuses non-ASCII str, and a header is any bytes
     # (Starlette decodes it as latin-1, which encode() undoes exactly).
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode("latin-1"), c.token.encode()
-    ):
-        raise Rejected(401, "unauthorized", "a valid bearer token is required")
+    given = text.strip().encode("latin-1")
+    if scheme.lower() == "bearer":
+        for token, name in c.labellers.items():
+            if hmac.compare_digest(given, token.encode()):
+                return name
+        if c.token is not None and hmac.compare_digest(given, c.token.encode()):
+            return user
+    raise Rejected(401, "unauthorized", "a valid bearer token is required")
 
 
 def _feedback_service(c: Components, dataset: str) -> feedback.FeedbackService:

@@ -258,6 +258,9 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
         review=ReviewQueue(pool, config.review_strategy, config.review_budget),
         feedback=service,
         token=config.token,
+        labellers=config.labellers,
+        user_header=config.trusted_user_header,
+        threshold=config.retrain_threshold,
         reload_timeout_seconds=config.reload_timeout_seconds,
     )
     server = PredictorServer(config, components, background, shutdown)
