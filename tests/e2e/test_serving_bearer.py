@@ -5,7 +5,6 @@ sent as its UTF-8 bytes is accepted."""
 from __future__ import annotations
 
 import socket
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -54,7 +53,12 @@ def test_a_non_ascii_bearer_is_a_401(guarded: services.Service, method: str, pat
 
 def authorize(token: str, header: bytes) -> None:
     scope: dict[str, Any] = {"type": "http", "headers": [(b"authorization", header)]}
-    routes._authorize(SimpleNamespace(token=token), Request(scope))  # type: ignore[arg-type]
+    nobody: Any = None
+    c = routes.Components("digits", nobody, nobody, nobody, token=token, labellers={token: "ada"})
+    assert routes._authorize(c, Request(scope)) == "ada"  # a labeller's token, compared alike
+    routes._authorize(
+        routes.Components("digits", nobody, nobody, nobody, token=token), Request(scope)
+    )
 
 
 def test_tokens_are_compared_as_bytes() -> None:

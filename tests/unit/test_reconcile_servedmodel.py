@@ -351,6 +351,8 @@ def test_predictor_args_follow_the_contract() -> None:
         "least-confidence",
         "--review-budget",
         "50",
+        "--review-audit-share",
+        "0",
     ]
     # The predictor's own command line accepts them (the serving side of the contract).
     parsed = predictor.parse_command_line(args)

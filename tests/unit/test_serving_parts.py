@@ -311,3 +311,28 @@ async def test_review_queue_and_similar_search() -> None:
     assert distances[0] == pytest.approx(nearest, rel=1e-4)
     with pytest.raises(UnknownPrediction):
         await queue.similar("zzz", 3)
+
+
+@pytest.mark.asyncio
+async def test_an_audit_share_of_the_queue_is_random_and_spread() -> None:
+    pool = PredictionPool(capacity=100)
+    pool.add(batch([f"a{i}" for i in range(40)], version="1"))
+    hardest = await ReviewQueue(pool, "least-confidence", 30).select(budget=40)
+    by_confidence = [item["prediction_id"] for item in hardest["items"]]
+    queue = ReviewQueue(pool, "least-confidence", 10, audit_share=0.2)
+    chosen = (await queue.select())["items"]
+    assert [item["rank"] for item in chosen] == list(range(10))
+    audits = [i for i, item in enumerate(chosen) if item["audit"]]
+    assert audits == [2, 7]  # two of ten, spread through the queue
+    picked = [item["prediction_id"] for item in chosen if not item["audit"]]
+    assert picked == by_confidence[:8]  # the strategy's eight, in its order
+    drawn = {chosen[i]["prediction_id"] for i in audits}
+    assert not drawn & set(picked)
+    draws = [
+        frozenset(i["prediction_id"] for i in (await queue.select())["items"] if i["audit"])
+        for _ in range(20)
+    ]
+    assert len(set(draws)) > 1  # drawn at random, not the strategy's next ones
+    assert all(len(d) == 2 for d in draws)
+    none = await ReviewQueue(pool, "least-confidence", 10).select()
+    assert not any(item["audit"] for item in none["items"])

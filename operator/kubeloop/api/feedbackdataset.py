@@ -73,6 +73,9 @@ class Review(ApiModel):
     """Active-learning strategy ordering the queue."""
     budget: common.Int64 = Field(default=50, ge=1)
     """Predictions offered per review request."""
+    audit_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of each request drawn at random instead (random checking), so live accuracy is
+    not measured on the hard cases alone."""
 
 
 class FeedbackDatasetSpec(ApiModel):

@@ -158,6 +158,8 @@ class PredictorConfig(BaseSettings):
     """the review queue's default strategy"""
     review_budget: int = Field(default=50, ge=1)
     """the review queue's default number of predictions"""
+    review_audit_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    """share of each review request drawn at random from the pool instead of by the strategy"""
     retrain_threshold: int | None = Field(default=None, ge=1)
     """the FeedbackDataset's retrain threshold, which the review page counts toward"""
     max_payload_bytes: int = Field(default=1 << 20, ge=1)

@@ -114,6 +114,7 @@ def predictor_args(
             slices=spec.slices,
             review_strategy=spec.review.strategy,
             review_budget=spec.review.budget,
+            review_audit_share=spec.review.audit_share,
             retrain_threshold=spec.retrain.threshold if spec.retrain else None,
         )
     return PredictorConfig.model_validate(options).to_args()

@@ -5,7 +5,9 @@ strategy (kubeloop.selection), each with the model's answer as a pre-annotation.
 ones (feedback named them) leave the queue. Embeddings are only comparable within one
 model version, so k-center, k-means and the similarity search look at the rows of one
 version: the newest for the queue, the query's for the search. Selection runs in a worker
-thread on a copy of the pool, so serving goes on meanwhile. No HTTP here.
+thread on a copy of the pool, so serving goes on meanwhile. An `audit_share` of each request
+is drawn at random from the rest of the pool (marked `audit`) and spread through the queue:
+random checking, so the live accuracy also measures the easy cases. No HTTP here.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ class BadReviewRequest(Rejected, ValueError):
 class ReviewQueue:
     """Picks predictions to label from `pool`."""
 
-    def __init__(self, pool: PredictionPool, strategy: str, budget: int) -> None:
+    def __init__(
+        self, pool: PredictionPool, strategy: str, budget: int, audit_share: float = 0.0
+    ) -> None:
         self.pool = pool
         self.strategy = strategy
         self.budget = budget
+        self.audit_share = audit_share
 
     async def select(
         self,
@@ -61,6 +66,7 @@ class ReviewQueue:
         view = self.pool.view(include_reviewed)
         if strategy in selection.EMBEDDING_STRATEGIES and len(view):
             view = view.where(view.versions == view.versions[-1])
+        audits = min(round(budget * self.audit_share), len(view))
         if len(view) == 0:
             picked = np.empty(0, dtype=np.intp)
         else:
@@ -70,18 +76,20 @@ class ReviewQueue:
                     strategy,
                     view.probabilities,
                     view.embeddings,
-                    budget,
+                    budget - audits,
                     times=view.times,
                     **options,
                 )
             except ValueError as error:  # an option the strategy refuses, named by it
                 raise BadReviewRequest(str(error)) from None
-        return {
-            "strategy": strategy,
-            "budget": budget,
-            "pool": len(view),
-            "items": _items(view, picked),
-        }
+        audited = _audit(len(view), picked, audits, np.random.default_rng())
+        queue = [{**item, "audit": False} for item in _items(view, picked)]
+        places = _spread(len(queue) + len(audited), len(audited))
+        for place, item in zip(places, _items(view, audited), strict=True):
+            queue.insert(place, {**item, "audit": True})
+        for rank, item in enumerate(queue):
+            item["rank"] = rank
+        return {"strategy": strategy, "budget": budget, "pool": len(view), "items": queue}
 
     async def similar(self, prediction_id: str, k: int) -> dict[str, Any]:
         """The `k` logged predictions nearest to `prediction_id` by embedding, nearest first."""
@@ -118,6 +126,19 @@ def _nearest(
     candidates = np.argpartition(squared, k - 1)[:k] if k < len(view) else np.arange(len(view))
     order = candidates[np.argsort(squared[candidates], kind="stable")]
     return np.sqrt(squared[order]), order
+
+
+def _audit(
+    size: int, picked: np.ndarray[Any, Any], count: int, rng: np.random.Generator
+) -> np.ndarray[Any, Any]:
+    """`count` rows of a pool of `size` drawn uniformly from those not `picked`."""
+    rest = np.setdiff1d(np.arange(size), picked)
+    return rng.choice(rest, size=min(count, len(rest)), replace=False)
+
+
+def _spread(length: int, count: int) -> list[int]:
+    """`count` places, ascending, spread evenly over a queue of `length` items."""
+    return [int((j + 0.5) * length / count) for j in range(count)] if count else []
 
 
 def _items(view: PoolView, picked: np.ndarray[Any, Any]) -> list[dict[str, Any]]:

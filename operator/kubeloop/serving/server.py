@@ -255,7 +255,9 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
         name=config.name,
         predictor=predictor,
         follower=follower,
-        review=ReviewQueue(pool, config.review_strategy, config.review_budget),
+        review=ReviewQueue(
+            pool, config.review_strategy, config.review_budget, config.review_audit_share
+        ),
         feedback=service,
         token=config.token,
         labellers=config.labellers,
