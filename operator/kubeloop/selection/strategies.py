@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
+import threadpoolctl
 from numpy.typing import NDArray
 
 from kubeloop.selection import scores
@@ -116,7 +117,8 @@ def k_center(pool: Pool, budget: int, options: Options) -> Indices:
     """Greedy k-center (core-set): repeatedly the row farthest from every centre so far.
 
     O(budget * N * D): one matrix-vector product per pick updates each row's distance to
-    its nearest centre. Without labelled rows the first centre is a random row.
+    its nearest centre, in place, on one BLAS thread. Without labelled rows the first centre
+    is a random row.
     """
     x = _embeddings(pool, "k-center")
     n = len(x)
@@ -137,14 +139,21 @@ def k_center(pool: Pool, budget: int, options: Options) -> Indices:
     else:
         pick = int(np.random.default_rng(options.seed).integers(n))
     picked = np.empty(budget, dtype=np.intp)
-    for step in range(budget):
-        picked[step] = pick
-        distances = norms - 2.0 * (x @ x[pick]) + norms[pick]
-        np.minimum(nearest, distances, out=nearest)
-        nearest[picked[: step + 1]] = -np.inf
-        pick = int(np.argmax(nearest))
-        if not np.isfinite(nearest[pick]):  # every row picked or labelled
-            return picked[: step + 1]
+    distances = np.empty(n, dtype=x.dtype)
+    # One BLAS thread: each pick is one memory-bound matrix-vector product, which more
+    # threads barely speed up on an idle machine and stall on a loaded one (bench/README.md).
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        for step in range(budget):
+            picked[step] = pick
+            np.matmul(x, x[pick], out=distances)
+            distances *= -2.0
+            distances += norms
+            distances += norms[pick]
+            np.minimum(nearest, distances, out=nearest)
+            nearest[pick] = -np.inf  # picked rows stay at -inf: the minimum keeps them there
+            pick = int(np.argmax(nearest))
+            if not np.isfinite(nearest[pick]):  # every row picked or labelled
+                return picked[: step + 1]
     return picked
 
 
