@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kubeloop.api import validation
+from kubeloop.api import predictor, validation
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import ServedModel
 from kubeloop.api.trainingjob import TrainingJob
@@ -379,3 +379,29 @@ def test_predictors_have_resources_and_the_same_hardening() -> None:
     }
     assert pod["nodeSelector"] == {"pool": "gpu"}
     assert deployment["spec"]["template"]["metadata"]["labels"]["team"] == "vision"
+
+
+def test_a_gpu_predictor_runs_on_cuda_and_pulls_from_private_registries() -> None:
+    template = {"imagePullSecrets": ["regcred"], "nodeSelector": {"gpu": "a100"}}
+    resources = {"cpu": "2", "memory": "4Gi", "gpu": 1}
+    sm = served_model(resources=resources, template=template)
+    deploy = servedmodel.Deploy("models:/digits@champion")
+    isvc = builders.build_inference_service(sm, DEFAULTS, deploy)
+    assert _check_model(isvc, "V1beta1InferenceService", "isvc") == []
+    deployment = builders.build_deployment(sm, DEFAULTS, "models:/digits@champion")
+    validate(deployment)
+    pods = [isvc["spec"]["predictor"], deployment["spec"]["template"]["spec"]]
+    for pod in pods:
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        (container,) = pod["containers"]
+        args = container["args"]
+        assert args[args.index("--device") + 1] == "cuda"
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        predictor.parse_command_line(args)  # the predictor takes what the operator renders
+    on_cpu = builders.build_deployment(served_model(), DEFAULTS, "models:/digits@champion")
+    (container,) = on_cpu["spec"]["template"]["spec"]["containers"]
+    assert "--device" not in container["args"]
+    assert "imagePullSecrets" not in on_cpu["spec"]["template"]["spec"]
+    job = builders.build_job(training_job(template={"imagePullSecrets": ["regcred"]}), DEFAULTS)
+    validate(job)
+    assert job["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]

@@ -4,10 +4,12 @@ only, and `--help` that lists every option without importing the server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import typing
 
+import onnxruntime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -153,3 +155,20 @@ def test_help_lists_every_option_and_loads_no_server() -> None:
     assert "KUBELOOP_FEEDBACK_TOKEN" in answer.stdout
     imported = {line.split("|")[-1].strip() for line in answer.stderr.splitlines()}
     assert not {name for name in imported if name.startswith(("kserve", "onnxruntime"))}
+
+
+def test_cuda_without_onnxruntime_gpu_is_one_line_exit_2() -> None:
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: nothing to refuse")
+    command = ["--name", "digits", "--model-uri", "models:/digits@champion", "--device", "cuda"]
+    answer = subprocess.run(
+        [sys.executable, "-m", "kubeloop.serving", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KUBELOOP_MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    )
+    assert answer.returncode == 2, answer.stderr
+    assert "--device cuda needs onnxruntime's CUDAExecutionProvider" in answer.stderr
+    assert "install onnxruntime-gpu" in answer.stderr
+    assert "Traceback" not in answer.stderr

@@ -56,6 +56,10 @@ def _no_repeats(items: list[_T]) -> list[_T]:
 
 StringSet = Annotated[list[str], Field(json_schema_extra=LIST_SET), AfterValidator(_no_repeats)]
 """A list of strings without repeats, refused by the API server (list type set) and the models."""
+ObjectNameSet = Annotated[
+    list[ObjectName], Field(json_schema_extra=LIST_SET), AfterValidator(_no_repeats)
+]
+"""Names of objects in the same namespace, without repeats."""
 
 
 class ApiModel(BaseModel):

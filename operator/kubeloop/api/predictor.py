@@ -158,6 +158,9 @@ class PredictorConfig(BaseSettings):
     """the review queue's default strategy"""
     review_budget: int = Field(default=50, ge=1)
     """the review queue's default number of predictions"""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """where onnxruntime runs the model: cuda needs onnxruntime-gpu and a GPU (a ServedModel
+    with resources.gpu gets it)"""
     review_audit_share: float = Field(default=0.0, ge=0.0, le=1.0)
     """share of each review request drawn at random from the pool instead of by the strategy"""
     retrain_threshold: int | None = Field(default=None, ge=1)

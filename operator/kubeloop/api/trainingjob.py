@@ -98,6 +98,8 @@ class PodTemplate(ApiModel):
     """Node labels the pod must run on."""
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     """Tolerations of the pod, as in a PodSpec."""
+    image_pull_secrets: common.ObjectNameSet = Field(default_factory=list)
+    """Secrets of the registries the pod's image comes from."""
     service_account_name: str | None = None
     """Service account the pod runs as."""
     security_context: dict[str, Any] | None = None

@@ -90,6 +90,8 @@ def _pod_fields(template: PodTemplate, defaults: Settings) -> dict[str, Any]:
         pod["nodeSelector"] = dict(template.node_selector)
     if template.tolerations:
         pod["tolerations"] = [dict(t) for t in template.tolerations]
+    if template.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in template.image_pull_secrets]
     return pod
 
 
@@ -264,7 +266,13 @@ def predictor_container(
         "name": name,
         "image": sm.spec.image or defaults.predictor_image,
         "command": list(servedmodel.PREDICTOR_COMMAND),
-        "args": servedmodel.predictor_args(sm.metadata.name, uri, sm.spec.batching, feedback),
+        "args": servedmodel.predictor_args(
+            sm.metadata.name,
+            uri,
+            sm.spec.batching,
+            feedback,
+            device="cuda" if resources.gpu > 0 else "cpu",
+        ),
         "env": predictor_env(defaults, feedback[1] if feedback else None),
         "resources": _resources(resources),
         "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],

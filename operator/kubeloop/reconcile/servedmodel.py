@@ -90,6 +90,7 @@ def predictor_args(
     feedback: tuple[str, FeedbackDatasetSpec] | None = None,
     host: str = "0.0.0.0",
     port: int = PREDICTOR_PORT,
+    device: str = "cpu",
 ) -> list[str]:
     """Arguments of the predictor entrypoint; feedback from the FeedbackDataset's spec.
 
@@ -103,6 +104,8 @@ def predictor_args(
         "max_batch_size": batching.max_batch_size,
         "max_latency_ms": batching.max_latency_ms,
     }
+    if device != "cpu":
+        options["device"] = device
     if feedback is not None:
         dataset, spec = feedback
         options.update(

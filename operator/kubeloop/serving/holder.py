@@ -64,6 +64,7 @@ class ModelFollower:
         input_shape: tuple[int, ...] | None = None,
         fallback_classes: tuple[str, ...] | None = None,
         warm_up_rows: int = 1,
+        device: str = "cpu",
     ) -> None:
         self.uri = uri
         self.model_name, _, alias = parse_model_uri(uri)
@@ -76,6 +77,7 @@ class ModelFollower:
         self._input_shape = input_shape
         self._fallback_classes = fallback_classes
         self._warm_up_rows = warm_up_rows
+        self._device = device
         self._refused: dict[str, str] = {}  # version -> why it cannot be served
         self._lock = asyncio.Lock()
         self._reloading: asyncio.Task[bool] | None = None
@@ -155,7 +157,7 @@ class ModelFollower:
 
     def _load(self, version: ModelVersion, current: LoadedModel | None) -> LoadedModel:
         data = self._registry.download_onnx(version)
-        model = onnx_model.OnnxModel(data, self._input_shape)
+        model = onnx_model.OnnxModel(data, self._input_shape, self._device)
         if current is not None and model.instance_size != current.onnx.instance_size:
             # Requests already validated against the serving shape would fail on this one.
             raise onnx_model.ModelFormatError(

@@ -26,16 +26,36 @@ class ModelFormatError(ValueError):
     """The model does not follow kubeloop's ONNX contract; the message says how."""
 
 
+class DeviceUnavailable(RuntimeError):
+    """onnxruntime here cannot run on the device asked for; the message says what to do."""
+
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider"]}
+"""onnxruntime's execution providers for each predictor --device."""
+
+
+def check_device(device: str) -> None:
+    """DeviceUnavailable unless this onnxruntime has the device's provider."""
+    available = onnxruntime.get_available_providers()
+    missing = [p for p in PROVIDERS[device] if p not in available]
+    if missing:
+        raise DeviceUnavailable(
+            f"--device {device} needs onnxruntime's {missing[0]}, which this onnxruntime "
+            f"lacks (it has {', '.join(available)}): install onnxruntime-gpu in the predictor "
+            "image and give the pod a GPU, or serve on --device cpu"
+        )
+
+
 class OnnxModel:
     """An inference session plus the shapes the contract promises. Thread-safe to run."""
 
-    def __init__(self, data: bytes, fallback_shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, data: bytes, fallback_shape: tuple[int, ...] | None = None, device: str = "cpu"
+    ) -> None:
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = onnxruntime.InferenceSession(
-                data, options, providers=["CPUExecutionProvider"]
-            )
+            self._session = onnxruntime.InferenceSession(data, options, providers=PROVIDERS[device])
         except Exception as error:  # onnxruntime raises its own pybind exception types
             raise ModelFormatError(f"onnxruntime cannot load the model: {error}") from error
         inputs = {i.name: i for i in self._session.get_inputs()}

@@ -35,7 +35,7 @@ from kubeloop import redaction
 from kubeloop import settings as kubeloop_settings
 from kubeloop.api.predictor import PredictorConfig, parse_command_line
 from kubeloop.registry import Registry, parse_model_uri
-from kubeloop.serving import asgi, feedback, routes
+from kubeloop.serving import asgi, feedback, onnx_model, routes
 from kubeloop.serving.errors import Rejected
 from kubeloop.serving.holder import ModelFollower, ModelHolder
 from kubeloop.serving.kserve_model import KServeModel
@@ -205,6 +205,7 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
         config.alias_poll_seconds,
         input_shape=fb.input_shape if fb else None,
         fallback_classes=fb.classes if fb else None,
+        device=config.device,
         warm_up_rows=config.max_batch_size,
     )
     pool = PredictionPool(config.pool_size)
@@ -292,8 +293,12 @@ def _serve(config: PredictorConfig) -> int:
     )
     _quiet_kserve()
     try:
+        onnx_model.check_device(config.device)
         server = build(config, settings)
-    except InvalidEndpoint as error:  # a setting that cannot be used: say which, no traceback
+    except (
+        InvalidEndpoint,
+        onnx_model.DeviceUnavailable,
+    ) as error:  # a setting that cannot be used: say which, no traceback
         print(f"kubeloop predictor: {error}", file=sys.stderr)
         return 2
     redaction.install()  # every handler configured by now: ours, kserve's, uvicorn's
