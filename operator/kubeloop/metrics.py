@@ -141,7 +141,11 @@ PREDICTOR_BATCH_SIZE = Histogram(
     "Rows per onnxruntime call after micro-batching.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
-PREDICTIONS = Counter("kubeloop_predictions_total", "Predictions by predicted class.", ["class"])
+PREDICTIONS = Counter(
+    "kubeloop_predictions_total",
+    "Predictions by predicted class and the model version that made them (canary or stable).",
+    ["class", "version"],
+)
 FEEDBACK = Counter(
     "kubeloop_feedback_total",
     "Feedback requests by dataset, result (accepted, rejected) and reason (ok or the problem).",
@@ -154,7 +158,8 @@ LIVE_ACCURACY = Gauge(
 )
 PREDICTION_ENTROPY = Histogram(
     "kubeloop_prediction_entropy",
-    "Entropy of each prediction over its maximum log(classes): 0 sure, 1 uniform.",
+    "Entropy of each prediction over its maximum log(classes): 0 sure, 1 uniform, by version.",
+    ["version"],
     buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
 

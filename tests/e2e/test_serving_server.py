@@ -438,9 +438,10 @@ def test_metrics_are_exported_next_to_kserve_s(served: Served) -> None:
         'kubeloop_predictor_request_seconds_count{protocol="v2"}',
         "kubeloop_predictor_batch_size_bucket",
         "kubeloop_predictions_total{class=",
+        'version="1"}',  # predictions and entropy by the version that made them
         'kubeloop_feedback_total{dataset="digits-fb",reason="ok",result="accepted"}',
         'kubeloop_feedback_total{dataset="digits-fb",reason="bad-label",result="rejected"}',
-        "kubeloop_prediction_entropy_bucket",
+        'kubeloop_prediction_entropy_bucket{le="0.05",version="1"}',
         "request_predict_seconds",  # kserve's own
     ):
         assert sample in text, sample

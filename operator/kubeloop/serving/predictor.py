@@ -129,11 +129,14 @@ class Predictor:
         return model
 
     def _record(self, answer: Answer, rows: Floats) -> None:
+        version = answer.model.version.version
         counts = np.bincount(answer.class_index, minlength=len(answer.model.classes))
         for index in np.flatnonzero(counts).tolist():
-            metrics.PREDICTIONS.labels(answer.model.classes[index]).inc(int(counts[index]))
+            label = answer.model.classes[index]
+            metrics.PREDICTIONS.labels(label, version).inc(int(counts[index]))
+        entropy = metrics.PREDICTION_ENTROPY.labels(version)
         for value in scores.normalized_entropy(answer.probabilities).tolist():
-            metrics.PREDICTION_ENTROPY.observe(value)
+            entropy.observe(value)
         if self.pool is None and self.log is None:
             return
         batch = PredictionBatch(
