@@ -5,6 +5,10 @@ when it can. A predictor whose arguments no longer match what the ServedModel as
 replaced; one a killed `kubeloop up` left running with the right arguments keeps serving. When
 the plan names the version the alias now points to, the predictor is asked to swap at once
 (POST .../reload) instead of at its next registry poll.
+
+During a canary the candidate runs as role `predictor/NAME-canary` on a port of its own, and
+the stable predictor forwards `canaryPercent` of the inference requests to it
+(serving.canary): the URL people use stays the stable one, and the split is real.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class LocalPredictor:
         self._base_port = base_port or PREDICTOR_PORT
         self._serving: dict[str, str] = {}
         """The version each predictor was last seen serving."""
+        self._splits: dict[str, tuple[str | None, int]] = {}
+        """The canary split each stable predictor was last told."""
 
     def problem(self, sm: ServedModel) -> tuple[str, str] | None:
         return None  # both runtimes run as one local process
@@ -59,7 +65,6 @@ class LocalPredictor:
         feedback: FeedbackRef | None,
         spec_changed: bool,
     ) -> ServingState:
-        # Locally the stable predictor takes all traffic; a canary is only reported.
         name = sm.metadata.name
         role = f"predictor/{name}"
         preferred = self._base_port + len(self._processes.roles("predictor/"))
@@ -78,7 +83,48 @@ class LocalPredictor:
             return ServingState(False, url, "PredictorStarting", "loading the model")
         if deploy.version is not None and self._serving.get(name) != deploy.version:
             self._swap(name, url, deploy.version)
+        self._split(sm, deploy, url)
         return ServingState(True, url)
+
+    def _split(self, sm: ServedModel, deploy: Deploy, stable_url: str) -> None:
+        """Run the canary predictor while the plan has one, and tell the stable predictor
+        its share; without a canary, stop it and end the split."""
+        name = sm.metadata.name
+        role = f"predictor/{name}-canary"
+        wanted: tuple[str | None, int] = (None, 0)
+        if deploy.canary_uri is not None:
+            port = self._processes.port(role, None)
+            args = servedmodel.predictor_args(
+                name, deploy.canary_uri, sm.spec.batching, host=services.HOST, port=port
+            )
+            running = self._processes.get(role)
+            if running is not None and running.extra.get("args") != args:
+                self._processes.stop(role)
+                running = None
+            if running is None:
+                self._start(name, role, args, port)
+            url = f"http://{services.HOST}:{port}"
+            if services.is_healthy(f"{url}/v2/health/ready"):
+                wanted = (url, deploy.canary_percent)
+        elif self._processes.get(role) is not None:
+            self._processes.stop(role)
+        if self._splits.get(name, (None, 0)) != wanted:
+            self._tell(name, stable_url, wanted)
+
+    def _tell(self, name: str, url: str, split: tuple[str | None, int]) -> None:
+        body = {"url": split[0], "percent": split[1]}
+        try:
+            services.post(f"{url}/v1/models/{name}/canary", body, headers=self._auth())
+        except (urllib.error.URLError, OSError) as error:
+            self._say(f"! ServedModel/{name}: setting the canary split failed ({error})")
+            return
+        self._splits[name] = split
+        if split[1]:
+            self._say(f"- ServedModel/{name}: {split[1]}% of inference goes to the canary")
+
+    def _auth(self) -> dict[str, str]:
+        token = self._env.get(TOKEN_ENV) or os.environ.get(TOKEN_ENV)
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _start(self, name: str, role: str, args: list[str], port: int) -> None:
         ended = self._processes.record(role)
@@ -90,18 +136,19 @@ class LocalPredictor:
             )
             self._processes.forget(role)
         command = [sys.executable, "-m", "kubeloop.serving", *args]
-        log = path_inside(self._root, f"{name}.log")
+        label = role.removeprefix("predictor/")
+        log = path_inside(self._root, f"{label}.log")
         url = f"http://{services.HOST}:{port}"
         self._processes.spawn(role, command, url, log, self._root, self._env, {"args": args})
-        self._serving.pop(name, None)
-        self._say(f"- ServedModel/{name}: predictor starting at {url} (log: {log})")
+        if label == name:  # a new stable predictor serves nothing yet and splits nothing
+            self._serving.pop(name, None)
+            self._splits.pop(name, None)
+        self._say(f"- ServedModel/{name}: predictor {label} starting at {url} (log: {log})")
 
     def _swap(self, name: str, url: str, version: str) -> None:
         """Ask the predictor to follow the alias now; it polls the registry anyway."""
-        token = self._env.get(TOKEN_ENV) or os.environ.get(TOKEN_ENV)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            answer = services.post(f"{url}/v1/models/{name}/reload", {}, headers=headers)
+            answer = services.post(f"{url}/v1/models/{name}/reload", {}, headers=self._auth())
         except (urllib.error.URLError, OSError) as error:
             self._say(f"! ServedModel/{name}: reload request failed ({error}); it will poll")
             return

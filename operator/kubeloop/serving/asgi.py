@@ -85,7 +85,7 @@ class BodyLimits:
                 await answer(error)(scope, receive, send)
                 return
             if body is not None:
-                await self.app(scope, _replay(body, receive), send)
+                await self.app(scope, replay(body, receive), send)
         finally:
             await self.room.give(held[0])
 
@@ -152,7 +152,7 @@ class _Room:
                 self._freed.notify_all()
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A receive() that hands the route the body read already, then what the client sends."""
     sent = False
 

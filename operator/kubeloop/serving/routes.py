@@ -2,6 +2,7 @@
 
     GET  /v1/models/{name}/version      which registry version answers, since when
     POST /v1/models/{name}/reload       check the alias now instead of at the next poll
+    POST /v1/models/{name}/canary       forward a share of inference to a canary (serving.canary)
     POST /v1/feedback/{dataset}         a labelled input (JSON, or a raw image/png body)
     GET  /v1/review/{dataset}           predictions to label: ?strategy=&budget=&...
     GET  /v1/review/{dataset}/progress  the review page's progress line: ?labeller=
@@ -17,13 +18,14 @@ requests without it (401). Thin: the logic is in feedback.py, review.py and hold
 from __future__ import annotations
 
 import hmac
+import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from kubeloop.serving import feedback, review_page
+from kubeloop.serving import canary, feedback, review_page
 from kubeloop.serving.errors import Rejected
 from kubeloop.serving.holder import ModelFollower
 from kubeloop.serving.predictor import Predictor
@@ -46,6 +48,8 @@ class Components:
     """The header a trusted authenticating proxy names the signed-in user in."""
     threshold: int | None = None
     """The FeedbackDataset's retrain threshold, for the review page."""
+    split: canary.Split = field(default_factory=canary.Split)
+    """The canary split this predictor applies (serving.canary)."""
     reload_timeout_seconds: float = 5.0
 
 
@@ -63,6 +67,19 @@ def router(c: Components) -> APIRouter:
         _authorize(c, request)
         swapped = await c.follower.reload(c.reload_timeout_seconds)
         return JSONResponse({"swapped": swapped, **_version(c)})
+
+    @routes.post("/v1/models/{name}/canary")
+    async def set_canary(name: str, request: Request) -> JSONResponse:
+        _check_model(c, name)
+        _authorize(c, request)
+        try:
+            wanted = json.loads(await request.body())
+            c.split.set(wanted.get("url"), int(wanted.get("percent", 0)))
+        except (ValueError, TypeError, AttributeError) as error:
+            raise Rejected(
+                422, "bad-canary", f'send {{"url": URL, "percent": 0-100}}: {error}'
+            ) from None
+        return JSONResponse({"url": c.split.url, "percent": c.split.percent})
 
     @routes.post("/v1/feedback/{dataset}")
     async def post_feedback(dataset: str, request: Request) -> JSONResponse:

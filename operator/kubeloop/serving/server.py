@@ -35,7 +35,7 @@ from kubeloop import redaction
 from kubeloop import settings as kubeloop_settings
 from kubeloop.api.predictor import PredictorConfig, parse_command_line
 from kubeloop.registry import Registry, parse_model_uri
-from kubeloop.serving import asgi, feedback, onnx_model, routes
+from kubeloop.serving import asgi, canary, feedback, onnx_model, routes
 from kubeloop.serving.errors import Rejected
 from kubeloop.serving.holder import ModelFollower, ModelHolder
 from kubeloop.serving.kserve_model import KServeModel
@@ -79,15 +79,24 @@ class _ReadyWhenLoaded(DataPlane):  # type: ignore[misc]  # kserve ships no type
 class _RESTServer(RESTServer):  # type: ignore[misc]  # kserve ships no type information
     """kserve's REST server with kubeloop's HTTP layer: its hooks run when the app is made."""
 
-    def __init__(self, body_rules: list[asgi.BodyRule], config: PredictorConfig, **kw: Any):
+    def __init__(
+        self,
+        body_rules: list[asgi.BodyRule],
+        config: PredictorConfig,
+        split: canary.Split,
+        **kw: Any,
+    ):
         super().__init__(**kw)
         self._body_rules = body_rules
         self._limits = config
+        self._split = split
 
     def _add_middlewares(self, app: FastAPI) -> None:
         # Not kserve's: its TimingMiddleware calls getrusage twice and logs per request, half
         # the predictor's time at batch 1 (bench/README.md); the predictor's own histograms
         # (kubeloop_predictor_request_seconds) time each request. No access log either.
+        # Innermost first: the canary split sees bodies the limits let through.
+        app.add_middleware(canary.CanaryRoutes, split=self._split)
         asgi.add_body_limits(
             app,
             rules=self._body_rules,
@@ -133,6 +142,7 @@ class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships
         self._rest_server = _RESTServer(
             self._body_rules(),
             self._config,
+            self._components.split,
             app=FASTAPI_APP_IMPORT_STRING,
             data_plane=self.dataplane,
             model_repository_extension=self.model_repository_extension,
