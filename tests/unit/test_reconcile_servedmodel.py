@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop.api import conditions, predictor
+from kubeloop.api import conditions, predictor, samples
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import (
     Batching,
@@ -22,6 +22,7 @@ from kubeloop.api.servedmodel import (
 from kubeloop.api.trainingjob import Metrics
 from kubeloop.reconcile import observations, servedmodel
 from kubeloop.reconcile.servedmodel import Deploy, Observed, RolloutPlan, ServingState
+from tests.feedback_samples import feedback_dataset
 from tests.memory_ports import Memory
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -483,3 +484,43 @@ def test_a_rollback_goes_back_one_promotion_and_holds_the_version_back() -> None
     assert status.gate is not None
     assert (status.gate.baseline_version, status.serving_version) == ("1", "3")
     assert memory.registry.aliases == {"champion": "3", "champion-previous": "1"}
+
+
+def test_a_canary_that_does_worse_live_is_rolled_back_once() -> None:
+    memory = Memory()
+    fd = feedback_dataset("fb", "bucket", 100)
+    memory.objects.put({**fd, "metadata": {"name": "fb", "namespace": "default"}})
+    canary = {"steps": [10], "stepSeconds": 3600, "minJudged": 20, "maxAccuracyDrop": 0.05}
+    key = ("ServedModel", "default", "digits")
+    memory.objects.put(served_body("digits", feedbackDataset="fb", canary=canary))
+
+    def served() -> ServedModelStatus:
+        return servedmodel.reconcile(memory.objects.items[key], memory.ports, NOW)
+
+    memory.registry.versions["1"] = BASE
+    served()
+    memory.registry.versions["2"] = Metrics(overall=0.95, slices=BASE.slices)
+    assert served().canary_percent == 10
+
+    def live(one: tuple[int, int], two: tuple[int, int]) -> samples.LiveAccuracy:
+        counts = {v: {"judged": j, "correct": c} for v, (j, c) in (("1", one), ("2", two))}
+        return samples.LiveAccuracy.model_validate({"versions": counts})
+
+    memory.store.live = live((30, 27), (19, 0))  # too few judged to tell yet
+    assert served().canary_percent == 10
+    memory.store.live = live((30, 27), (30, 26))  # 0.867 vs 0.9: within the 0.05 allowed
+    assert served().canary_percent == 10
+    memory.store.live = live((30, 27), (30, 24))  # 0.8 vs 0.9
+    for _ in range(2):
+        status = served()
+        assert (status.serving_version, status.canary_percent) == ("1", 0)
+        assert status.gate is not None
+        assert status.gate.verdict == "RolledBack"
+        assert "live accuracy 0.8000 (30 judged) fell below version 1's 0.9000" in (
+            status.gate.message
+        )
+        assert memory.predictor.deployed[-1] == Deploy("models:/digits@champion", version="1")
+    assert [e.reason for e in memory.objects.events].count("CanaryRolledBack") == 1
+    tag = json.loads(memory.registry.tags[("2", "kubeloop.rolledBack.champion")])
+    assert "fell below version 1's" in tag["reason"]
+    assert memory.registry.aliases["champion"] == "1"

@@ -29,6 +29,12 @@ class Canary(ApiModel):
     """Traffic percentages to the candidate, in order, e.g. [10, 50]; then 100."""
     step_seconds: common.Int32 = Field(default=300, ge=0)
     """Time each step holds before the next."""
+    min_judged: common.Int64 = Field(default=20, ge=1)
+    """Predictions of each version that feedback must judge before their live accuracies are
+    compared during the canary."""
+    max_accuracy_drop: float = Field(default=0.0, ge=0.0, le=1.0)
+    """How far the candidate's live accuracy may fall below the stable version's during the
+    canary; further, and the candidate is rolled back."""
 
     @model_validator(mode="after")
     def _increasing(self) -> Canary:

@@ -33,8 +33,10 @@ from kubeloop.api.common import ConditionStatus
 from kubeloop.api.errors import Unavailable
 from kubeloop.api.feedbackdataset import FeedbackDataset, FeedbackDatasetSpec
 from kubeloop.api.predictor import PredictorConfig
+from kubeloop.api.samples import LiveAccuracy
 from kubeloop.api.servedmodel import (
     Batching,
+    Canary,
     Gate,
     Promotion,
     ServedModel,
@@ -254,6 +256,8 @@ class RolloutPlan:
     """Transitions worth telling."""
     new_verdict: Gate | None = None
     """A verdict this decision reached (not one read back from the status)."""
+    roll_back: str | None = None
+    """Tag this candidate ROLLED_BACK_TAG: its canary did worse than the stable version."""
 
 
 def _settled(status: ServedModelStatus, serving: str, generation: int) -> bool:
@@ -287,6 +291,8 @@ class Observed:
     records: dict[str, SliceRecord] | None = None
     """The slices' records with the serving version's evaluation, when the gate read it;
     None: the status's stand."""
+    live: LiveAccuracy | None = None
+    """Live accuracy per version during a canary (the FeedbackDataset's), else None."""
 
 
 def decide(
@@ -404,6 +410,19 @@ def decide(
 
     steps = spec.canary.steps if spec.canary is not None else []
     percent = old.canary_percent if old.candidate_version == latest else 0
+    worse = canary_problem(spec.canary, observed.live, serving, latest) if percent else None
+    if worse is not None:
+        new.gate = Gate(
+            verdict="RolledBack", candidate_version=latest, baseline_version=serving, message=worse
+        )
+        new.serving_version = serving
+        new.canary_percent = 0
+        new.canary_step_time = None
+        gate_failed("True", "CanaryRolledBack", worse)
+        rolled_out("False", "RolledBack", f"keeps serving {serving}: {worse}")
+        events.append(Event("Warning", "CanaryRolledBack", worse))
+        deploy = Deploy(alias_uri, version=serving)
+        return RolloutPlan(new, deploy=deploy, events=tuple(events), roll_back=latest)
     started = parse_time(old.canary_step_time)
     if steps and percent == 0:
         percent, started = steps[0], now
@@ -447,16 +466,21 @@ def decide(
 
 
 def observe(
-    spec: ServedModelSpec, status: ServedModelStatus | None, registry: Registry, generation: int
+    spec: ServedModelSpec,
+    status: ServedModelStatus | None,
+    registry: Registry,
+    generation: int,
+    live: LiveAccuracy | None = None,
 ) -> Observed:
     """Read the registry: the serving and latest versions, and both versions' metrics when
-    `gate_needed` says the pair has not been judged (the verdict is evaluate_gate's)."""
+    `gate_needed` says the pair has not been judged (the verdict is evaluate_gate's); `live`
+    is the live accuracy a canary is judged by."""
     model = spec.registered_model
     serving = registry.alias_version(model, spec.alias) if spec.version is None else None
     latest = registry.latest_version_number(model)
     gate = status.gate if status is not None else None
     records = None
-    rolled_back = _rolled_back(spec, registry, serving, latest)
+    rolled_back = _rolled_back(spec, status, registry, serving, latest)
     if rolled_back is not None:
         gate = rolled_back
     elif gate_needed(spec, status, serving, latest) and serving is not None and latest is not None:
@@ -466,16 +490,47 @@ def observe(
         records = raise_records(old, baseline, serving)
         candidate = registry.version_metrics(model, latest, metric)
         gate = evaluate_gate(baseline, candidate, spec.promotion, serving, latest, records)
-    return Observed(generation, serving, latest, gate, records)
+    return Observed(generation, serving, latest, gate, records, live)
+
+
+def canary_problem(
+    canary: Canary | None, live: LiveAccuracy | None, stable: str, candidate: str
+) -> str | None:
+    """Why the candidate's canary is rolled back: its live accuracy fell below the stable
+    version's by more than canary.maxAccuracyDrop, both judged often enough; else None."""
+    if canary is None or live is None:
+        return None
+    before, after = live.versions.get(stable), live.versions.get(candidate)
+    if before is None or after is None or min(before.judged, after.judged) < canary.min_judged:
+        return None
+    was, now = before.correct / before.judged, after.correct / after.judged
+    if now >= was - canary.max_accuracy_drop - _EPSILON:
+        return None
+    return (
+        f"candidate {candidate}'s live accuracy {now:.4f} ({after.judged} judged) "
+        f"fell below version {stable}'s {was:.4f} ({before.judged} judged) during "
+        f"its canary, more than the {canary.max_accuracy_drop:.4f} allowed: rolled back"
+    )
 
 
 def _rolled_back(
-    spec: ServedModelSpec, registry: Registry, serving: str | None, latest: str | None
+    spec: ServedModelSpec,
+    status: ServedModelStatus | None,
+    registry: Registry,
+    serving: str | None,
+    latest: str | None,
 ) -> Gate | None:
     """The verdict on the newer version waiting to be judged when it was rolled back from
     spec.alias (it is not promoted through it again); None otherwise."""
     if spec.version is not None or serving is None or latest is None:
         return None
+    said = status.gate if status is not None else None
+    if said and (said.verdict, said.candidate_version, said.baseline_version) == (
+        "RolledBack",
+        latest,
+        serving,
+    ):
+        return said  # the verdict of the rollback itself, with its reason
     tag = ROLLED_BACK_TAG.format(alias=spec.alias)
     if (
         int(latest) <= int(serving)
@@ -483,8 +538,8 @@ def _rolled_back(
     ):
         return None
     message = (
-        f"version {latest} was rolled back from @{spec.alias} (kubeloop rollback) and is not "
-        f"promoted through it again; a newer version is judged against {serving}"
+        f"version {latest} was rolled back from @{spec.alias} and is not promoted through it "
+        f"again; a newer version is judged against {serving}"
     )
     return Gate(
         verdict="RolledBack", candidate_version=latest, baseline_version=serving, message=message
@@ -513,7 +568,8 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
         clash = _claim_alias(sm, ports)
         if clash is not None:
             return _refuse(body, ports.objects, old, "AliasInUse", clash, now)
-        observed = observe(sm.spec, old, ports.registry, generation)
+        live = _canary_live(sm, old, feedback, ports)
+        observed = observe(sm.spec, old, ports.registry, generation, live)
         plan = decide(sm.spec, old, observed, now)
         _record(sm.spec, plan, ports.registry)
     except Unavailable as error:
@@ -576,10 +632,26 @@ def _record(spec: ServedModelSpec, plan: RolloutPlan, registry: Registry) -> Non
     if verdict is not None and verdict.candidate_version and verdict.verdict != "RolledBack":
         text = json.dumps(verdict.to_wire(), sort_keys=True)
         registry.tag_version(model, verdict.candidate_version, GATE_TAG.format(alias=alias), text)
+    if plan.roll_back is not None and plan.status.gate is not None:
+        why = json.dumps({"alias": alias, "reason": plan.status.gate.message})
+        registry.tag_version(model, plan.roll_back, ROLLED_BACK_TAG.format(alias=alias), why)
     if plan.set_previous is not None:
         registry.set_alias(model, PREVIOUS_ALIAS.format(alias=alias), plan.set_previous)
     if plan.set_alias is not None:
         registry.set_alias(model, alias, plan.set_alias)
+
+
+def _canary_live(
+    sm: ServedModel, old: ServedModelStatus, feedback: FeedbackRef | None, ports: Ports
+) -> LiveAccuracy | None:
+    """The FeedbackDataset's live accuracy while a canary runs; None otherwise, or when its
+    storage cannot be read now (the canary is judged at a later reconcile)."""
+    if feedback is None or not old.canary_percent or sm.spec.canary is None:
+        return None
+    try:
+        return ports.feedback.open(sm.metadata.namespace, feedback[1].storage).live_accuracy()
+    except Unavailable:
+        return None
 
 
 def _claim_alias(sm: ServedModel, ports: Ports) -> str | None:
