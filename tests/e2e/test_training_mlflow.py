@@ -170,6 +170,12 @@ def test_base_version_is_registered_complete(base: TrainingResult, registry: Reg
     assert version.tags["kubeloop.classes"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
     assert "kubeloop.parentVersion" not in version.tags
     assert "kubeloop.snapshotGeneration" not in version.tags
+    inputs = mlflow.MlflowClient(registry.tracking_uri).get_run(base.mlflow_run_id).inputs
+    (dataset,) = [i.dataset for i in inputs.dataset_inputs]
+    assert (dataset.name, json.loads(dataset.source)) == (
+        "base",
+        {"tags": {"uri": "builtin://digits"}},
+    )
     metrics = registry.metrics(version, "accuracy")
     assert metrics.slices == pytest.approx(base.metrics.slices, abs=1e-6)
     assert metrics.overall == pytest.approx(base.metrics.overall, abs=1e-6)
@@ -259,6 +265,9 @@ def test_fine_tune_on_a_feedback_snapshot(
     card = registry.download_run_artifact(version, "model_card.md").decode()
     assert f"fine-tuned from `models:/{MODEL}/{base.model_version}`" in card
     assert f"`{manifest}` | digits-feedback | 1 |" in card
+    inputs = mlflow.MlflowClient(registry.tracking_uri).get_run(tuned.mlflow_run_id).inputs
+    lineage = {i.dataset.name: json.loads(i.dataset.source) for i in inputs.dataset_inputs}
+    assert lineage["feedback"]["uri"] == manifest  # the frozen snapshot the version learnt
 
 
 @pytest.mark.parametrize("part", ["train", "test"])
