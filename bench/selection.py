@@ -10,6 +10,9 @@ then kubeloop.selection.select over the pool's probabilities / embeddings.
 Baselines, in the same run and interleaved with it:
 - inference limit: the same onnxruntime model over the pool, already in float32, batch
   1024, nothing else: how close end-to-end selection gets to raw inference;
+- modAL (`modAL-python`): `ActiveLearner(query_strategy=uncertainty_sampling).query` over
+  the pool in float32, its estimator the same onnxruntime session (predict_proba in batches
+  of 1024), for least confidence; its picks are asserted to be kubeloop's (up to ties);
 - naive sequential loop, as pool-based active-learning tools run it: per image load ->
   infer (batch 1) -> score, then rank with a full sort; for k-center the greedy loop
   with scikit-learn's pairwise_distances per pick (the reference core-set
@@ -98,6 +101,22 @@ def _measure(onnx: bytes, pool: NDArray[np.uint8], settings: Settings) -> list[R
         assert len(ranked) == budget
         return time.perf_counter() - started
 
+    def modal_least_confidence() -> float:
+        from modAL.models import ActiveLearner
+        from modAL.uncertainty import uncertainty_sampling
+
+        started = time.perf_counter()
+        images = pool.astype(np.float32).reshape(n, 1, 8, 8) / 255  # load
+        learner = ActiveLearner(
+            estimator=_OnnxEstimator(session), query_strategy=uncertainty_sampling
+        )
+        picked, _ = learner.query(images, n_instances=budget)
+        elapsed = time.perf_counter() - started
+        modal_picks.append(np.asarray(picked))
+        return elapsed
+
+    modal_picks: list[NDArray[np.intp]] = []
+
     def naive_k_center() -> float:
         from sklearn.metrics import pairwise_distances
 
@@ -125,10 +144,12 @@ def _measure(onnx: bytes, pool: NDArray[np.uint8], settings: Settings) -> list[R
             "k-center": lambda: subject("k-center"),
             "inference": inference,
             "naive-least-confidence": naive_least_confidence,
+            "modal-least-confidence": modal_least_confidence,
             "naive-k-center": naive_k_center,
         },
         settings.rounds,
     )
+    _same_picks(ours, pool, modal_picks[-1], budget)
     best = {name: min(values) for name, values in times.items()}  # least disturbed round
     rate = {name: n / seconds for name, seconds in best.items()}
     config = {
@@ -156,6 +177,11 @@ def _measure(onnx: bytes, pool: NDArray[np.uint8], settings: Settings) -> list[R
                 "inference",
             ),
             (naive, naive_name, "naive_loop"),
+            *(
+                [("modal-least-confidence", MODAL, "modal")]
+                if strategy == "least-confidence"
+                else []
+            ),
         ):
             results.append(
                 Result(
@@ -171,6 +197,40 @@ def _measure(onnx: bytes, pool: NDArray[np.uint8], settings: Settings) -> list[R
                 )
             )
     return results
+
+
+MODAL = (
+    "modAL ActiveLearner.query with uncertainty_sampling, the same onnxruntime session as its "
+    "estimator (predict_proba in batches of 1024)"
+)
+
+
+class _OnnxEstimator:
+    """The estimator modAL asks for: predict_proba over the session, in batches."""
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+
+    def fit(self, x: object, y: object) -> _OnnxEstimator:
+        return self
+
+    def predict_proba(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        run = self.session.run  # type: ignore[attr-defined]
+        parts = [
+            run(["probabilities"], {"input": x[s : s + BATCH]})[0] for s in range(0, len(x), BATCH)
+        ]
+        return np.concatenate(parts)
+
+
+def _same_picks(
+    model: OnnxModel, pool: NDArray[np.uint8], theirs: NDArray[np.intp], budget: int
+) -> None:
+    """modAL picked what kubeloop picks: the same least-confidence scores (ties aside)."""
+    probabilities, embeddings = _score(model, pool)
+    ours = selection.select("least-confidence", probabilities, embeddings, budget, seed=0)
+    confidence = probabilities.max(axis=1)
+    assert len(theirs) == len(ours) == budget
+    assert np.allclose(np.sort(confidence[ours]), np.sort(confidence[theirs]), atol=1e-6)
 
 
 def _score(model: OnnxModel, pool: NDArray[np.uint8]) -> tuple[NDArray[np.float32], ...]:
