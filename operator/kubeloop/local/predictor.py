@@ -72,13 +72,7 @@ class LocalPredictor:
         args = servedmodel.predictor_args(
             name, deploy.stable_uri, sm.spec.batching, feedback, host=services.HOST, port=port
         )
-        running = self._processes.get(role)
-        if running is not None and running.extra.get("args") != args:
-            self._processes.stop(role)
-            running = None
-        if running is None:
-            self._start(name, role, args, port)
-        url = f"http://{services.HOST}:{port}"
+        url = self._ensure(name, role, args, port)
         if not services.is_healthy(f"{url}/v2/health/ready"):
             return ServingState(False, url, "PredictorStarting", "loading the model")
         if deploy.version is not None and self._serving.get(name) != deploy.version:
@@ -97,19 +91,23 @@ class LocalPredictor:
             args = servedmodel.predictor_args(
                 name, deploy.canary_uri, sm.spec.batching, host=services.HOST, port=port
             )
-            running = self._processes.get(role)
-            if running is not None and running.extra.get("args") != args:
-                self._processes.stop(role)
-                running = None
-            if running is None:
-                self._start(name, role, args, port)
-            url = f"http://{services.HOST}:{port}"
+            url = self._ensure(name, role, args, port)
             if services.is_healthy(f"{url}/v2/health/ready"):
                 wanted = (url, deploy.canary_percent)
         elif self._processes.get(role) is not None:
             self._processes.stop(role)
         if self._splits.get(name, (None, 0)) != wanted:
             self._tell(name, stable_url, wanted)
+
+    def _ensure(self, name: str, role: str, args: list[str], port: int) -> str:
+        """Role `role` running with `args` (replaced when it runs with others); its URL."""
+        running = self._processes.get(role)
+        if running is not None and running.extra.get("args") != args:
+            self._processes.stop(role)
+            running = None
+        if running is None:
+            self._start(name, role, args, port)
+        return f"http://{services.HOST}:{port}"
 
     def _tell(self, name: str, url: str, split: tuple[str | None, int]) -> None:
         body = {"url": split[0], "percent": split[1]}
