@@ -17,7 +17,9 @@ runs pinned, `models:/<model>/<candidate>`, and takes `canaryPercent` of the tra
 the InferenceService's latest revision with canaryTrafficPercent; Deployment runtime: a second
 Deployment behind the same Service, so the share follows the replica ratio). After the last
 step the alias moves to the candidate and the spec returns to the alias URI alone: the stable
-predictor now serves the candidate, and the pinned revision is gone.
+predictor now serves the candidate, and the pinned revision is gone. A canary whose live
+accuracy (the FeedbackDataset's, per version) falls below the stable version's is rolled back
+instead (`canary_problem`), and the candidate is tagged ROLLED_BACK_TAG.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ PREVIOUS_ALIAS = "{alias}-previous"
 """The alias naming the version `alias` named before its last promotion: what a rollback
 moves back to."""
 ROLLED_BACK_TAG = "kubeloop.rolledBack.{alias}"
-"""Model-version tag set by `kubeloop rollback` on the version it took off `alias`: that
-version is not promoted through `alias` again."""
+"""Model-version tag on a version taken off `alias` (by `kubeloop rollback`, or by a canary
+that did worse live than the stable version): it is not promoted through `alias` again."""
 GATE_TAG = "kubeloop.gate.{alias}"
 """Model-version tag holding the gate's verdict (JSON, as in the status) on the version as a
 candidate for the alias: the registry keeps why a version was, or was not, promoted."""
