@@ -57,6 +57,11 @@ def test_the_stable_predictor_sends_the_canary_its_share(
             assert answered(1000) == {"1": 900, "2": 100}
             assert split(candidate.url, 50).status_code == 200
             assert answered(20, v2=True) == {"1": 10, "2": 10}
+            row = {"name": "input", "shape": [1, 8, 8], "datatype": "FP32"}
+            tensor = {**row, "data": X[0].reshape(-1).tolist()}
+            for _ in range(4):  # a request for version 1 by number is never split off
+                named = client.post("/v2/models/digits/versions/1/infer", json={"inputs": [tensor]})
+                assert named.json()["model_version"] == "1"
             assert split(None, 0).status_code == 200
             assert answered(50) == {"1": 50}
 

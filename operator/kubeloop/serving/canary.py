@@ -7,8 +7,9 @@ a canary predictor and answers with the canary's answer.
 
 The choice is a weighted round robin, not a coin: of every 100 inference requests exactly
 `percent` go to the canary, so a count of which version answered shows the split. Feedback,
-review and every other route stay with the stable predictor. When the canary cannot be
-reached the stable predictor answers itself (and logs it once per failure streak).
+review, every other route, and a V2 request naming a version stay with the stable predictor.
+When the canary cannot be reached the stable predictor answers itself (and logs it once per
+failure streak).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kubeloop.serving.asgi import replay
+from kubeloop.serving.v2_routes import VERSIONED
 
 log = logging.getLogger(__name__)
 
-_INFERENCE = re.compile(r"/v1/models/[^/]+:predict|/v2/models/[^/]+(/versions/[^/]+)?/infer")
+_INFERENCE = re.compile(r"/v1/models/[^/]+:predict|/v2/models/[^/]+/infer")
 _FORWARDED = (b"content-type", b"inference-header-content-length")
 _ANSWERED = ("content-type", "inference-header-content-length")
 TIMEOUT_SECONDS = 30.0
@@ -67,6 +69,7 @@ class CanaryRoutes:
             scope["type"] != "http"
             or scope["method"] != "POST"
             or not _INFERENCE.fullmatch(scope["path"])
+            or VERSIONED in scope  # asked for a version by number: the one served here
             or not self.split.to_canary()
         ):
             await self.app(scope, receive, send)

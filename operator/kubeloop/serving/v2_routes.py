@@ -20,6 +20,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kubeloop.serving.asgi import answer
 from kubeloop.serving.errors import Rejected
 
+VERSIONED = "kubeloop.version"
+"""Scope key naming the version a rewritten request asked for (the canary split leaves
+such requests with this predictor)."""
 VersionOf = Callable[[str], str | None]
 """The registry version a model name serves; None when none is loaded (or no such model)."""
 
@@ -55,7 +58,7 @@ class V2Routes:
                 await answer(refusal)(scope, receive, send)
                 return
             path = f"/v2/models/{model}{versioned['rest'] or ''}"
-            scope = {**scope, "path": path, "raw_path": path.encode()}
+            scope = {**scope, "path": path, "raw_path": path.encode(), VERSIONED: asked}
         if scope["method"] == "POST" and _INFER.fullmatch(scope["path"]):
             scope = {**scope, "headers": _as_json(scope["headers"])}
         await self.app(scope, receive, send)
