@@ -18,6 +18,7 @@ def test_selection_benchmark_reports_figure_baseline_and_ratio() -> None:
     assert {r["benchmark"] for r in results} == {
         "selection.least-confidence.vs_inference",
         "selection.least-confidence.vs_naive_loop",
+        "selection.least-confidence.vs_modal",
         "selection.k-center.vs_inference",
         "selection.k-center.vs_naive_loop",
     }
