@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 import warnings
 from dataclasses import dataclass
 
@@ -98,6 +99,15 @@ def register(
     if alias is not None:
         client.set_registered_model_alias(name, alias, version)
     return Registered(name, version)
+
+
+def champion_and_candidate(tracking_uri: str, prefix: str) -> str:
+    """A new registered model (named from `prefix`) with two versions, different models:
+    1 behind alias champion, and 2, a candidate; its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    register(tracking_uri, name, tiny_classifier_onnx(0), alias="champion")
+    register(tracking_uri, name, tiny_classifier_onnx(1))
+    return name
 
 
 def digit_like_inputs(count: int, seed: int = 0) -> np.ndarray:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -27,10 +26,7 @@ X = serving_models.digit_like_inputs(1, seed=2)
 def test_kubeloop_up_splits_a_canary_between_two_predictors(
     tmp_path: Path, mlflow_server: services.Service, s3_server: services.Service
 ) -> None:
-    model = f"local-canary-{uuid.uuid4().hex[:8]}"
-    for seed, alias in ((0, "champion"), (1, None)):
-        onnx = serving_models.tiny_classifier_onnx(seed)
-        serving_models.register(mlflow_server.url, model, onnx, alias=alias)
+    model = serving_models.champion_and_candidate(mlflow_server.url, "local-canary")
     env = {
         "KUBELOOP_MLFLOW_TRACKING_URI": mlflow_server.url,
         "KUBELOOP_S3_ENDPOINT": s3_server.url,

@@ -5,7 +5,6 @@ inference to the canary. Counted over 1,000 requests, the share is exact."""
 from __future__ import annotations
 
 import collections
-import uuid
 from pathlib import Path
 
 import httpx
@@ -22,9 +21,7 @@ X = serving_models.digit_like_inputs(4, seed=5)
 def test_the_stable_predictor_sends_the_canary_its_share(
     tmp_path: Path, mlflow_server: services.Service, s3_server: services.Service
 ) -> None:
-    name = f"canary-{uuid.uuid4().hex[:8]}"
-    for seed in (0, 1):
-        serving_models.register(mlflow_server.url, name, serving_models.tiny_classifier_onnx(seed))
+    name = serving_models.champion_and_candidate(mlflow_server.url, "canary")
     env = {"KUBELOOP_FEEDBACK_TOKEN": TOKEN}
     stable, candidate = (
         start_predictor(

@@ -39,7 +39,7 @@ from kubeloop.serving.errors import Rejected, check_body_size
 ROOM_WAIT_SECONDS = 10.0
 """Longest a request waits for room under max_inflight_bytes before a 503."""
 
-_BINARY_JSON_LENGTH = "inference-header-content-length"  # V2's binary tensor extension
+BINARY_JSON_LENGTH = "inference-header-content-length"  # V2's binary tensor extension
 _METHODS_WITH_BODIES = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -174,7 +174,7 @@ def _may_be_json(headers: Headers) -> bool:
 
 def _json_part(body: bytearray, headers: Headers) -> bytes:
     """The JSON text of a body: all of it, or the header of a V2 binary-tensor body."""
-    length = headers.get(_BINARY_JSON_LENGTH, "")
+    length = headers.get(BINARY_JSON_LENGTH, "")
     return bytes(body[: int(length)]) if length.isdigit() else bytes(body)
 
 

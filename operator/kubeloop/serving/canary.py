@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kubeloop.serving.asgi import replay
+from kubeloop.serving.asgi import BINARY_JSON_LENGTH, replay
 from kubeloop.serving.v2_routes import VERSIONED
 
 log = logging.getLogger(__name__)
 
 _INFERENCE = re.compile(r"/v1/models/[^/]+:predict|/v2/models/[^/]+/infer")
-_FORWARDED = (b"content-type", b"inference-header-content-length")
-_ANSWERED = ("content-type", "inference-header-content-length")
+_PASSED = ("content-type", BINARY_JSON_LENGTH)
+"""The headers of a request that travel to the canary, and of its answer that come back."""
 TIMEOUT_SECONDS = 30.0
 
 
@@ -86,7 +86,7 @@ class CanaryRoutes:
             await self.app(scope, replay(body, receive), send)
             return
         self._failing = False
-        headers = [(k.encode(), v.encode()) for k, v in answer.headers.items() if k in _ANSWERED]
+        headers = [(k.encode(), v.encode()) for k, v in answer.headers.items() if k in _PASSED]
         await send(
             {"type": "http.response.start", "status": answer.status_code, "headers": headers}
         )
@@ -95,7 +95,7 @@ class CanaryRoutes:
     async def _forward(self, scope: Scope, body: bytes) -> httpx.Response:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=TIMEOUT_SECONDS)
-        headers = {k.decode(): v.decode() for k, v in scope["headers"] if k in _FORWARDED}
+        headers = {k.decode(): v.decode() for k, v in scope["headers"] if k.decode() in _PASSED}
         query = scope.get("query_string", b"").decode()
         url = f"{self.split.url}{scope['path']}" + (f"?{query}" if query else "")
         return await self._client.post(url, content=body, headers=headers)

@@ -305,10 +305,7 @@ def _serve(config: PredictorConfig) -> int:
     try:
         onnx_model.check_device(config.device)
         server = build(config, settings)
-    except (
-        InvalidEndpoint,
-        onnx_model.DeviceUnavailable,
-    ) as error:  # a setting that cannot be used: say which, no traceback
+    except (InvalidEndpoint, onnx_model.DeviceUnavailable) as error:  # unusable: say which
         print(f"kubeloop predictor: {error}", file=sys.stderr)
         return 2
     redaction.install()  # every handler configured by now: ours, kserve's, uvicorn's

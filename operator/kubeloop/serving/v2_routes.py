@@ -7,7 +7,7 @@
   JSON, whatever its content type: tritonclient's HTTP client sends JSON with no
   Content-Type, which kserve would take for binary tensors and refuse.
 
-The model metadata's `versions` is the dataplane's (`served_versions`).
+The model metadata's `versions` is the dataplane's (`served_version`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kubeloop.serving.asgi import answer
+from kubeloop.serving.asgi import BINARY_JSON_LENGTH, answer
 from kubeloop.serving.errors import Rejected
 
 VERSIONED = "kubeloop.version"
@@ -28,7 +28,6 @@ VersionOf = Callable[[str], str | None]
 
 _VERSIONED = re.compile(r"/v2/models/(?P<model>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/.*)?")
 _INFER = re.compile(r"/v2/models/[^/]+/infer")
-_BINARY_JSON_LENGTH = b"inference-header-content-length"
 _JSON = b"application/json"
 
 
@@ -66,6 +65,6 @@ class V2Routes:
 
 def _as_json(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """An infer request's headers with Content-Type JSON unless it sends binary tensors."""
-    if any(name == _BINARY_JSON_LENGTH for name, _ in headers):
+    if any(name == BINARY_JSON_LENGTH.encode() for name, _ in headers):
         return headers
     return [*((n, v) for n, v in headers if n != b"content-type"), (b"content-type", _JSON)]

@@ -81,7 +81,7 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
         shown = redaction.redact(settings.mlflow_tracking_uri)
         log.info("MLflow run %s at %s", run.run_id, shown)
         run.log_params(_params(job, info, args.to_wire()))
-        run.log_datasets([(d.name, d.manifest or d.uri or "") for d in spec.datasets])
+        run.log_datasets([(part.name, part.source) for part in assembled.lineage])
         epochs: list[dict[str, float]] = []
 
         def progress(report: plugins.Progress) -> None:

@@ -68,8 +68,8 @@ class Run:
         self._guard(lambda: mlflow.log_params(values), "logging parameters")
 
     def log_datasets(self, datasets: Sequence[tuple[str, str]]) -> None:
-        """The run's data lineage: each (name, URI) as an MLflow dataset input (context
-        "training", which holds its evaluation split too)."""
+        """The run's data lineage (splits.Assembled.lineage): each (name, source URI) as an
+        MLflow dataset input (context "training", which holds its evaluation split too)."""
         import mlflow
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.data.dataset import Dataset
