@@ -113,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         default="digits",
         help="digits (8x8 grayscale, small CNN) or objects (RGB 32x32, ResNet-18)",
     )
+    demo.add_argument(
+        "--review",
+        action="store_true",
+        help="label the new user's images yourself on the review page (the demo waits)",
+    )
     demo.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
     demo.add_argument("--state-dir", type=Path, help="state directory (default: .kubeloop)")
     demo.set_defaults(run=_run_demo)
@@ -267,7 +272,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or settings.load().state_dir
     console = Console(stderr=args.json)
     try:
-        summary = demo.run(state_dir, demo.Options(quick=args.quick, example=args.example), console)
+        options = demo.Options(quick=args.quick, example=args.example, review=args.review)
+        summary = demo.run(state_dir, options, console)
     except KeyboardInterrupt:
         console.print("demo interrupted; its state is in " + str(state_dir / "demo"))
         return 130

@@ -126,6 +126,8 @@ class Samples:
 def read_samples(store: ObjectStore, uri: S3Uri) -> Samples:
     """A snapshot manifest's samples and those of every snapshot before it (the chain of
     `previous`), or, for a dataset prefix (s3://bucket/prefix/), every sample under it.
+    A sample id read twice is one sample, the first read (an item decided by review overlap
+    on two replicas at once is written twice under its prediction's id).
 
     ObjectNotFound, UnreadableSample and (for a manifest) pydantic's ValidationError go to
     the caller.
@@ -145,7 +147,10 @@ def read_samples(store: ObjectStore, uri: S3Uri) -> Samples:
         keys = [k for f in (ARCHIVE, INBOX, SAMPLES) for k in store.list_keys(bucket, prefix + f)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         read = list(pool.map(lambda key: _samples_of(store, bucket, key), keys))
-    return Samples(bucket, generation, [pair for part in read for pair in part])
+    first: dict[str, tuple[str, FeedbackSample]] = {}
+    for key, sample in (pair for part in read for pair in part):
+        first.setdefault(sample.id, (key, sample))
+    return Samples(bucket, generation, list(first.values()))
 
 
 class UnreadableSample(ValueError):

@@ -162,5 +162,26 @@ PREDICTION_ENTROPY = Histogram(
     ["version"],
     buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
+REVIEW_DECISIONS = Counter(
+    "kubeloop_review_decisions_total",
+    "Items settled by review overlap, by dataset and outcome (agreed, disputed, adjudicated).",
+    ["dataset", "status"],
+)
+REVIEW_AGREEMENT = Gauge(
+    "kubeloop_review_agreement",
+    "Share of a labeller's overlap labels equal to the item's final label.",
+    ["dataset", "labeller"],
+)
+REVIEW_GOLD_ACCURACY = Gauge(
+    "kubeloop_review_gold_accuracy",
+    "Share of a labeller's answers on gold items (known labels) that were right.",
+    ["dataset", "labeller"],
+)
+REVIEW_KAPPA = Gauge(
+    "kubeloop_review_kappa",
+    "Chance-corrected agreement of the labellers: Fleiss' kappa over the items decided by "
+    "overlap, and the mean of Cohen's kappa over pairs of labellers (statistic fleiss, cohen).",
+    ["dataset", "statistic"],
+)
 
 __all__ = ["Counter", "Gauge", "Histogram"]

@@ -6,13 +6,21 @@ the labeller and the prediction ids, and the progress line counts them."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from kubeloop.api import samples
 from kubeloop.local import services
@@ -146,3 +154,161 @@ def test_a_labeller_labels_five_predictions_with_the_keyboard(
     assert {s.prediction_id: s.label for s in stored} == labelled  # none skipped, no 5
     assert {s.labeller for s in stored} == {"ada"}
     assert all(s.model_version == "1" and s.input for s in stored)
+
+
+def _label_with_keys(browser: Any, wait: Any, answers: dict[str, str], count: int) -> list[str]:
+    """Label `count` items shown on the page with their key; the prediction ids labelled."""
+    from selenium.webdriver.common.by import By
+
+    item = browser.find_element(By.ID, "item")
+    body = browser.find_element(By.TAG_NAME, "body")
+    done: list[str] = []
+    for _ in range(count):
+        wait.until(lambda _: item.is_displayed() and item.get_attribute("data-prediction-id"))
+        shown = str(item.get_attribute("data-prediction-id"))
+        assert shown not in done
+        body.send_keys(answers[shown])
+        done.append(shown)
+        if len(done) < count:
+            wait.until(lambda _, s=shown: item.get_attribute("data-prediction-id") != s)
+    return done
+
+
+def _sign_in(browser: Any, wait: Any, url: str, name: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(url)
+    wait.until(lambda _: browser.find_element(By.ID, "name").is_displayed())
+    browser.find_element(By.ID, "name").send_keys(name, Keys.ENTER)
+
+
+def test_the_demos_new_user_is_labelled_on_the_page_and_triggers_the_retrain(
+    browser: object, tmp_path: Path
+) -> None:
+    """`kubeloop demo --quick --review`: the demo predicts the new user's images and waits;
+    a person labels all of them on the review page with the keyboard alone (the demo prints
+    the page's URL), which triggers the retrain, and the new version passes the gate."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from kubeloop import digits
+
+    kubeloop = Path(sys.executable).with_name("kubeloop")
+    log = tmp_path / "demo.log"
+    with log.open("w") as err:
+        demo = subprocess.Popen(
+            [str(kubeloop), "demo", "--quick", "--review", "--json"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    try:
+        url = _wait_for_page(demo, log)
+        images, labels = digits.new_user_feedback(THRESHOLD, 1)  # what the demo predicted
+        base = url.split("/review/")[0]
+        queued = httpx.get(f"{base}/v1/review/digits-feedback?budget=1000", timeout=30).json()
+        answers = {}
+        for item in queued["items"]:
+            shown = np.asarray(item["input"], np.float32).reshape(-1)
+            nearest = int(np.abs(images.reshape(len(images), -1) - shown).sum(axis=1).argmin())
+            answers[item["prediction_id"]] = str(labels[nearest])
+        assert len(answers) == THRESHOLD
+        wait = WebDriverWait(browser, 30)
+        _sign_in(browser, wait, url, "ada")
+        _label_with_keys(browser, wait, answers, THRESHOLD)
+        out, _ = demo.communicate(timeout=900)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, log.read_text()[-4000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["retrain_triggers"] == 1
+    assert summary["gate"]["verdict"] == "Passed", summary
+    assert summary["gate"]["slice_deltas"]["new-user"] > 0.2, summary
+    assert summary["feedback_samples"] == THRESHOLD
+    assert summary["versions"][1]["trainingJob"] == "digits-feedback-gen-1"
+
+
+THRESHOLD = 100
+"""examples/digits' retrain threshold: the labels the page must give."""
+
+
+def _wait_for_page(demo: subprocess.Popen[str], log: Path) -> str:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        found = re.search(r"Label them at\s+(http\S+)", log.read_text())
+        if found:
+            return found[1]
+        assert demo.poll() is None, log.read_text()[-4000:]
+        time.sleep(0.5)
+    raise AssertionError("the demo never printed its review page:\n" + log.read_text()[-4000:])
+
+
+def test_an_adjudicator_settles_a_dispute_on_the_page(
+    browser: object,
+    tmp_path: Path,
+    mlflow_server: services.Service,
+    s3_server: services.Service,
+) -> None:
+    """Two labellers disagree on an item (review overlap 2); the page links to the
+    adjudication view, which shows their votes, and a key settles the item."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert isinstance(browser, WebDriver)
+    store = ObjectStore(s3_server.url, ACCESS_KEY, SECRET_KEY, retries=1)
+    store.ensure_bucket(ADJUDICATED)
+    model = shared_model(mlflow_server.url)
+    process = start_predictor(
+        tmp_path / "predictor",
+        f"models:/{model.name}@champion",
+        mlflow_server.url,
+        s3_server.url,
+        args=[
+            "--feedback-dataset", DATASET, "--feedback-bucket", ADJUDICATED,
+            "--feedback-prefix", PREFIX, "--classes", ",".join(serving_models.CLASSES),
+            "--input-shape", "8,8", "--review-overlap", "2",
+        ],
+    )  # fmt: skip
+    try:
+        inputs = serving_models.digit_like_inputs(3, seed=4)
+        predicted = httpx.post(
+            f"{process.url}/v1/models/digits:predict",
+            json={"instances": [x.tolist() for x in inputs]},
+            timeout=30,
+        ).json()["predictions"][0]
+        for who, label in (("ada", "3"), ("bob", "8")):
+            sent = httpx.post(
+                f"{process.url}/v1/feedback/{DATASET}",
+                json={"prediction_id": predicted["prediction_id"], "label": label, "labeller": who},
+                timeout=30,
+            )
+            assert sent.status_code == 201, sent.text
+        wait = WebDriverWait(browser, 30)
+        _sign_in(browser, wait, f"{process.url}/review/{DATASET}", "cy")
+        link = browser.find_element(By.ID, "mode-link")
+        wait.until(lambda _: link.is_displayed() and "1 disputed" in link.text)
+        link.click()
+        votes = browser.find_element(By.ID, "votes")
+        wait.until(lambda _: votes.is_displayed() and "ada said 3" in votes.text)
+        assert "bob said 8" in votes.text
+        _label_with_keys(browser, wait, {predicted["prediction_id"]: "8"}, 1)
+
+        def settled(_: object) -> bool:
+            return bool(store.list_keys(ADJUDICATED, PREFIX + samples.INBOX))
+
+        wait.until(settled)  # sent when the undo window ends
+    finally:
+        process.stop()
+    (sample,) = [
+        samples.FeedbackSample.model_validate_json(line)
+        for key in store.list_keys(ADJUDICATED, PREFIX + samples.INBOX)
+        for line in store.get_bytes(ADJUDICATED, key).splitlines()
+    ]
+    assert (sample.id, sample.label, sample.labeller) == (predicted["prediction_id"], "8", "cy")
+    assert sample.agreed_by == ["bob"]
+
+
+ADJUDICATED = "review-adjudicated"

@@ -128,6 +128,10 @@ def _steps_repeated(manifest: dict[str, Any]) -> None:
     manifest["spec"]["canary"] = {"steps": [20, 20]}
 
 
+def _shares_over_the_request(manifest: dict[str, Any]) -> None:
+    manifest["spec"]["review"] = {"auditShare": 0.75, "goldShare": 0.5}
+
+
 def _classes_repeated(manifest: dict[str, Any]) -> None:
     manifest["spec"]["classes"] = ["0", "1", "1"]
 
@@ -149,6 +153,11 @@ def _classes_repeated(manifest: dict[str, Any]) -> None:
         ("ServedModel", _steps_out_of_order, ".spec.canary.steps: canary steps must be strictly"),
         ("ServedModel", _steps_repeated, ".spec.canary.steps: Duplicate value: 20"),
         ("FeedbackDataset", _classes_repeated, '.spec.classes: Duplicate value: "1"'),
+        (
+            "FeedbackDataset",
+            _shares_over_the_request,
+            ".spec.review: auditShare and goldShare together exceed the whole request",
+        ),
     ],
 )
 def test_a_broken_spec_is_refused_on_apply_and_by_the_models(

@@ -354,6 +354,10 @@ def test_predictor_args_follow_the_contract() -> None:
         "50",
         "--review-audit-share",
         "0",
+        "--review-overlap",
+        "1",
+        "--review-gold-share",
+        "0",
     ]
     # The predictor's own command line accepts them (the serving side of the contract).
     parsed = predictor.parse_command_line(args)

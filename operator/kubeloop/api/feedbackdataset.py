@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from kubeloop.api import common
-from kubeloop.api.common import LIST_SET, ApiModel, Condition, CustomResource
+from kubeloop.api.common import LIST_SET, ApiModel, Condition, CustomResource, cel_rules
 from kubeloop.api.trainingjob import TrainingJobSpec
 
 Strategy = Literal[
@@ -66,8 +66,21 @@ class Retrain(ApiModel):
     """Spec of the TrainingJob to create; the new snapshot is added to its datasets."""
 
 
+SHARES = "auditShare and goldShare together exceed the whole request: lower one"
+
+
 class Review(ApiModel):
     """How the review queue picks predictions for a person to label."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            (
+                "(has(self.auditShare) ? self.auditShare : 0.0)"
+                " + (has(self.goldShare) ? self.goldShare : 0.0) <= 1.0",
+                SHARES,
+            ),
+        )
+    )
 
     strategy: Strategy = "least-confidence"
     """Active-learning strategy ordering the queue."""
@@ -76,6 +89,19 @@ class Review(ApiModel):
     audit_share: float = Field(default=0.0, ge=0.0, le=1.0)
     """Share of each request drawn at random instead (random checking), so live accuracy is
     not measured on the hard cases alone."""
+    overlap: int = Field(default=1, ge=1, le=10)
+    """Labels an item needs from different labellers: agreeing labels become one sample,
+    disagreements wait for an adjudicator (the review page's adjudication view). 1: every
+    label is a sample."""
+    gold_share: float = Field(default=0.0, ge=0.0, le=0.5)
+    """Share of each request that are gold items (samples with known labels under the
+    storage prefix's gold/), which score the labellers and never become samples."""
+
+    @model_validator(mode="after")
+    def _shares(self) -> Review:
+        if self.audit_share + self.gold_share > 1.0:
+            raise ValueError(f"{SHARES} ({self.audit_share} + {self.gold_share})")
+        return self
 
 
 class FeedbackDatasetSpec(ApiModel):

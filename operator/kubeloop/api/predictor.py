@@ -163,6 +163,10 @@ class PredictorConfig(BaseSettings):
     with resources.gpu gets it)"""
     review_audit_share: float = Field(default=0.0, ge=0.0, le=1.0)
     """share of each review request drawn at random from the pool instead of by the strategy"""
+    review_overlap: int = Field(default=1, ge=1, le=10)
+    """labels an item needs from different labellers before it becomes one sample"""
+    review_gold_share: float = Field(default=0.0, ge=0.0, le=0.5)
+    """share of each review request that are gold items (the dataset's gold/ samples)"""
     retrain_threshold: int | None = Field(default=None, ge=1)
     """the FeedbackDataset's retrain threshold, which the review page counts toward"""
     max_payload_bytes: int = Field(default=1 << 20, ge=1)

@@ -9,16 +9,27 @@
     {prefix}stats/live-accuracy/{W}.json  predictions judged by feedback, per model version,
                                           as predictor process W counted them
     {prefix}stats/live-accuracy.json      the same from predictors before per-process records
+    {prefix}gold/{name}.json[l]           gold items: FeedbackSamples whose label is known,
+                                          mixed into the review queue to score labellers
+    {prefix}reviews/votes/{P}/{L}.json    with review.overlap k > 1: labeller L's label of
+                                          prediction P (a FeedbackSample), until k agree
+    {prefix}reviews/decisions/{P}.json    what P's votes came to (Decision)
+    {prefix}reviews/gold-answers/{ULID}.json  a labeller's answer on a gold item (GoldAnswer)
 
-The inbox holds exactly the samples no snapshot has taken: a snapshot takes everything in it
-and moves it to its archive, so counting and snapshotting never depend on the order in which
-writes land (see reconcile.feedbackdataset). No side effects here.
+Votes stay out of the inbox: only a label k labellers agreed on (or an adjudicator chose)
+enters it, as the sample `{prefix}inbox/{P}-1.jsonl` whose id is P, so the item is one sample
+however often it is decided. The inbox holds exactly the samples no snapshot has taken: a
+snapshot takes everything in it and moves it to its archive, so counting and snapshotting
+never depend on the order in which writes land (see reconcile.feedbackdataset). No side
+effects here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import Field
 
@@ -32,6 +43,10 @@ SNAPSHOTS = "snapshots/"
 PREDICTIONS = "predictions/"
 LIVE_ACCURACY = "stats/live-accuracy.json"
 LIVE_ACCURACY_BY_WRITER = "stats/live-accuracy/"
+GOLD = "gold/"
+VOTES = "reviews/votes/"
+DECISIONS = "reviews/decisions/"
+GOLD_ANSWERS = "reviews/gold-answers/"
 _SEGMENT = re.compile(r"-(?P<count>[0-9]+)\.jsonl$")
 
 
@@ -60,9 +75,40 @@ class FeedbackSample(ApiModel):
     """Model version that made that prediction, when known."""
     labeller: str | None = None
     """Who labelled it: the name of the labeller's token, the trusted proxy's user, or the
-    name the request gave."""
+    name the request gave; with review.overlap, the adjudicator (None when all agreed)."""
+    agreed_by: list[str] = Field(default_factory=list)
+    """With review.overlap: the labellers whose labels this label is."""
     received_at: str
     """When the feedback API stored it (RFC 3339)."""
+
+
+class Decision(ApiModel):
+    """What the votes of `review.overlap` labellers on one prediction came to."""
+
+    prediction_id: str
+    status: Literal["agreed", "disputed", "adjudicated"]
+    """agreed: every label the same; disputed: waiting for an adjudicator; adjudicated: an
+    adjudicator chose the label."""
+    votes: dict[str, str]
+    """Labeller -> label."""
+    label: str | None = None
+    """The label that entered the inbox; None while disputed."""
+    adjudicator: str | None = None
+    sample: FeedbackSample
+    """One of the votes, whose input the adjudication view shows."""
+    decided_at: str
+    """RFC 3339."""
+
+
+class GoldAnswer(ApiModel):
+    """A labeller's label of a gold item, whose label is known."""
+
+    gold_id: str
+    labeller: str
+    label: str
+    gold_label: str
+    answered_at: str
+    """RFC 3339."""
 
 
 class SnapshotManifest(ApiModel):
@@ -110,6 +156,20 @@ class LiveAccuracy(ApiModel):
 
     versions: dict[str, VersionAccuracy] = Field(default_factory=dict)
     """Model version -> judged and correct counts."""
+
+
+def vote_key(prefix: str, prediction_id: str, labeller: str) -> str:
+    """Where labeller's vote on a prediction lives: the name is hashed into a key."""
+    digest = hashlib.sha256(labeller.encode()).hexdigest()[:24]
+    return f"{prefix}{VOTES}{prediction_id}/{digest}.json"
+
+
+def decision_key(prefix: str, prediction_id: str) -> str:
+    return f"{prefix}{DECISIONS}{prediction_id}.json"
+
+
+def gold_answer_key(prefix: str, answer_id: str) -> str:
+    return f"{prefix}{GOLD_ANSWERS}{answer_id}.json"
 
 
 def sample_key(prefix: str, sample_id: str) -> str:

@@ -95,6 +95,9 @@ class Options:
     """Longest any single wait may take."""
     example: str = "digits"
     """Which of EXAMPLES to play."""
+    review: bool = False
+    """A person labels the new user's images on the review page, instead of the demo
+    sending their labels."""
 
 
 def run(state_dir: Path, options: Options, console: Console) -> dict[str, Any]:
@@ -147,13 +150,27 @@ def _story(
     console.print(f"predictor: {url}  (feedback: POST {url}/v1/feedback/{example.dataset})")
 
     images, labels = example.new_user(threshold, 1)
-    sent = _send_feedback(url, example, images, labels, console)
-    threshold_at = sent.threshold_at
-    console.print(
-        f"the base model got {sent.correct}/{len(labels)} of the new user's images right; "
-        f"{len(labels)} corrections stored"
-    )
     job = f"{example.dataset}-gen-1"
+    if options.review:
+        correct = _predict(url, example, images, labels)
+        console.print(
+            f"the base model got {correct}/{len(labels)} of the new user's images right. "
+            f"Label them at {url}/review/{example.dataset}?slice={NEW_USER} (a class's key "
+            f"labels the image, Enter accepts the model's answer); the retrain starts at "
+            f"{threshold} labels"
+        )
+        wait.until(
+            f"waiting for {threshold} labels on the review page",
+            lambda: loop.get("TrainingJob", job) is not None,
+        )
+        threshold_at = time.monotonic()
+    else:
+        sent = _send_feedback(url, example, images, labels, console)
+        correct, threshold_at = sent.correct, sent.threshold_at
+        console.print(
+            f"the base model got {correct}/{len(labels)} of the new user's images right; "
+            f"{len(labels)} corrections stored"
+        )
     wait.until("waiting for the retrain trigger", lambda: loop.get("TrainingJob", job) is not None)
     wait.until(f"retraining ({job})", lambda: _job_done(loop, job))
     new_version = str(loop.status("TrainingJob", job).get("modelVersion"))
@@ -173,7 +190,7 @@ def _story(
         served=served,
         dataset=example.dataset,
         feedback_sent=len(labels),
-        base_correct_on_feedback=sent.correct,
+        base_correct_on_feedback=correct,
         feedback_to_serving_seconds=None if served_at is None else served_at - threshold_at,
         total_seconds=time.monotonic() - started,
     )
@@ -231,6 +248,15 @@ def _send_feedback(url: str, example: Example, images: Any, labels: Any, console
             acknowledged_at = time.monotonic()
             progress.advance(task)
     return _Sent(correct, acknowledged_at)
+
+
+def _predict(url: str, example: Example, images: Any, labels: Any) -> int:
+    """Predict every image at once (they enter the review queue); how many were right."""
+    answer = services.post(
+        f"{url}/v1/models/{example.served}:predict", {"instances": [i.tolist() for i in images]}
+    )
+    predicted = [p["class"] for p in answer["predictions"]]
+    return sum(p == label for p, label in zip(predicted, labels, strict=True))
 
 
 def _job_done(loop: LocalLoop, name: str) -> bool:

@@ -122,6 +122,8 @@ def predictor_args(
             review_strategy=spec.review.strategy,
             review_budget=spec.review.budget,
             review_audit_share=spec.review.audit_share,
+            review_overlap=spec.review.overlap,
+            review_gold_share=spec.review.gold_share,
             retrain_threshold=spec.retrain.threshold if spec.retrain else None,
         )
     return PredictorConfig.model_validate(options).to_args()

@@ -38,8 +38,10 @@ from kubeloop import metrics
 from kubeloop.api import samples
 from kubeloop.images import Preprocessing
 from kubeloop.serving import inputs
+from kubeloop.serving.consensus import Consensus
 from kubeloop.serving.errors import Rejected as Rejected  # callers catch feedback.Rejected
 from kubeloop.serving.errors import check_body_size
+from kubeloop.serving.gold import GoldSet
 from kubeloop.serving.live_accuracy import LiveAccuracy
 from kubeloop.serving.prediction_pool import HeldPrediction, PredictionPool
 from kubeloop.serving.segments import SegmentWriter
@@ -164,7 +166,13 @@ class FeedbackService:
         live_accuracy: LiveAccuracy,
         find_elsewhere: Callable[[str], Awaitable[HeldPrediction | None]] | None = None,
         write_timeout_seconds: float = 30.0,
+        consensus: Consensus | None = None,
+        gold: GoldSet | None = None,
     ) -> None:
+        self.consensus = consensus
+        """Votes, decisions and gold answers; with overlap k > 1 labels are votes until k
+        agree."""
+        self.gold = gold
         self.policy = policy
         self.bucket = bucket
         self.prefix = prefix
@@ -216,7 +224,11 @@ class FeedbackService:
 
     async def submit(self, request: FeedbackRequest, shape: tuple[int, ...]) -> dict[str, Any]:
         """Store the sample (inputs of `shape`); the acknowledgement names its key and the
-        judgement, if any."""
+        judgement, if any. An answer on a gold item scores its labeller instead, and with
+        review overlap the sample is a vote (serving.consensus)."""
+        gold = self.gold.find(request.prediction_id) if self.gold is not None else None
+        if gold is not None:
+            return await self._answer_gold(gold, request)
         logged = self._pool.find(request.prediction_id) if request.prediction_id else None
         if logged is None and request.prediction_id and self._find_elsewhere is not None:
             logged = await self._find_elsewhere(request.prediction_id)  # another replica's
@@ -253,48 +265,98 @@ class FeedbackService:
             labeller=request.labeller,
             received_at=samples.rfc3339(time.time()),
         )
-        try:
+        if self.consensus is not None and self.consensus.overlap > 1:
+            return await self._vote(sample, logged)
+        with _storing(self._timeout):
             key = await self.writer.write(sample, self._timeout)
-        except TimeoutError:
-            raise Rejected(
-                503,
-                "storage-timeout",
-                f"the sample was not stored within {self._timeout:g}s, retry later",
-                retry_after=RETRY_AFTER_SECONDS,
-            ) from None
-        except StorageUnavailable as error:
-            raise Rejected(
-                503,
-                "storage-unavailable",
-                f"the sample was not stored, retry later: {error}",
-                retry_after=RETRY_AFTER_SECONDS,
-            ) from None
-        except Exception as error:  # e.g. a missing bucket: nothing stored, nothing acknowledged
-            raise Rejected(
-                503,
-                "storage-error",
-                f"the sample was not stored ({type(error).__name__}: {error})",
-                retry_after=RETRY_AFTER_SECONDS,
-            ) from None
         correct: bool | None = None
         if logged is not None:
             correct = request.label == logged.predicted_label
             if not logged.reviewed:  # a prediction counts once, however often it is labelled
                 self._live_accuracy.record(logged.model_version, correct)
                 self._pool.mark_reviewed(logged.prediction_id)
-        metrics.FEEDBACK.labels(dataset=self.policy.dataset, result="accepted", reason="ok").inc()
-        if sample.labeller is not None:
-            self._labelled[(sample.labeller, sample.received_at[:10])] += 1
+        self._accepted(sample.labeller)
+        return _ack(sample, self.bucket, key, correct)
+
+    async def _vote(
+        self, sample: samples.FeedbackSample, logged: HeldPrediction | None
+    ) -> dict[str, Any]:
+        """With review overlap: `sample` is its labeller's vote on its prediction."""
+        assert self.consensus is not None
+        if sample.labeller is None or sample.prediction_id is None:
+            raise Rejected(
+                422,
+                "overlap-needs-labeller",
+                f"review.overlap is {self.consensus.overlap}: each label needs the labeller "
+                "who gave it (sign in on the review page, or send labeller) and the "
+                "prediction_id it labels",
+            )
+        with _storing(self._timeout):
+            outcome = await self.consensus.vote(sample)
+        decided = outcome.decided
+        correct: bool | None = None
+        if decided is not None and logged is not None and not logged.reviewed:
+            self._pool.mark_reviewed(logged.prediction_id)  # settled: it leaves the queues
+            if decided.label is not None:
+                correct = decided.label == logged.predicted_label
+                self._live_accuracy.record(logged.model_version, correct)
+        self._accepted(sample.labeller)
+        key = samples.vote_key(self.prefix, sample.prediction_id, sample.labeller)
+        return {**_ack(sample, self.bucket, key, correct), "review": outcome.as_json()}
+
+    async def adjudicate(
+        self, prediction_id: str, body: bytes, adjudicator: str | None
+    ) -> dict[str, Any]:
+        """Choose the label of a disputed item: `body` is {"label": ...}; the decision."""
+        if self.consensus is None:
+            raise Rejected(404, "no-overlap", f"{self.policy.dataset} keeps no review votes")
+        try:
+            document = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise Rejected(400, "bad-json", f"the body is not JSON: {error}") from None
+        if not isinstance(document, dict):
+            raise Rejected(400, "bad-json", 'send {"label": CLASS, "labeller": NAME}')
+        fields = _fields(document.get("label"), {"labeller": document.get("labeller")}, self.policy)
+        who = adjudicator or fields.labeller
+        if who is None:
+            raise Rejected(422, "bad-labeller", "name the adjudicator: send labeller")
+        with _storing(self._timeout):
+            decision = await self.consensus.adjudicate(prediction_id, fields.label, who)
+        held = decision.sample
+        if held.model_version is not None and held.predicted_label is not None:
+            self._live_accuracy.record(held.model_version, fields.label == held.predicted_label)
+        self._accepted(who)
+        return decision.to_wire()
+
+    async def _answer_gold(
+        self, gold: samples.FeedbackSample, request: FeedbackRequest
+    ) -> dict[str, Any]:
+        if request.labeller is None:
+            raise Rejected(
+                422, "bad-labeller", "this item scores labellers: send the labeller's name"
+            )
+        assert self.consensus is not None  # a gold set comes with one (serving.server)
+        with _storing(self._timeout):
+            answer = await self.consensus.answer_gold(gold, request.labeller, request.label)
+        assert self.gold is not None
+        self.gold.answered(request.labeller, gold.id)
+        self._accepted(request.labeller)
         return {
-            "id": sample.id,
+            "id": None,
             "bucket": self.bucket,
-            "key": key,
-            "label": sample.label,
-            "prediction_id": sample.prediction_id,
-            "predicted_label": sample.predicted_label,
-            "model_version": sample.model_version,
-            "correct": correct,
+            "key": None,
+            "label": answer.label,
+            "prediction_id": gold.id,
+            "predicted_label": None,
+            "model_version": None,
+            "correct": None,
+            "review": {"status": "gold"},
         }
+
+    def _accepted(self, labeller: str | None) -> None:
+        metrics.FEEDBACK.labels(dataset=self.policy.dataset, result="accepted", reason="ok").inc()
+        if labeller is not None:
+            self._labelled[(labeller, samples.rfc3339(time.time())[:10])] += 1
 
     async def progress(self, labeller: str | None, version: str | None) -> dict[str, Any]:
         """The review page's progress line: what `labeller` labelled today (through this
@@ -329,6 +391,51 @@ class FeedbackService:
         metrics.FEEDBACK.labels(
             dataset=self.policy.dataset, result="rejected", reason=error.reason
         ).inc()
+
+
+def _ack(
+    sample: samples.FeedbackSample, bucket: str, key: str, correct: bool | None
+) -> dict[str, Any]:
+    return {
+        "id": sample.id,
+        "bucket": bucket,
+        "key": key,
+        "label": sample.label,
+        "prediction_id": sample.prediction_id,
+        "predicted_label": sample.predicted_label,
+        "model_version": sample.model_version,
+        "correct": correct,
+    }
+
+
+@contextlib.contextmanager
+def _storing(timeout: float) -> Iterator[None]:
+    """Storage failures in the block as 503s: nothing stored, nothing acknowledged."""
+    try:
+        yield
+    except Rejected:
+        raise
+    except TimeoutError:
+        raise Rejected(
+            503,
+            "storage-timeout",
+            f"the sample was not stored within {timeout:g}s, retry later",
+            retry_after=RETRY_AFTER_SECONDS,
+        ) from None
+    except StorageUnavailable as error:
+        raise Rejected(
+            503,
+            "storage-unavailable",
+            f"the sample was not stored, retry later: {error}",
+            retry_after=RETRY_AFTER_SECONDS,
+        ) from None
+    except Exception as error:  # e.g. a missing bucket: nothing stored, nothing acknowledged
+        raise Rejected(
+            503,
+            "storage-error",
+            f"the sample was not stored ({type(error).__name__}: {error})",
+            retry_after=RETRY_AFTER_SECONDS,
+        ) from None
 
 
 def _fields(label: Any, fields: Mapping[str, Any], policy: Policy) -> FeedbackRequest:

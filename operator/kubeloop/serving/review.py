@@ -7,19 +7,25 @@ model version, so k-center, k-means and the similarity search look at the rows o
 version: the newest for the queue, the query's for the search. Selection runs in a worker
 thread on a copy of the pool, so serving goes on meanwhile. An `audit_share` of each request
 is drawn at random from the rest of the pool (marked `audit`) and spread through the queue:
-random checking, so the live accuracy also measures the easy cases. No HTTP here.
+random checking, so the live accuracy also measures the easy cases. A `gold_share` are gold
+items (serving.gold), placed the same way; with review overlap, a labeller's queue leaves out
+what they already voted on (serving.consensus). No HTTP here.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from kubeloop import selection
 from kubeloop.selection import scores
+from kubeloop.serving.consensus import Consensus
 from kubeloop.serving.errors import Rejected
+from kubeloop.serving.gold import GoldSet
+from kubeloop.serving.holder import LoadedModel
 from kubeloop.serving.prediction_pool import PoolView, PredictionPool
 
 
@@ -38,25 +44,39 @@ class BadReviewRequest(Rejected, ValueError):
 
 
 class ReviewQueue:
-    """Picks predictions to label from `pool`."""
+    """Picks predictions to label from `pool`; with `gold`, a `gold_share` of gold items
+    answered by `model()`, and with `consensus`, none its labeller already voted on."""
 
     def __init__(
-        self, pool: PredictionPool, strategy: str, budget: int, audit_share: float = 0.0
+        self,
+        pool: PredictionPool,
+        strategy: str,
+        budget: int,
+        audit_share: float = 0.0,
+        consensus: Consensus | None = None,
+        gold: GoldSet | None = None,
+        gold_share: float = 0.0,
+        model: Callable[[], LoadedModel | None] = lambda: None,
     ) -> None:
         self.pool = pool
         self.strategy = strategy
         self.budget = budget
         self.audit_share = audit_share
+        self.consensus = consensus
+        self.gold = gold
+        self.gold_share = gold_share
+        self.model = model
 
     async def select(
         self,
         strategy: str | None = None,
         budget: int | None = None,
         include_reviewed: bool = False,
+        labeller: str | None = None,
         **options: object,
     ) -> dict[str, Any]:
-        """Up to `budget` predictions to label, most useful first; BadReviewRequest for an
-        unknown strategy or bad options."""
+        """Up to `budget` predictions for `labeller` to label, most useful first;
+        BadReviewRequest for an unknown strategy or bad options."""
         strategy = strategy or self.strategy
         budget = self.budget if budget is None else budget
         if strategy not in selection.STRATEGIES:
@@ -64,9 +84,14 @@ class ReviewQueue:
                 f"unknown strategy {strategy!r}; known: {', '.join(selection.STRATEGIES)}"
             )
         view = self.pool.view(include_reviewed)
+        voted = self.consensus.voted_by(labeller) if self.consensus else set()
+        if voted and len(view):
+            view = view.where(~np.isin(view.ids, np.array(sorted(voted), dtype=object)))
         if strategy in selection.EMBEDDING_STRATEGIES and len(view):
             view = view.where(view.versions == view.versions[-1])
-        audits = min(round(budget * self.audit_share), len(view))
+        golden = round(budget * self.gold_share)
+        gold = await self.gold.pick(golden, labeller, self.model()) if self.gold else []
+        audits = min(round(budget * self.audit_share), len(view), budget - len(gold))
         if len(view) == 0:
             picked = np.empty(0, dtype=np.intp)
         else:
@@ -76,17 +101,21 @@ class ReviewQueue:
                     strategy,
                     view.probabilities,
                     view.embeddings,
-                    budget - audits,
+                    budget - audits - len(gold),
                     times=view.times,
                     **options,
                 )
             except ValueError as error:  # an option the strategy refuses, named by it
                 raise BadReviewRequest(str(error)) from None
-        audited = _audit(len(view), picked, audits, np.random.default_rng())
+        rng = np.random.default_rng()
+        audited = _audit(len(view), picked, audits, rng)
         queue = [{**item, "audit": False} for item in _items(view, picked)]
-        places = _spread(len(queue) + len(audited), len(audited))
-        for place, item in zip(places, _items(view, audited), strict=True):
-            queue.insert(place, {**item, "audit": True})
+        extras = [{**item, "audit": True} for item in _items(view, audited)]
+        extras += [{**item, **_uncertainty(item), "audit": False} for item in gold]
+        extras = [extras[i] for i in rng.permutation(len(extras)).tolist()]
+        places = _spread(len(queue) + len(extras), len(extras))
+        for place, item in zip(places, extras, strict=True):
+            queue.insert(place, item)
         for rank, item in enumerate(queue):
             item["rank"] = rank
         return {"strategy": strategy, "budget": budget, "pool": len(view), "items": queue}
@@ -139,6 +168,14 @@ def _audit(
 def _spread(length: int, count: int) -> list[int]:
     """`count` places, ascending, spread evenly over a queue of `length` items."""
     return [int((j + 0.5) * length / count) for j in range(count)] if count else []
+
+
+def _uncertainty(item: dict[str, Any]) -> dict[str, float]:
+    probabilities = np.asarray([item["probabilities"]])
+    return {
+        "entropy": float(scores.entropy(probabilities)[0]),
+        "margin": float(scores.margin(probabilities)[0]),
+    }
 
 
 def _items(view: PoolView, picked: np.ndarray[Any, Any]) -> list[dict[str, Any]]:

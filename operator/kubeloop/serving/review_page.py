@@ -7,6 +7,12 @@ model's input, the top classes with their probabilities (the first preselected),
 and key per class, the similar past cases (`/v1/similar`), and a progress line
 (`/v1/review/DATASET/progress`). A label is sent when the next one is given or after
 `undo_seconds`, so Backspace can take the last one back until then.
+
+`?slice=NAME` tags every label with that slice (the demo's `new-user`). With `review.overlap`
+above 1 the progress line also shows the labellers' agreement, Fleiss' kappa and gold accuracy
+(`/v1/review/DATASET/quality`) and links the disputes; `?adjudicate` turns the page into the
+adjudication view: one disputed item at a time with each labeller's vote, and the key given
+settles it (`POST /v1/review/DATASET/disputes/ID`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@
     POST /v1/feedback/{dataset}         a labelled input (JSON, or a raw image/png body)
     GET  /v1/review/{dataset}           predictions to label: ?strategy=&budget=&...
     GET  /v1/review/{dataset}/progress  the review page's progress line: ?labeller=
+    GET  /v1/review/{dataset}/quality   labellers' agreement, kappa, gold accuracy
+    GET  /v1/review/{dataset}/disputes  items whose overlap labels disagree
+    POST /v1/review/{dataset}/disputes/{prediction_id}  an adjudicator's label: {"label": ...}
     GET  /v1/similar/{prediction_id}    logged predictions nearest by embedding: ?k=
     GET  /review/{dataset}              the review page (serving.review_page)
 
@@ -25,7 +28,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from kubeloop.api import samples
 from kubeloop.serving import canary, feedback, review_page
+from kubeloop.serving.consensus import Consensus
 from kubeloop.serving.errors import Rejected
 from kubeloop.serving.holder import ModelFollower
 from kubeloop.serving.predictor import Predictor
@@ -113,7 +118,7 @@ def router(c: Components) -> APIRouter:
         sample_size: Annotated[int | None, Query(ge=1)] = None,
     ) -> JSONResponse:
         _feedback_service(c, dataset)
-        _authorize(c, request)
+        labeller = _authorize(c, request) or request.query_params.get("labeller") or None
         options = {
             key: value
             for key, value in {
@@ -127,7 +132,7 @@ def router(c: Components) -> APIRouter:
             }.items()
             if value is not None
         }
-        chosen = await c.review.select(strategy, budget, include_reviewed, **options)
+        chosen = await c.review.select(strategy, budget, include_reviewed, labeller, **options)
         return JSONResponse({"dataset": dataset, **chosen})
 
     @routes.get("/v1/review/{dataset}/progress")
@@ -138,6 +143,27 @@ def router(c: Components) -> APIRouter:
         version = current.version.version if current else None
         found = await service.progress(labeller, version)
         return JSONResponse({"dataset": dataset, "threshold": c.threshold, **found})
+
+    @routes.get("/v1/review/{dataset}/quality")
+    async def quality(dataset: str, request: Request) -> JSONResponse:
+        consensus = _consensus(c, dataset)
+        _authorize(c, request)
+        return JSONResponse({"dataset": dataset, **(await consensus.quality()).as_json()})
+
+    @routes.get("/v1/review/{dataset}/disputes")
+    async def disputes(dataset: str, request: Request) -> JSONResponse:
+        consensus = _consensus(c, dataset)
+        _authorize(c, request)
+        found = await consensus.disputes()
+        return JSONResponse({"dataset": dataset, "items": [_dispute(d) for d in found]})
+
+    @routes.post("/v1/review/{dataset}/disputes/{prediction_id}")
+    async def adjudicate(dataset: str, prediction_id: str, request: Request) -> JSONResponse:
+        service = _feedback_service(c, dataset)
+        with service.counting_refusals():
+            adjudicator = _authorize(c, request)
+            decided = await service.adjudicate(prediction_id, await request.body(), adjudicator)
+        return JSONResponse(decided, status_code=201)
 
     @routes.get("/review/{dataset}", include_in_schema=False)
     async def page(dataset: str) -> HTMLResponse:
@@ -152,6 +178,29 @@ def router(c: Components) -> APIRouter:
         return JSONResponse(await c.review.similar(prediction_id, k))
 
     return routes
+
+
+def _dispute(decision: samples.Decision) -> dict[str, Any]:
+    """A disputed item as the adjudication view shows it: the votes and the input."""
+    held = decision.sample
+    return {
+        "prediction_id": decision.prediction_id,
+        "votes": decision.votes,
+        "predicted_label": held.predicted_label,
+        "model_version": held.model_version,
+        "decided_at": decision.decided_at,
+        "input": held.input,
+        "shape": held.shape,
+        "image": held.image,
+        "content_type": held.content_type,
+    }
+
+
+def _consensus(c: Components, dataset: str) -> Consensus:
+    service = _feedback_service(c, dataset)
+    if service.consensus is None:
+        raise Rejected(404, "no-overlap", f"{dataset} keeps no review votes")
+    return service.consensus
 
 
 def _version(c: Components) -> dict[str, Any]:

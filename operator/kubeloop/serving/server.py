@@ -36,7 +36,9 @@ from kubeloop import settings as kubeloop_settings
 from kubeloop.api.predictor import PredictorConfig, parse_command_line
 from kubeloop.registry import Registry, parse_model_uri
 from kubeloop.serving import asgi, canary, feedback, onnx_model, routes
+from kubeloop.serving.consensus import Consensus
 from kubeloop.serving.errors import Rejected
+from kubeloop.serving.gold import GoldSet
 from kubeloop.serving.holder import ModelFollower, ModelHolder
 from kubeloop.serving.kserve_model import KServeModel
 from kubeloop.serving.live_accuracy import LiveAccuracy
@@ -240,8 +242,18 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
         peers = PeerSync(
             store, fb.bucket, fb.prefix, pool, prediction_log, config.warm_start_seconds
         )
+        consensus = Consensus(store, fb.bucket, fb.prefix, fb.dataset, config.review_overlap)
+        gold = GoldSet(store, fb.bucket, fb.prefix) if config.review_gold_share > 0 else None
         service = feedback.FeedbackService(
-            policy, store, fb.bucket, fb.prefix, pool, live, find_elsewhere=peers.find
+            policy,
+            store,
+            fb.bucket,
+            fb.prefix,
+            pool,
+            live,
+            find_elsewhere=peers.find,
+            consensus=consensus,
+            gold=gold,
         )
         stats_seconds, sync_seconds = config.stats_flush_seconds, config.log_flush_seconds
         background += [
@@ -267,7 +279,14 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
         predictor=predictor,
         follower=follower,
         review=ReviewQueue(
-            pool, config.review_strategy, config.review_budget, config.review_audit_share
+            pool,
+            config.review_strategy,
+            config.review_budget,
+            config.review_audit_share,
+            consensus=service.consensus if service else None,
+            gold=service.gold if service else None,
+            gold_share=config.review_gold_share,
+            model=lambda: holder.current,
         ),
         feedback=service,
         token=config.token,
