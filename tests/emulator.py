@@ -31,6 +31,7 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
     f"{API}/servedmodels": _namespaced("ServedModel"),
     "batch/v1/jobs": _namespaced("Job"),
     "apps/v1/deployments": _namespaced("Deployment"),
+    "autoscaling/v2/horizontalpodautoscalers": _namespaced("HorizontalPodAutoscaler"),
     "v1/pods": _namespaced("Pod"),
     "v1/configmaps": _namespaced("ConfigMap", status=False),
     "v1/secrets": _namespaced("Secret", status=False),

@@ -15,6 +15,8 @@ from tests.api.conftest import Cluster
 from tests.model_versions import registered, served_model, unique
 from tests.operator_harness import API, ISVC, SM, OperatorFactory, condition, eventually, status_of
 
+HPA = "autoscaling/v2/horizontalpodautoscalers"
+
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 
@@ -127,6 +129,18 @@ async def test_first_version_then_gate_promotes_or_keeps_serving(
     assert 'servedmodel="digits",version="2"} 1.0' in exported
     assert 'kubeloop_reconcile_total{kind="ServedModel",result="ok"}' in exported
 
+    # Asked on the cluster: the annotation rolls the alias back to the version 2 replaced.
+    asked = {"metadata": {"annotations": {"kubeloop.io/rollback": "after-v3"}}}
+    await cluster.patch(SM, "digits", asked)
+    status = await eventually(
+        lambda: status_where(cluster, "digits", rollbackRequest="after-v3"), "the rollback", 30
+    )
+    assert status["servingVersion"] == "1"
+    champion = await asyncio.to_thread(registry.get_by_alias, model, "champion")
+    assert champion is not None
+    assert champion.version == "1"
+    await cluster.said("digits", "Rollback")
+
 
 async def test_canary_steps_then_promotion(
     cluster: Cluster, operator: OperatorFactory, mlflow_server: services.Service
@@ -179,7 +193,10 @@ async def test_deployment_runtime_without_kserve(
     deployment = await eventually(
         lambda: cluster.get("apps/v1/deployments", "plain-predictor"), "the Deployment", 30
     )
-    assert deployment["spec"]["replicas"] == 2
+    assert "replicas" not in deployment["spec"], "2 to 3 replicas: the autoscaler's to set"
+    hpa = await eventually(lambda: cluster.get(HPA, "plain-predictor"), "the autoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 3)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "plain-predictor"
     service = await eventually(lambda: cluster.get("v1/services", "plain"), "the Service")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
@@ -202,9 +219,10 @@ async def test_deployment_runtime_without_kserve(
 
     async def replaced() -> bool:
         gone = await cluster.get("apps/v1/deployments", "plain-predictor") is None
+        gone = gone and await cluster.get(HPA, "plain-predictor") is None
         return gone and await cluster.get("v1/services", "plain") is None
 
-    await eventually(replaced, "the Deployment and Service removed")
+    await eventually(replaced, "the Deployment, its autoscaler and the Service removed")
 
 
 @pytest.mark.without_kserve

@@ -47,6 +47,8 @@ from tests.operator_harness import (
 
 pytestmark = pytest.mark.slow
 DEPLOYMENTS, SERVICES = "apps/v1/deployments", "v1/services"
+AUTOSCALERS = "autoscaling/v2beta2/horizontalpodautoscalers"
+"""Kubernetes 1.20's (the envtest release): autoscaling/v2 came in 1.23."""
 PluralOf = Callable[[str, str], str]
 """(apiVersion, kind) -> the resource's plural, as the API server's discovery says."""
 
@@ -110,8 +112,17 @@ async def test_the_releases_service_account_reconciles_every_kind_unrefused(
     await eventually(lambda: _labelled(where, label), "the Service's label restored")
     await change(where, {"minReplicas": 3, "maxReplicas": 3})
     await eventually(lambda: _deployment_replicas(where, 3), "the Deployment patched")
+    await change(where, {"minReplicas": 1, "maxReplicas": 4})  # autoscaled
+    hpa = await eventually(lambda: where.get(AUTOSCALERS, "served-predictor"), "the autoscaler")
+    resource = hpa["spec"]["metrics"][0]["resource"]  # the API server kept what it knows
+    assert resource["target"] == {"type": "Utilization", "averageUtilization": 80}
+    await change(where, {"minReplicas": 2, "maxReplicas": 2})
+    await eventually(lambda: _gone(where, AUTOSCALERS, "served-predictor"), "autoscaler deleted")
+    await change(where, {"maxReplicas": 3})
+    await eventually(lambda: where.get(AUTOSCALERS, "served-predictor"), "the autoscaler again")
     await change(where, {"runtime": "kserve"})
     await eventually(lambda: _gone(where, DEPLOYMENTS, "served-predictor"), "Deployment deleted")
+    await eventually(lambda: _gone(where, AUTOSCALERS, "served-predictor"), "autoscaler deleted")
     await eventually(lambda: where.get(ISVC, "served"), "the InferenceService again", 30)
 
 

@@ -305,7 +305,7 @@ def test_kserve_model_check_catches_a_wrong_field() -> None:
 
 def test_deployments_and_service_are_valid_and_select_each_other() -> None:
     sm = served_model(runtime="deployment", minReplicas=3)
-    stable = builders.build_deployment(sm, DEFAULTS, "models:/digits@champion")
+    stable = builders.build_deployment(sm, DEFAULTS, "models:/digits@champion", replicas=3)
     canary = builders.build_deployment(
         sm, DEFAULTS, "models:/digits/7", "canary", builders.canary_replicas(3, 25)
     )
@@ -320,6 +320,45 @@ def test_deployments_and_service_are_valid_and_select_each_other() -> None:
     assert builders.canary_replicas(1, 50) == 1
     assert builders.canary_replicas(4, 50) == 4
     assert builders.canary_replicas(4, 0) == 0
+
+
+def test_an_autoscaled_deployment_runtime_gets_a_valid_autoscaler_and_no_replica_count() -> None:
+    sm = served_model(runtime="deployment", minReplicas=2, maxReplicas=6, scaleTarget=60)
+    assert builders.autoscaled(sm)
+    stable = builders.build_deployment(sm, DEFAULTS, "models:/digits@champion", replicas=None)
+    hpa = builders.build_autoscaler(sm)
+    for manifest in (stable, hpa):
+        validate(manifest)
+    assert "replicas" not in stable["spec"], "the autoscaler's to set"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", stable["metadata"]["name"])
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 60},
+    }
+    older = builders.build_autoscaler(served_model(scaleMetric="memory"), "autoscaling/v2beta2")
+    kubernetes_validate.validate(older, "1.25.0", strict=True)  # the last release serving it
+    assert older["spec"]["metrics"][0]["resource"]["name"] == "memory"
+    assert older["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+    # One replica count (min 0 or 1 up to 1, or min equal to max): a fixed Deployment.
+    for low, high in ((0, 1), (1, 1), (3, 3)):
+        assert not builders.autoscaled(served_model(minReplicas=low, maxReplicas=high))
+
+
+def test_kserve_scales_on_the_same_fields() -> None:
+    sm = served_model(scaleMetric="memory", scaleTarget=70)
+    isvc = builders.build_inference_service(
+        sm, DEFAULTS, servedmodel.Deploy("models:/digits@champion", version="1")
+    )
+    predictor_spec = isvc["spec"]["predictor"]
+    assert (predictor_spec["scaleMetric"], predictor_spec["scaleTarget"]) == ("memory", 70)
+    assert _check_model(isvc, "V1beta1InferenceService", "isvc") == []
+    plain = builders.build_inference_service(
+        served_model(), DEFAULTS, servedmodel.Deploy("models:/digits@champion", version="1")
+    )
+    assert "scaleMetric" not in plain["spec"]["predictor"], "KServe's default"
 
 
 def test_pods_are_hardened_by_default_and_the_spec_can_say_otherwise() -> None:

@@ -490,6 +490,38 @@ def test_a_rollback_goes_back_one_promotion_and_holds_the_version_back() -> None
     assert memory.registry.aliases == {"champion": "3", "champion-previous": "1"}
 
 
+def test_the_rollback_annotation_rolls_back_once_per_value() -> None:
+    memory = Memory()
+    key = ("ServedModel", "default", "digits")
+    memory.objects.put(served_body("digits"))
+
+    def served(request: str | None = None) -> ServedModelStatus:
+        body = memory.objects.items[key]
+        if request is not None:
+            body["metadata"]["annotations"] = {servedmodel.ROLLBACK_ANNOTATION: request}
+        return servedmodel.reconcile(body, memory.ports, NOW)
+
+    def reasons() -> list[str]:
+        return [e.reason for e in memory.objects.events]
+
+    memory.registry.versions["1"] = BASE
+    assert served("early").rollback_request == "early"  # nothing to go back to: said, done
+    refused = [e for e in memory.objects.events if e.reason == "RollbackRefused"]
+    assert len(refused) == 1
+    assert refused[0].message.startswith("kubeloop.io/rollback=early: @champion of digits")
+    assert "names no version: nothing to roll back" in refused[0].message
+    memory.registry.versions["2"] = Metrics(overall=0.95, slices=BASE.slices)
+    assert served().serving_version == "2"
+
+    status = served("1733000000")
+    assert (status.serving_version, status.rollback_request) == ("1", "1733000000")
+    assert memory.registry.aliases["champion"] == "1"
+    assert reasons().count("Rollback") == 1
+    assert served("1733000000").serving_version == "1"  # the same value: not again
+    assert reasons().count("Rollback") == 1
+    assert reasons().count("RollbackRefused") == 1
+
+
 def test_a_canary_that_does_worse_live_is_rolled_back_once() -> None:
     memory = Memory()
     fd = feedback_dataset("fb", "bucket", 100)

@@ -78,13 +78,16 @@ Each rule names the code that needs it; tests/envtest/test_chart_rbac.py keeps t
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# A ServedModel's predictor: a KServe InferenceService, or a Deployment (stable and canary)
-# and a Service.
+# A ServedModel's predictor: a KServe InferenceService, or a Deployment (stable and canary),
+# a Service and, between minReplicas and maxReplicas, a HorizontalPodAutoscaler.
 - apiGroups: [serving.kserve.io]
   resources: [inferenceservices]
   verbs: [get, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
+  verbs: [get, create, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
   verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [services]

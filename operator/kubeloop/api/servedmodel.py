@@ -95,7 +95,14 @@ class ServedModelSpec(ApiModel):
     min_replicas: common.Int32 = Field(default=1, ge=0)
     """Fewest predictor replicas."""
     max_replicas: common.Int32 = Field(default=1, ge=1)
-    """Most predictor replicas."""
+    """Most predictor replicas. Above minReplicas the predictor autoscales: KServe's own
+    autoscaler, or (runtime: deployment) a HorizontalPodAutoscaler on scaleMetric."""
+    scale_metric: Literal["cpu", "memory"] | None = None
+    """What the autoscaler follows, as KServe's scaleMetric: the pods' average use of their
+    requested cpu or memory; KServe's default (runtime: deployment: cpu) when omitted."""
+    scale_target: common.Int32 | None = Field(default=None, ge=1)
+    """The average use, in percent of the pods' request, the autoscaler keeps the pods at
+    (KServe's scaleTarget); KServe's default (runtime: deployment: 80) when omitted."""
     canary: Canary | None = None
     """Canary rollout; promoted versions go to 100% at once when omitted."""
     promotion: Promotion = Field(default_factory=Promotion)
@@ -173,6 +180,9 @@ class ServedModelStatus(ApiModel):
     """Latest gate verdict."""
     slice_records: dict[str, SliceRecord] = Field(default_factory=dict)
     """Per slice, the best value among the versions served: the gate's ratchet on forgetting."""
+    rollback_request: str | None = None
+    """The last kubeloop.io/rollback annotation value acted on: each new value is one
+    rollback."""
     conditions: list[Condition] = Field(default_factory=list)
     """Standard conditions: Ready, RolledOut, GateFailed."""
     observed_generation: common.Int64 = 0

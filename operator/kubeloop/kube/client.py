@@ -59,6 +59,9 @@ SECRETS = Resource("", "v1", "secrets")
 SERVICES = Resource("", "v1", "services")
 EVENTS = Resource("", "v1", "events")
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
+AUTOSCALERS = Resource("autoscaling", "v2", "horizontalpodautoscalers")
+AUTOSCALERS_V2BETA2 = Resource("autoscaling", "v2beta2", "horizontalpodautoscalers")
+"""HorizontalPodAutoscalers on API servers before 1.23, which do not serve autoscaling/v2."""
 INFERENCESERVICES = Resource("serving.kserve.io", "v1beta1", "inferenceservices")
 
 

@@ -23,6 +23,8 @@ from kubeloop.api.servedmodel import ServedModel
 from kubeloop.api.trainingjob import TrainingJob
 from kubeloop.feedback_store import DatasetStore
 from kubeloop.kube.client import (
+    AUTOSCALERS,
+    AUTOSCALERS_V2BETA2,
     DEPLOYMENTS,
     FEEDBACKDATASETS,
     INFERENCESERVICES,
@@ -209,7 +211,7 @@ class KubePredictor:
         if sm.spec.runtime == "kserve":
             state = self._inference_service(sm, body, deploy, feedback)
         else:
-            state = self._deployments(sm, body, deploy, feedback)
+            state = self._deployments(sm, body, deploy, feedback, spec_changed)
         if spec_changed:
             self._remove_other_runtime(sm, body)
         return state
@@ -233,16 +235,31 @@ class KubePredictor:
         return observations.inference_service_state(applied)
 
     def _deployments(
-        self, sm: ServedModel, body: Body, deploy: Deploy, feedback: FeedbackRef | None
+        self,
+        sm: ServedModel,
+        body: Body,
+        deploy: Deploy,
+        feedback: FeedbackRef | None,
+        spec_changed: bool,
     ) -> ServingState:
+        """The stable Deployment (autoscaled when the spec says so), the candidate's during a
+        canary, with replicas in proportion to the stable ones now, and the Service."""
         client, namespace, defaults = self._rt.client, sm.metadata.namespace, self._rt.settings
-        stable_replicas = max(sm.spec.min_replicas, 1)
+        autoscaled = builders.autoscaled(sm)
+        fixed = None if autoscaled else max(sm.spec.min_replicas, 1)
         stable = builders.build_deployment(
-            sm, defaults, deploy.stable_uri, "stable", stable_replicas, feedback
+            sm, defaults, deploy.stable_uri, "stable", fixed, feedback
         )
         applied = client.apply(DEPLOYMENTS, namespace, owned(stable, body))
+        if autoscaled:
+            autoscalers = self._autoscalers()
+            hpa = builders.build_autoscaler(sm, autoscalers.api_version)
+            client.apply(autoscalers, namespace, owned(hpa, body))
+        elif spec_changed:
+            client.delete(self._autoscalers(), namespace, builders.predictor_name(sm.metadata.name))
         if deploy.canary_uri is not None:
-            replicas = builders.canary_replicas(stable_replicas, deploy.canary_percent)
+            running = fixed or int(applied.get("spec", {}).get("replicas") or 1)
+            replicas = builders.canary_replicas(running, deploy.canary_percent)
             canary = builders.build_deployment(
                 sm, defaults, deploy.canary_uri, "canary", replicas, feedback
             )
@@ -254,6 +271,10 @@ class KubePredictor:
         client.apply(SERVICES, namespace, owned(builders.build_service(sm), body))
         return observations.deployment_state(applied, builders.service_url(sm))
 
+    def _autoscalers(self) -> Resource:
+        """autoscaling/v2's HorizontalPodAutoscalers, or v2beta2's where only those are served."""
+        return AUTOSCALERS if self._rt.serves(AUTOSCALERS) else AUTOSCALERS_V2BETA2
+
     def _remove_other_runtime(self, sm: ServedModel, body: Body) -> None:
         """After a spec change, delete the children of the runtime no longer chosen."""
         namespace, name = sm.metadata.namespace, sm.metadata.name
@@ -262,6 +283,7 @@ class KubePredictor:
                 (DEPLOYMENTS, builders.predictor_name(name)),
                 (DEPLOYMENTS, builders.predictor_name(name, "canary")),
                 (SERVICES, builders.service_name(name)),
+                (self._autoscalers(), builders.predictor_name(name)),
             ]
         elif self._rt.serves(INFERENCESERVICES):
             others = [(INFERENCESERVICES, builders.inference_service_name(name))]

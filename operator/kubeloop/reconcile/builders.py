@@ -286,6 +286,9 @@ def predictor_container(
 
 
 KSERVE_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+HPA_API_VERSION = "autoscaling/v2"
+DEFAULT_SCALE_TARGET = 80
+"""Percent of the requested cpu (or memory) an autoscaled Deployment's pods are kept at."""
 KSERVE_CANARY_MODES = ("Serverless",)
 """KServe modes that honour canaryTrafficPercent: RawDeployment ("Standard" in newer KServe)
 ignores it, and a canary step would send all traffic to the candidate (kserve/kserve#5335)."""
@@ -332,6 +335,10 @@ def build_inference_service(
         "containers": [predictor_container(sm, uri, defaults, feedback)],
         **_pod_fields(sm.spec.template, defaults),  # KServe's predictor is a PodSpec inline
     }
+    if sm.spec.scale_metric is not None:
+        predictor["scaleMetric"] = sm.spec.scale_metric
+    if sm.spec.scale_target is not None:
+        predictor["scaleTarget"] = sm.spec.scale_target
     if deploy.canary_uri:
         predictor["canaryTrafficPercent"] = deploy.canary_percent
     template = sm.spec.template
@@ -356,9 +363,12 @@ def build_deployment(
     replicas: int | None = None,
     feedback: tuple[str, FeedbackDatasetSpec] | None = None,
 ) -> dict[str, Any]:
-    """A predictor Deployment (runtime: deployment) for clusters without KServe."""
+    """A predictor Deployment (runtime: deployment) for clusters without KServe.
+
+    `replicas` None: the stable Deployment of an autoscaled ServedModel, whose replica count
+    is its HorizontalPodAutoscaler's, so the operator does not set one.
+    """
     labels = predictor_labels(sm, track)
-    count = replicas if replicas is not None else max(sm.spec.min_replicas, 1)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -366,7 +376,7 @@ def build_deployment(
             predictor_name(sm.metadata.name, track), sm.metadata.namespace, labels
         ),
         "spec": {
-            "replicas": count,
+            **({"replicas": replicas} if replicas is not None else {}),
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": _pod_metadata(labels, sm.spec.template),
@@ -387,6 +397,47 @@ def _pod_metadata(labels: dict[str, str], template: PodTemplate) -> dict[str, An
     if template.annotations:
         metadata["annotations"] = dict(template.annotations)
     return metadata
+
+
+def autoscaled(sm: ServedModel) -> bool:
+    """Whether the predictor scales between minReplicas and maxReplicas (more than one count)."""
+    return sm.spec.max_replicas > max(sm.spec.min_replicas, 1)
+
+
+def build_autoscaler(sm: ServedModel, api_version: str = HPA_API_VERSION) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler of an autoscaled runtime: deployment's stable Deployment.
+
+    It keeps the pods' average use of their requested scaleMetric at scaleTarget percent
+    (KServe's fields and, for cpu, its default), so the two runtimes scale on the same spec.
+    `api_version` autoscaling/v2beta2 for API servers before 1.23: the fields are the same.
+    """
+    resource = sm.spec.scale_metric or "cpu"
+    target = sm.spec.scale_target or DEFAULT_SCALE_TARGET
+    return {
+        "apiVersion": api_version,
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(
+            predictor_name(sm.metadata.name), sm.metadata.namespace, predictor_labels(sm)
+        ),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": predictor_name(sm.metadata.name),
+            },
+            "minReplicas": max(sm.spec.min_replicas, 1),
+            "maxReplicas": sm.spec.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": resource,
+                        "target": {"type": "Utilization", "averageUtilization": target},
+                    },
+                }
+            ],
+        },
+    }
 
 
 def canary_replicas(stable_replicas: int, percent: int) -> int:

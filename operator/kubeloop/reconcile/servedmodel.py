@@ -73,6 +73,9 @@ moves back to."""
 ROLLED_BACK_TAG = "kubeloop.rolledBack.{alias}"
 """Model-version tag on a version taken off `alias` (by `kubeloop rollback`, or by a canary
 that did worse live than the stable version): it is not promoted through `alias` again."""
+ROLLBACK_ANNOTATION = "kubeloop.io/rollback"
+"""Annotation asking the operator for what `kubeloop rollback` does; each new value is one
+request: kubectl annotate servedmodel NAME kubeloop.io/rollback="$(date +%s)" --overwrite."""
 GATE_TAG = "kubeloop.gate.{alias}"
 """Model-version tag holding the gate's verdict (JSON, as in the status) on the version as a
 candidate for the alias: the registry keeps why a version was, or was not, promoted."""
@@ -572,6 +575,8 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> ServedModelStatus:
         clash = _claim_alias(sm, ports)
         if clash is not None:
             return _refuse(body, ports.objects, old, "AliasInUse", clash, now)
+        old, asked = _requested_rollback(sm, old, ports.registry, now)
+        events.extend(asked)
         live = _canary_live(sm, old, feedback, ports)
         observed = observe(sm.spec, old, ports.registry, generation, live)
         plan = decide(sm.spec, old, observed, now)
@@ -627,6 +632,22 @@ def rollback(registry: Registry, model: str, alias: str, now: datetime) -> str:
         f"@{alias} of {model} moved back from version {serving} to {previous}; version "
         f"{serving} will not be promoted through @{alias} again"
     )
+
+
+def _requested_rollback(
+    sm: ServedModel, old: ServedModelStatus, registry: Registry, now: datetime
+) -> tuple[ServedModelStatus, list[Event]]:
+    """Run the rollback a new ROLLBACK_ANNOTATION value asks for: the status that records the
+    value as done, and an Event saying what moved or why nothing could."""
+    request = sm.metadata.annotations.get(ROLLBACK_ANNOTATION)
+    if not request or request == old.rollback_request:
+        return old, []
+    model, alias = sm.spec.registered_model, sm.spec.alias
+    try:
+        event = Event("Normal", "Rollback", rollback(registry, model, alias, now))
+    except ValueError as error:
+        event = Event("Warning", "RollbackRefused", f"{ROLLBACK_ANNOTATION}={request}: {error}")
+    return old.model_copy(update={"rollback_request": request}), [event]
 
 
 def _record(spec: ServedModelSpec, plan: RolloutPlan, registry: Registry) -> None:
