@@ -33,6 +33,7 @@ from __future__ import annotations
 import abc
 import importlib.metadata
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -355,6 +356,33 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Ranks:
+    """This process among the processes training one model together (torchrun's RANK,
+    LOCAL_RANK and WORLD_SIZE); one process alone is rank 0 of 1.
+
+    A plugin trains its shard of every epoch with the others (DistributedDataParallel, say);
+    only rank 0's model is evaluated, exported and registered, by the trainer.
+    """
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Ranks:
+        values = os.environ if env is None else env
+        return cls(
+            int(values.get("RANK", "0")),
+            int(values.get("LOCAL_RANK", "0")),
+            int(values.get("WORLD_SIZE", "1")),
+        )
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
 class TrainingContext(Generic[A]):
     """Everything `Plugin.train` gets: checked arguments, data, base model, reporting."""
 
@@ -371,6 +399,9 @@ class TrainingContext(Generic[A]):
     fetch: Callable[[str], bytes] = field(default=lambda uri: _no_fetch(uri))
     """Reads a file that `args` name by URI (pretrained weights): s3://bucket/key, or
     models:/name/version (that version's checkpoint); the trainer's stores do the I/O."""
+    ranks: Ranks = field(default_factory=Ranks)
+    """Which of the processes training together this is; the plugin starts their process
+    group (gloo on the CPU, NCCL on GPUs) when there are several."""
 
 
 @dataclass

@@ -33,6 +33,7 @@ from kubeloop import images as images_module
 from kubeloop.api import samples
 from kubeloop.api.training_result import TrainingFailure, TrainingResult
 from kubeloop.local import services
+from kubeloop.reconcile import trainingjob
 from kubeloop.registry import Registry
 from kubeloop.storage import ObjectStore
 from kubeloop.training import splits
@@ -45,6 +46,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MODEL = "tj-digits"
 BUCKET = "tj-feedback"
 PREFIX = "feedback/digits/"
+DDP_TOLERANCE = 0.03
+"""Most the overall accuracy of a two-process run may differ from the one-process run's."""
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +100,17 @@ def _example(kind: str) -> dict[str, Any]:
 
 
 def _train(
-    workdir: Path, job: dict[str, Any], env: dict[str, str], timeout: float = 300
+    workdir: Path,
+    job: dict[str, Any],
+    env: dict[str, str],
+    timeout: float = 300,
+    processes: int = 1,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     name = job["metadata"]["name"]
     spec = workdir / f"{name}.yaml"
     spec.write_text(yaml.safe_dump(job))
     result = workdir / f"{name}.result.json"
-    command = [sys.executable, "-m", "kubeloop.training", "--spec", str(spec)]
+    command = [*trainingjob.trainer_command(processes, sys.executable), "--spec", str(spec)]
     process = subprocess.run(
         [*command, "--result", str(result)],
         env=env,
@@ -210,6 +217,33 @@ def test_a_retried_pod_reports_the_version_instead_of_registering_another(
         f"name = '{MODEL}' and tags.`kubeloop.trainingJobUid` = 'uid-digits-base'"
     )
     assert [v.version for v in found] == [base.model_version]
+
+
+def test_two_processes_train_one_model_and_register_one_version(
+    base: TrainingResult, workdir: Path, env: dict[str, str], registry: Registry
+) -> None:
+    # The example's base job under torchrun: two gloo ranks on the CPU, each half of every
+    # epoch; the sockets on the loopback interface, as every server a test starts.
+    spec = {**_example("TrainingJob"), "registeredModel": MODEL}
+    job = _job("digits-ddp", **spec)
+    loopback = {**env, "GLOO_SOCKET_IFNAME": "lo"}
+    process, result_file = _train(workdir, job, loopback, processes=2)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "rank 1 of 2: training its shard" in process.stderr
+    result = TrainingResult.parse(result_file.read_text())
+    assert process.stdout.strip().splitlines()[-1] == result.to_line(), "rank 0's line alone"
+    found = mlflow.MlflowClient(registry.tracking_uri).search_model_versions(
+        f"name = '{MODEL}' and tags.`kubeloop.trainingJobUid` = 'uid-digits-ddp'"
+    )
+    assert [v.version for v in found] == [result.model_version]
+    assert result.metrics.overall is not None
+    assert base.metrics.overall is not None
+    # Each step averages the two ranks' gradients: half the steps of the one-process run.
+    assert abs(result.metrics.overall - base.metrics.overall) <= DDP_TOLERANCE, (
+        result.metrics,
+        base.metrics,
+    )
+    print(f"one process {base.metrics}, two processes {result.metrics}")
 
 
 def test_run_holds_epochs_signature_and_card(

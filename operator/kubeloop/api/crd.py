@@ -34,6 +34,7 @@ _KEPT = (
     "required",
     "x-kubernetes-list-type",
     "x-kubernetes-validations",
+    "x-kubernetes-int-or-string",
 )
 
 
@@ -137,7 +138,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["x-kubernetes-preserve-unknown-fields"] = True
     elif out.get("type") == "array":
         out["items"] = _structural(node.get("items", {}), defs)
-    elif "type" not in out:
+    elif "type" not in out and not out.get("x-kubernetes-int-or-string"):
         # A value of any type (e.g. a plugin argument).
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
@@ -151,9 +152,12 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         return _resolve({**target, **outer}, defs)
     if "anyOf" in node:
         variants = [v for v in node["anyOf"] if v.get("type") != "null"]
+        outer = {k: v for k, v in node.items() if k != "anyOf"}
+        if sorted(v.get("type", "") for v in variants) == ["integer", "string"]:
+            # A number or a word (numProcPerNode: 4 or auto); a CEL rule says which words.
+            return {**outer, "x-kubernetes-int-or-string": True}
         if len(variants) != 1:
             raise ValueError(f"a union of several types has no structural schema: {node}")
-        outer = {k: v for k, v in node.items() if k != "anyOf"}
         if outer.get("default", ...) is None:
             del outer["default"]
         return _resolve({**variants[0], **outer}, defs)

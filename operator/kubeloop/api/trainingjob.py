@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kubeloop.api import common
-from kubeloop.api.common import ApiModel, Condition, CustomResource, SecretKeyRef, cel_rules
+from kubeloop.api.common import (
+    DNS_LABEL,
+    ApiModel,
+    Condition,
+    CustomResource,
+    SecretKeyRef,
+    cel_rules,
+)
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
 DatasetFormat = Literal["image-folder", "manifest", "feedback"]
 ONE_SOURCE = "set exactly one of uri or feedbackDataset"
+PROCESSES_PER_NODE = "numProcPerNode is a number of processes (1 or more) or auto"
 REGISTERED_MODEL = r"^[A-Za-z0-9][-A-Za-z0-9_.]*$"
 """A registered model's name in MLflow, as kubeloop allows it."""
 IMAGE_SCHEMA: dict[str, Any] = {"pattern": common.NO_WHITESPACE}
@@ -87,6 +95,30 @@ class Resources(ApiModel):
     """Number of nvidia.com/gpu to request; 0 trains on the CPU."""
 
 
+class Distributed(ApiModel):
+    """Training over several processes: Kubeflow Trainer's names (numNodes, numProcPerNode)."""
+
+    num_nodes: common.Int32 = Field(default=1, ge=1)
+    """Nodes (pods) training together. The operator runs only 1 for now (several need
+    Kubeflow Trainer or JobSet, which it does not render yet: Ready=False says so); `kubeloop
+    up` runs numNodes x numProcPerNode processes on its one machine."""
+    num_proc_per_node: int | Literal["auto"] = Field(
+        default="auto",
+        json_schema_extra=cel_rules(
+            ("type(self) == string ? self == 'auto' : self >= 1", PROCESSES_PER_NODE)
+        ),
+    )
+    """Training processes in each pod, run by torchrun (one DistributedDataParallel rank
+    each: NCCL on GPUs, gloo on the CPU); auto: one per GPU (resources.gpu), else 1."""
+
+    @field_validator("num_proc_per_node")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(PROCESSES_PER_NODE)
+        return value
+
+
 class PodTemplate(ApiModel):
     """What passes through to the pods kubeloop creates (a trainer's, a predictor's)."""
 
@@ -138,8 +170,21 @@ class TrainingJobSpec(ApiModel):
     """Delete the finished Job after this many seconds; kept when omitted."""
     template: PodTemplate = Field(default_factory=PodTemplate)
     """Labels, annotations and scheduling passed to the training pod."""
+    distributed: Distributed = Field(default_factory=Distributed)
+    """Processes training together (torchrun in the pod)."""
+    queue_name: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_LABEL)
+    """Kueue LocalQueue admitting the training: the kueue.x-k8s.io/queue-name label on the
+    Job and its pod."""
     credentials: list[SecretKeyRef] = Field(default_factory=list)
     """Secret keys exposed to the trainer as environment variables named after the key."""
+
+
+def processes_per_node(spec: TrainingJobSpec) -> int:
+    """numProcPerNode resolved: auto is one process per GPU, or one on the CPU."""
+    wanted = spec.distributed.num_proc_per_node
+    if wanted == "auto":
+        return max(1, spec.resources.gpu)
+    return int(wanted)
 
 
 class Metrics(ApiModel):

@@ -38,7 +38,7 @@ from kubeloop.kube.client import (
     Resource,
 )
 from kubeloop.kube.runtime import Runtime
-from kubeloop.reconcile import builders, common, observations
+from kubeloop.reconcile import builders, common, observations, trainingjob
 from kubeloop.reconcile.common import LABEL_TRAININGJOB
 from kubeloop.reconcile.ports import (
     Body,
@@ -155,6 +155,10 @@ class KubeTrainer:
     def observe(self, body: Body, *, recorded: bool = True) -> TrainerObservation:
         namespace, name = common.name_of(body)
         job_name = builders.job_name(name)
+        distributed = (body.get("spec") or {}).get("distributed") or {}
+        problem = trainingjob.multi_node_problem(int(distributed.get("numNodes") or 1))
+        if problem is not None:
+            return TrainerObservation(job_name, None, problem)
         if not recorded:
             return TrainerObservation(job_name, None)  # a GET saved: `start` finds any Job
         job = self._rt.client.get(JOBS, namespace, job_name)

@@ -25,7 +25,7 @@ from typing import Any
 
 from kubeloop.api.times import format_time, utc_now
 from kubeloop.api.training_result import TrainingFailure, TrainingResult
-from kubeloop.api.trainingjob import TrainingJob
+from kubeloop.api.trainingjob import TrainingJob, processes_per_node
 from kubeloop.local.objects import path_inside
 from kubeloop.local.processes import ProcessTable
 from kubeloop.local.services import log_tail
@@ -103,7 +103,15 @@ class LocalTrainer:
         job = self._job(name)
         if job is not None and job.get("uid") == body["metadata"].get("uid"):
             return False
-        self._write_job(name, {"uid": body["metadata"].get("uid"), "attempts": []})
+        distributed = tj.spec.distributed
+        processes = distributed.num_nodes * processes_per_node(tj.spec)
+        if distributed.num_nodes > 1:
+            self._say(
+                f"- TrainingJob/{name}: numNodes {distributed.num_nodes} runs here as one node "
+                f"with all {processes} processes"
+            )
+        uid = body["metadata"].get("uid")
+        self._write_job(name, {"uid": uid, "processes": processes, "attempts": []})
         self._start_attempt(name, 1)
         return True
 
@@ -133,7 +141,8 @@ class LocalTrainer:
         directory = self._dir(name)
         result = directory / f"attempt-{number}.result"
         result.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "kubeloop.training"]
+        processes = int((self._job(name) or {}).get("processes") or 1)
+        command = trainingjob.trainer_command(processes, sys.executable)
         command += trainingjob.trainer_args(str(directory / "trainingjob.yaml"), str(result))
         log = directory / f"attempt-{number}.log"
         started = self._processes.spawn(_role(name), command, "", log, self._root, self._env)

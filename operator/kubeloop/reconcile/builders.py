@@ -18,7 +18,7 @@ import yaml
 
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import ServedModel
-from kubeloop.api.trainingjob import PodTemplate, Resources, TrainingJob
+from kubeloop.api.trainingjob import PodTemplate, Resources, TrainingJob, processes_per_node
 from kubeloop.reconcile import servedmodel, trainingjob
 from kubeloop.reconcile.common import (
     LABEL_COMPONENT,
@@ -122,9 +122,11 @@ def job_name(training_job: str) -> str:
 
 
 def trainer_labels(tj: TrainingJob) -> dict[str, str]:
-    """The TrainingJob's template labels, then kubeloop's (which win)."""
+    """The TrainingJob's template labels, its queue's (Kueue), then kubeloop's (which win)."""
+    queue = {trainingjob.QUEUE_LABEL: tj.spec.queue_name} if tj.spec.queue_name else {}
     return {
         **tj.spec.template.labels,
+        **queue,
         LABEL_NAME: "kubeloop-trainer",
         LABEL_COMPONENT: "trainer",
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -171,14 +173,18 @@ def build_job(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
     spec, template = tj.spec, tj.spec.template
     name = job_name(tj.metadata.name)
     labels = trainer_labels(tj)
+    processes = processes_per_node(spec)
+    mounts = [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}]
+    if processes > 1:  # ranks exchange tensors through shared memory (gloo, NCCL)
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
     container = {
         "name": "trainer",
         "image": spec.image or defaults.trainer_image,
-        "command": list(trainingjob.TRAINER_COMMAND),
+        "command": trainingjob.trainer_command(processes),
         "args": trainingjob.trainer_args(f"{SPEC_DIR}/{SPEC_FILE}", trainingjob.RESULT_PATH),
         "env": trainer_env(tj, defaults),
         "resources": _resources(spec.resources),
-        "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}],
+        "volumeMounts": mounts,
         "terminationMessagePath": trainingjob.RESULT_PATH,
         # A trainer that dies before writing its failure (OOM-killed, say) leaves its log tail.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -189,6 +195,8 @@ def build_job(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
     field_path = f"metadata.annotations['{MANIFEST_ANNOTATION}']"
     items = [{"path": SPEC_FILE, "fieldRef": {"fieldPath": field_path}}]
     pod["volumes"].append({"name": "spec", "downwardAPI": {"items": items}})
+    if processes > 1:
+        pod["volumes"].append({"name": "shm", "emptyDir": {"medium": "Memory"}})
     pod_metadata: dict[str, Any] = {
         "labels": labels,
         "annotations": {**template.annotations, MANIFEST_ANNOTATION: manifest_text(tj)},

@@ -45,6 +45,31 @@ _TOLERATION_OPERATORS = {"Exists", "Equal"}
 _TOLERATION_EFFECTS = {"", "NoSchedule", "PreferNoSchedule", "NoExecute"}
 
 
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+"""Kueue's label naming the LocalQueue that admits a workload (spec.queueName)."""
+
+
+def trainer_command(processes: int, python: str = TRAINER_COMMAND[0]) -> list[str]:
+    """The trainer's command: the entrypoint itself, or torchrun running `processes` ranks of
+    it on this machine (one node: --standalone finds a free rendezvous port)."""
+    entrypoint = list(TRAINER_COMMAND[1:])
+    if processes == 1:
+        return [python, *entrypoint]
+    torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    return [python, *torchrun, *entrypoint]
+
+
+def multi_node_problem(nodes: int) -> str | None:
+    """Why a cluster cannot run distributed.numNodes `nodes` yet; None for one node."""
+    if nodes <= 1:
+        return None
+    return (
+        f"distributed.numNodes: {nodes} needs a multi-node engine (Kubeflow Trainer's "
+        "TrainJob, or JobSet), which this operator does not create yet; set numNodes: 1 and "
+        "numProcPerNode to the GPUs of one node"
+    )
+
+
 def trainer_args(spec_path: str = SPEC_PATH, result_path: str = RESULT_PATH) -> list[str]:
     """Arguments of the trainer entrypoint: the TrainingJob manifest in, the result out."""
     return ["--spec", spec_path, "--result", result_path]

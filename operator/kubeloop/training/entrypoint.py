@@ -79,7 +79,7 @@ def _main(argv: Sequence[str] | None) -> int:
             log.error("unexpected error", exc_info=error)  # a bug: keep the traceback
             message = f"{type(error).__name__}: {message}"
         print(f"kubeloop trainer: TrainingJob {job_name} failed: {message}", file=sys.stderr)
-        if args.result is not None:
+        if args.result is not None and plugins.Ranks.from_env().leader:  # one writer
             failure = TrainingFailure(
                 training_job=job_name,
                 error=type(error).__name__,
@@ -89,6 +89,8 @@ def _main(argv: Sequence[str] | None) -> int:
             )
             _write(args.result, failure.to_line())
         return code
+    if result is None:  # a rank other than 0: its model is rank 0's
+        return OK
     line = result.to_line()
     if args.result is not None:
         _write(args.result, line)

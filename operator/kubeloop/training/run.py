@@ -47,8 +47,13 @@ TAG_PREPROCESSING = images.TAG
 TAG_BACKBONE = "kubeloop.backbone"
 
 
-def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> TrainingResult:
-    """Run `job` and register its model version; raises on the first thing that fails."""
+def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> TrainingResult | None:
+    """Run `job` and register its model version; raises on the first thing that fails.
+
+    Under torchrun every rank loads the data and trains its shard; only rank 0 logs to
+    MLflow, evaluates, exports and registers. The others return None once trained.
+    """
+    ranks = plugins.Ranks.from_env()
     plugin, args = checks.check_job(job)
     info = plugin.info()
     spec = job.spec
@@ -70,6 +75,23 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
         base_model = plugins.BaseModel(spec.base_model, parent.version, checkpoint)
         log.info("fine-tuning from %s (version %s)", spec.base_model, parent.version)
     assembled = _load(job, settings, log)
+    if not ranks.leader:
+        log.info(
+            "rank %d of %d: training its shard; rank 0 registers", ranks.rank, ranks.world_size
+        )
+        plugin.train(
+            plugins.TrainingContext(
+                args=args,
+                datasets=assembled.datasets,
+                metric=spec.evaluation.metric,
+                base_model=base_model,
+                logger=log,
+                progress=lambda _: None,
+                fetch=functools.partial(_fetch, registry, settings),
+                ranks=ranks,
+            )
+        )
+        return None
     for name in assembled.unevaluated:
         log.warning("slice %r is not evaluated: no dataset provides held-out data for it", name)
     metric = spec.evaluation.metric
@@ -97,6 +119,7 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
             logger=log,
             progress=progress,
             fetch=functools.partial(_fetch, registry, settings),
+            ranks=ranks,
         )
         started = time.perf_counter()
         trained = plugin.train(context)

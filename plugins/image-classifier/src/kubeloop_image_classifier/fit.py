@@ -22,13 +22,14 @@ import random
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
 import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch.utils import data as torch_data
@@ -85,24 +86,39 @@ class Runtime:
     """Images and weights in NHWC memory layout (faster convolutions on tensor cores)."""
     pin_memory: bool
     workers: int
+    ranks: plugins.Ranks = field(default_factory=plugins.Ranks)
+    """The processes training together; each trains its shard of every epoch."""
 
     @classmethod
-    def resolve(cls, args: ImageClassifierArgs) -> Runtime:
-        """The runtime `args` ask for; InvalidArguments for cuda where torch sees no GPU."""
+    def resolve(cls, args: ImageClassifierArgs, ranks: plugins.Ranks | None = None) -> Runtime:
+        """The runtime `args` ask for; InvalidArguments for cuda where torch sees no GPU.
+
+        Among several processes each takes the GPU of its local rank."""
         cuda = torch.cuda.is_available()
         if args.device == "cuda" and not cuda:
             raise plugins.InvalidArguments(
                 f"args.device: cuda, but torch {torch.__version__} sees no GPU (a CPU build of "
                 "torch, or no GPU given to this pod: set spec.resources.gpu); use auto or cpu"
             )
+        ranks = ranks or plugins.Ranks()
         device = torch.device(
             "cuda" if args.device == "cuda" or (args.device == "auto" and cuda) else "cpu"
         )
+        if device.type == "cuda" and ranks.world_size > 1:
+            device = torch.device("cuda", ranks.local_rank)
+            torch.cuda.set_device(device)
         on_gpu = device.type == "cuda"
         bf16 = args.precision == "bf16" or (args.precision == "auto" and on_gpu)
         cpus = available_cpus()
         workers = args.workers if args.workers is not None else min(8 if on_gpu else 2, cpus)
-        return cls(device, bf16, channels_last=on_gpu or bf16, pin_memory=on_gpu, workers=workers)
+        return cls(
+            device,
+            bf16,
+            channels_last=on_gpu or bf16,
+            pin_memory=on_gpu,
+            workers=workers,
+            ranks=ranks,
+        )
 
     def prepare(self, network: Network) -> Network:
         """The network on the device, in its memory layout; cuDNN autotuning on CUDA."""
@@ -119,6 +135,30 @@ class Runtime:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
+
+    @contextmanager
+    def process_group(self) -> Iterator[None]:
+        """The processes' group (NCCL on GPUs, gloo on the CPU) while they train together,
+        from torchrun's rendezvous (MASTER_ADDR, MASTER_PORT); nothing for one process."""
+        if self.ranks.world_size == 1:
+            yield
+            return
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        torch_dist.init_process_group(
+            backend, rank=self.ranks.rank, world_size=self.ranks.world_size
+        )
+        try:
+            yield
+        finally:
+            torch_dist.destroy_process_group()
+
+    def wrap(self, network: Network) -> torch.nn.Module:
+        """What a training step runs: the network, or DistributedDataParallel around it
+        (gradients averaged over the processes at each step)."""
+        if self.ranks.world_size == 1:
+            return network
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
 
     def autocast(self) -> AbstractContextManager[Any]:
         if not self.bf16:
@@ -180,6 +220,8 @@ def fit(
             parameter.requires_grad_(False)
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=args.learning_rate)
+    step = runtime.wrap(network)
+    ranks = runtime.ranks
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     history: list[dict[str, float]] = []
     val_key = f"val_{context.metric}"
@@ -188,23 +230,28 @@ def fit(
         if args.fine_tune == "head":
             _freeze_statistics(network)
         total, seen, started = 0.0, 0, time.perf_counter()
-        for inputs, batch_targets in batches():
+        for inputs, batch_targets in batches(epoch):
             if args.augment:
                 inputs = shift(inputs, generator)
             optimizer.zero_grad()
             with runtime.autocast():
-                logits = network(inputs)[0]
+                logits = step(inputs)[0]
             loss = F.cross_entropy(logits.float(), batch_targets)
             torch.autograd.backward(loss)
             optimizer.step()
             total += loss.item() * len(batch_targets)
             seen += len(batch_targets)
         elapsed = time.perf_counter() - started
-        score = validation_score(network, validation, context.metric, runtime, preprocessing)
+        # Only rank 0's model is kept: the others need not validate theirs.
+        score = (
+            validation_score(network, validation, context.metric, runtime, preprocessing)
+            if ranks.leader
+            else 0.0
+        )
         metrics = {
             "train_loss": total / max(seen, 1),
             val_key: score,
-            "images_per_second": seen / max(elapsed, 1e-9),
+            "images_per_second": seen * ranks.world_size / max(elapsed, 1e-9),
         }
         if runtime.device.type == "cuda":
             metrics["gpu_memory_bytes"] = float(torch.cuda.max_memory_allocated(runtime.device))
@@ -230,29 +277,51 @@ def _batches(
     runtime: Runtime,
     generator: torch.Generator,
 ) -> Any:
-    """A function giving one epoch's (inputs, targets) batches on the device, shuffled."""
+    """A function giving epoch N's (inputs, targets) batches on the device, shuffled.
+
+    Among several processes each gets every world_size-th example of the same shuffle (the
+    shuffle padded to a multiple of world_size, as DistributedSampler does), so all take the
+    same number of steps; image files go through a DistributedSampler.
+    """
+    ranks = runtime.ranks
     if isinstance(data, plugins.LabelledImages):
         tensor = runtime.inputs(torch.from_numpy(data.load(np.arange(len(data)), preprocessing)))
         on_device = targets.to(runtime.device)
 
-        def in_memory() -> Batches:
-            order = torch.randperm(len(on_device), generator=generator).to(runtime.device)
+        def in_memory(epoch: int) -> Batches:
+            order = torch.randperm(len(on_device), generator=generator)
+            if ranks.world_size > 1:
+                padding = order[: (-len(order)) % ranks.world_size]
+                order = torch.cat([order, padding])[ranks.rank :: ranks.world_size]
+            order = order.to(runtime.device)
             for start in range(0, len(order), args.batch_size):
                 batch = order[start : start + args.batch_size]
                 yield tensor[batch], on_device[batch]
 
         return in_memory
+    sampler: torch_data.Sampler[int] = torch_data.RandomSampler(
+        range(len(data)), generator=generator
+    )
+    if ranks.world_size > 1:
+        sampler = torch_data.DistributedSampler(
+            Streamed(data, targets, preprocessing),
+            num_replicas=ranks.world_size,
+            rank=ranks.rank,
+            seed=args.seed,
+        )
     loader = torch_data.DataLoader(
         Streamed(data, targets, preprocessing),
         batch_size=args.batch_size,
-        sampler=torch_data.RandomSampler(range(len(data)), generator=generator),
+        sampler=sampler,
         num_workers=runtime.workers,
         prefetch_factor=_PREFETCH if runtime.workers else None,
         persistent_workers=runtime.workers > 0,
         pin_memory=runtime.pin_memory,
     )
 
-    def streamed() -> Batches:
+    def streamed(epoch: int) -> Batches:
+        if isinstance(sampler, torch_data.DistributedSampler):
+            sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
         for inputs, batch_targets, positions in loader:
             if bool((batch_targets < 0).any()):
                 Streamed(data, targets, preprocessing).raise_unreadable(positions, batch_targets)

@@ -52,7 +52,7 @@ class ImageClassifier(plugins.Plugin["Network", ImageClassifierArgs]):
         mode = context.args.mode(fine_tuning=context.base_model is not None)
         args = context.args.model_copy(update={"fine_tune": mode})
         fit.seed_everything(args.seed)
-        runtime = fit.Runtime.resolve(args)
+        runtime = fit.Runtime.resolve(args, context.ranks)
         torch.set_num_threads(fit.cpu_threads(args.height, args.width))
         labels = {
             str(label)
@@ -87,7 +87,8 @@ class ImageClassifier(plugins.Plugin["Network", ImageClassifierArgs]):
             mode,
             torch.get_num_threads(),
         )
-        best_epoch, history = fit.fit(net, context, args, runtime, preprocessing)
+        with runtime.process_group():
+            best_epoch, history = fit.fit(net, context, args, runtime, preprocessing)
         net.cpu().to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]  # stubs lack it
         return plugins.TrainedModel(
             model=net,
