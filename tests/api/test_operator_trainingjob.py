@@ -225,9 +225,14 @@ async def test_invalid_spec_is_reported_and_nothing_runs(
     both = training_job(
         "bad-dataset", datasets=[{"name": "d", "uri": "s3://b/k", "feedbackDataset": "fd"}]
     )
-    for body in (bad_label, both):
+    nodes = training_job("nodes", distributed={"numNodes": 2, "numProcPerNode": 4})
+    for body in (bad_label, both, nodes):
         await cluster.create(TJ, body)
-    for name, words in (("bad-label", "template.labels"), ("bad-dataset", "exactly one of")):
+    for name, words in (
+        ("bad-label", "template.labels"),
+        ("bad-dataset", "exactly one of"),
+        ("nodes", "numNodes: 2 needs a multi-node engine (Kubeflow Trainer's TrainJob, or JobSet)"),
+    ):
         status = await eventually(lambda n=name: status_of(cluster, TJ, n), f"{name}'s status")  # type: ignore[misc]  # default binds the loop variable
         ready = condition(status, "Ready")
         assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")

@@ -78,6 +78,19 @@ async def test_the_servers_defaults_are_the_models(cluster: Cluster, example: Pa
     assert stored["spec"] != sent["spec"], "the server defaulted nothing in the minimal one"
 
 
+async def test_processes_per_node_are_a_number_or_auto(cluster: Cluster) -> None:
+    """numProcPerNode is int-or-string: the server keeps 2 a number, and defaults auto."""
+    for name, distributed, stored_as in (
+        ("ddp-two", {"numProcPerNode": 2}, {"numNodes": 1, "numProcPerNode": 2}),
+        ("ddp-auto", {}, {"numNodes": 1, "numProcPerNode": "auto"}),
+    ):
+        body = manifest("trainingjob-base")
+        body["metadata"]["name"] = name
+        body["spec"]["distributed"] = distributed
+        stored = await cluster.create(TJ, body)
+        assert stored["spec"]["distributed"] == stored_as
+
+
 @pytest.mark.parametrize(
     ("kind", "field", "value"),
     [

@@ -18,7 +18,7 @@ from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import ServedModel
 from kubeloop.api.trainingjob import TrainingJob
 from kubeloop.kube import ports
-from kubeloop.reconcile import builders, servedmodel
+from kubeloop.reconcile import builders, servedmodel, trainingjob
 from kubeloop.reconcile.common import child_name
 from kubeloop.settings import Settings
 
@@ -64,6 +64,7 @@ def training_job(**spec: Any) -> TrainingJob:
 
 RICH = training_job(
     resources={"cpu": "4", "memory": "16Gi", "gpu": 2},
+    distributed={"numProcPerNode": 1},  # both GPUs to one process (auto: one each)
     backoffLimit=3,
     ttlSecondsAfterFinished=3600,
     image="registry.example.com/trainer:1.0",
@@ -166,6 +167,55 @@ def test_no_gpu_requested_without_gpus() -> None:
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert container["image"] == DEFAULTS.trainer_image
     assert "ttlSecondsAfterFinished" not in job["spec"]
+
+
+def test_several_processes_run_under_torchrun_with_shared_memory() -> None:
+    one = builders.build_job(training_job(), DEFAULTS)
+    (container,) = one["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "kubeloop.training"]
+    assert "shm" not in {v["name"] for v in one["spec"]["template"]["spec"]["volumes"]}
+
+    cases = [
+        (training_job(resources={"gpu": 4}), 4),  # auto: one per GPU
+        (training_job(distributed={"numProcPerNode": 3}), 3),  # on the CPU: gloo
+        (training_job(resources={"gpu": 8}, distributed={"numProcPerNode": 2}), 2),
+    ]
+    for tj, processes in cases:
+        job = builders.build_job(tj, DEFAULTS)
+        validate(job)
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["command"] == [
+            "python",
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={processes}",
+            "-m",
+            "kubeloop.training",
+        ]
+        assert {"name": "shm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+        assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+
+
+def test_a_queue_name_is_kueues_label_on_the_job_and_its_pod() -> None:
+    job = builders.build_job(training_job(queueName="team-gpus"), DEFAULTS)
+    validate(job)
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert labels["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    assert (
+        "kueue.x-k8s.io/queue-name"
+        not in builders.build_job(training_job(), DEFAULTS)["metadata"]["labels"]
+    )
+
+
+def test_several_nodes_are_refused_naming_what_they_need() -> None:
+    assert trainingjob.multi_node_problem(1) is None
+    problem = trainingjob.multi_node_problem(4)
+    assert problem is not None
+    assert problem.startswith("distributed.numNodes: 4 needs a multi-node engine")
+    assert "Kubeflow Trainer" in problem
+    assert "JobSet" in problem
 
 
 def test_credentials_are_references_never_values() -> None:

@@ -136,6 +136,14 @@ def _classes_repeated(manifest: dict[str, Any]) -> None:
     manifest["spec"]["classes"] = ["0", "1", "1"]
 
 
+def _no_processes(manifest: dict[str, Any]) -> None:
+    manifest["spec"]["distributed"] = {"numProcPerNode": 0}
+
+
+def _processes_in_words(manifest: dict[str, Any]) -> None:
+    manifest["spec"]["distributed"] = {"numProcPerNode": "many"}
+
+
 @pytest.mark.parametrize(
     ("kind", "breaks", "refusal"),
     [
@@ -148,6 +156,16 @@ def _classes_repeated(manifest: dict[str, Any]) -> None:
             "FeedbackDataset",
             _no_source,
             ".spec.retrain.trainingTemplate.datasets[0]: set exactly one of uri or feedbackDataset",
+        ),
+        (
+            "TrainingJob",
+            _no_processes,
+            ".spec.distributed.numProcPerNode: numProcPerNode is a number of processes",
+        ),
+        (
+            "TrainingJob",
+            _processes_in_words,
+            ".spec.distributed.numProcPerNode: numProcPerNode is a number of processes",
         ),
         ("ServedModel", _replicas, ".spec: minReplicas must not be above maxReplicas"),
         ("ServedModel", _steps_out_of_order, ".spec.canary.steps: canary steps must be strictly"),

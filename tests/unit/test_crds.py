@@ -88,7 +88,8 @@ def _walk(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
 
 def _assert_structural(node: dict[str, Any], path: str) -> None:
     """Kubernetes' structural-schema rules that pydantic output could break."""
-    assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+    untyped = ("x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string")
+    assert "type" in node or any(node.get(allowed) for allowed in untyped), path
     for banned in ("$ref", "anyOf", "oneOf", "allOf", "title", "const", "additionalProperties"):
         if banned == "additionalProperties" and "properties" not in node:
             continue
