@@ -155,8 +155,8 @@ class KubeTrainer:
     def observe(self, body: Body, *, recorded: bool = True) -> TrainerObservation:
         namespace, name = common.name_of(body)
         job_name = builders.job_name(name)
-        distributed = (body.get("spec") or {}).get("distributed") or {}
-        problem = trainingjob.multi_node_problem(int(distributed.get("numNodes") or 1))
+        nodes = ((body.get("spec") or {}).get("distributed") or {}).get("numNodes")
+        problem = trainingjob.multi_node_problem(nodes if isinstance(nodes, int) else 1)
         if problem is not None:
             return TrainerObservation(job_name, None, problem)
         if not recorded:

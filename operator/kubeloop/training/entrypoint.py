@@ -7,6 +7,8 @@ On success the result (kubeloop.api.training_result) is written to --result and 
 as the last line of stdout; on failure --result gets a TrainingFailure (the error, its
 message and the last log lines), so the reason reaches the TrainingJob's status (the pod's
 termination message). Logs go to stderr, credentials in URIs redacted (kubeloop.redaction).
+Under torchrun (distributed.numProcPerNode) only rank 0 writes the result or the failure; the
+other ranks train their shards and exit 0.
 Exit codes:
 
     0  a model version was registered
