@@ -18,6 +18,8 @@ from kubeloop.kube.ports import merge_patch
 API = "kubeloop.io/v1alpha1"
 VERBS = {"list", "watch", "get", "create", "update", "patch", "delete"}
 KSERVE = "serving.kserve.io/v1beta1/inferenceservices"
+TRAINJOBS = "trainer.kubeflow.org/v1alpha1/trainjobs"
+JOBSETS = "jobset.x-k8s.io/v1alpha2/jobsets"
 
 
 def _namespaced(kind: str, status: bool = True) -> kmock.ResourceInfo:
@@ -143,12 +145,16 @@ def _applied_patch(
     return patch
 
 
-def declare(emulator: kmock.KubernetesEmulator, kserve: bool = True) -> None:
-    """Declare kubeloop's resources (and KServe's unless `kserve` is False)."""
+def declare(emulator: kmock.KubernetesEmulator, kserve: bool = True, trainer: bool = True) -> None:
+    """Declare kubeloop's resources, KServe's unless `kserve` is False, and Kubeflow Trainer's
+    TrainJob and JobSet unless `trainer` is False."""
     for resource, info in RESOURCES.items():
         emulator.resources[resource] = info
     if kserve:
         emulator.resources[KSERVE] = _namespaced("InferenceService")
+    if trainer:
+        emulator.resources[TRAINJOBS] = _namespaced("TrainJob")
+        emulator.resources[JOBSETS] = _namespaced("JobSet")
 
 
 def write_kubeconfig(path: Path, server: str, user: str) -> Path:

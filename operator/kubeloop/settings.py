@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     """activeDeadlineSeconds of training Jobs whose TrainingJob sets none; none when unset."""
     poll_seconds: float = Field(default=10.0, gt=0)
     """Interval of the idle reconcile: storage polls, registry polls, canary steps."""
+    discovery_seconds: float = Field(default=30.0, ge=0)
+    """How long the operator trusts the API server's answer to whether it serves a kind
+    (KServe's InferenceService, Kubeflow Trainer's TrainJob, JobSet, autoscaling/v2)."""
     log_level: str = "INFO"
     """Logging level of kubeloop processes."""
 

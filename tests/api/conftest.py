@@ -44,7 +44,11 @@ def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
 async def cluster(
     kmock: kmock.KubernetesEmulator, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Cluster:
-    emulator.declare(kmock, kserve=not request.node.get_closest_marker("without_kserve"))
+    emulator.declare(
+        kmock,
+        kserve=not request.node.get_closest_marker("without_kserve"),
+        trainer=not request.node.get_closest_marker("without_trainer"),
+    )
     kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url), "test")
     return Cluster(kmock, kubeconfig)
 
@@ -59,3 +63,6 @@ async def operator(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorFa
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "without_kserve: the emulated cluster has no KServe CRD")
+    config.addinivalue_line(
+        "markers", "without_trainer: the emulated cluster has neither Kubeflow Trainer nor JobSet"
+    )

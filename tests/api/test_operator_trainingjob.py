@@ -217,6 +217,7 @@ async def test_failed_job_reports_the_reason(cluster: Cluster, operator: Operato
     assert "BackoffLimitExceeded" in events[0]["message"]
 
 
+@pytest.mark.without_trainer
 async def test_invalid_spec_is_reported_and_nothing_runs(
     cluster: Cluster, operator: OperatorFactory
 ) -> None:
@@ -239,6 +240,63 @@ async def test_invalid_spec_is_reported_and_nothing_runs(
         assert words in ready["message"]
         await cluster.said(name, "InvalidSpec")
     assert await cluster.list_objects("batch/v1/jobs") == []
+
+
+def node_pod(
+    trainjob: dict[str, Any], index: int, state: dict[str, Any], phase: str
+) -> dict[str, Any]:
+    """Node `index`'s pod of a TrainJob, as Kubeflow Trainer (through JobSet) makes it from
+    the runtime patch: kubeloop's labels, the completion index the Job controller adds."""
+    patch = trainjob["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]
+    template = patch["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    annotations = {"batch.kubernetes.io/job-completion-index": str(index)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{trainjob['metadata']['name']}-node-0-{index}-x",
+            "labels": template["metadata"]["labels"],
+            "annotations": annotations,
+        },
+        "status": {"phase": phase, "containerStatuses": [{"name": "node", "state": state}]},
+    }
+
+
+async def test_several_nodes_run_as_a_trainjob_whose_first_node_reports(
+    cluster: Cluster, operator: OperatorFactory
+) -> None:
+    await operator()
+    await cluster.create(
+        TJ, training_job("nodes", distributed={"numNodes": 2, "numProcPerNode": 4})
+    )
+    trainjob = await eventually(
+        lambda: cluster.get("trainer.kubeflow.org/v1alpha1/trainjobs", "nodes"), "the TrainJob"
+    )
+    assert trainjob["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob"
+    assert (
+        trainjob["spec"]["trainer"]["numNodes"],
+        trainjob["spec"]["trainer"]["numProcPerNode"],
+    ) == (2, 4)
+    assert await cluster.list_objects("batch/v1/jobs") == []
+
+    for index in (0, 1):
+        await cluster.create("v1/pods", node_pod(trainjob, index, {"running": {}}, "Running"))
+    await eventually(lambda: _phase_is(cluster, "nodes", "Running"), "Running from the nodes")
+
+    result = json.dumps({**RESULT, "trainingJob": "nodes"})
+    finished = {"terminated": {"exitCode": 0, "reason": "Completed", "message": result}}
+    quiet = {"terminated": {"exitCode": 0, "reason": "Completed"}}  # node 1 writes nothing
+    for index, state in ((1, quiet), (0, finished)):
+        done = node_pod(trainjob, index, state, "Succeeded")
+        await cluster.patch(
+            "v1/pods", done["metadata"]["name"], {"status": done["status"]}, "status"
+        )
+    complete = {"conditions": [{"type": "Complete", "status": "True", "reason": "JobsCompleted"}]}
+    await cluster.patch(
+        "trainer.kubeflow.org/v1alpha1/trainjobs", "nodes", {"status": complete}, "status"
+    )
+    status = await eventually(lambda: _phase_is(cluster, "nodes", "Succeeded"), "Succeeded")
+    assert (status["modelVersion"], status["mlflowRunId"]) == ("3", "abc123")
 
 
 async def _phase_is(cluster: Cluster, name: str, phase: str) -> dict[str, Any] | None:

@@ -46,6 +46,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MODEL = "tj-digits"
 BUCKET = "tj-feedback"
 PREFIX = "feedback/digits/"
+DDP_MODEL = "tj-digits-ddp"
 DDP_TOLERANCE = 0.03
 """Most the overall accuracy of a two-process run may differ from the one-process run's."""
 
@@ -224,8 +225,8 @@ def test_two_processes_train_one_model_and_register_one_version(
 ) -> None:
     # The example's base job under torchrun: two gloo ranks on the CPU, each half of every
     # epoch; the sockets on the loopback interface, as every server a test starts.
-    spec = {**_example("TrainingJob"), "registeredModel": MODEL}
-    job = _job("digits-ddp", **spec)
+    spec = {**_example("TrainingJob"), "registeredModel": DDP_MODEL}  # MODEL's versions counted
+    job = _job("digits-ddp", DDP_MODEL, **spec)
     loopback = {**env, "GLOO_SOCKET_IFNAME": "lo"}
     process, result_file = _train(workdir, job, loopback, processes=2)
     assert process.returncode == 0, process.stderr[-3000:]
@@ -233,7 +234,7 @@ def test_two_processes_train_one_model_and_register_one_version(
     result = TrainingResult.parse(result_file.read_text())
     assert process.stdout.strip().splitlines()[-1] == result.to_line(), "rank 0's line alone"
     found = mlflow.MlflowClient(registry.tracking_uri).search_model_versions(
-        f"name = '{MODEL}' and tags.`kubeloop.trainingJobUid` = 'uid-digits-ddp'"
+        f"name = '{DDP_MODEL}' and tags.`kubeloop.trainingJobUid` = 'uid-digits-ddp'"
     )
     assert [v.version for v in found] == [result.model_version]
     assert result.metrics.overall is not None

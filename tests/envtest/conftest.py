@@ -31,6 +31,11 @@ from tests.envtest import audit, control_plane, releases, runs
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS, NO_ASSETS = control_plane.find_assets()
 KSERVE_CRD = ROOT / "tests" / "vendor" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
+JOBSET_CRD = ROOT / "tests" / "vendor" / "jobset" / "jobset.x-k8s.io_jobsets.yaml"
+TRAINJOB_CRD = (
+    ROOT / "tests" / "vendor" / "kubeflow-trainer" / "trainer.kubeflow.org_trainjobs.yaml"
+)
+"""Installed by the tests that need it (tests/envtest/test_chart_rbac.py), removed after."""
 MODES: dict[str, tuple[str, dict[str, Any]]] = {
     "cluster": ("kubeloop", {}),
     "namespaces": ("kubeloop-ns", {"watchNamespaces": ["team-a", "team-b"]}),
@@ -44,6 +49,7 @@ def crd_files() -> list[Path]:
         *sorted((ROOT / "crds").glob("*.yaml")),
         ROOT / "helm" / "kubeloop" / "crds" / "kopf.dev_peerings.yaml",
         KSERVE_CRD,
+        JOBSET_CRD,
     ]
 
 

@@ -12,8 +12,10 @@ both modes. Nothing about the operator's calls is written down here: they are re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from kubeloop.local import services
 from kubeloop.storage import ObjectStore
 from tests import helm_chart
 from tests.envtest import audit, control_plane, runs
+from tests.envtest.conftest import TRAINJOB_CRD
 from tests.envtest.releases import Release
 from tests.feedback_samples import (
     PREFIX,
@@ -47,6 +50,8 @@ from tests.operator_harness import (
 
 pytestmark = pytest.mark.slow
 DEPLOYMENTS, SERVICES = "apps/v1/deployments", "v1/services"
+JOBSETS = "jobset.x-k8s.io/v1alpha2/jobsets"
+TRAINJOBS = "trainer.kubeflow.org/v1alpha1/trainjobs"
 AUTOSCALERS = "autoscaling/v2beta2/horizontalpodautoscalers"
 """Kubernetes 1.20's (the envtest release): autoscaling/v2 came in 1.23."""
 PluralOf = Callable[[str, str], str]
@@ -62,6 +67,7 @@ async def test_the_releases_service_account_reconciles_every_kind_unrefused(
     chart_releases: dict[str, Release],
     object_store: ObjectStore,
     mlflow_server: services.Service,
+    plane: control_plane.ControlPlane,
 ) -> None:
     release = chart_releases[mode]
     where = (
@@ -76,6 +82,7 @@ async def test_the_releases_service_account_reconciles_every_kind_unrefused(
         *release.operator_args(),
         kubeconfig=release.kubeconfig,
         KUBELOOP_MLFLOW_TRACKING_URI=mlflow_server.url,
+        KUBELOOP_DISCOVERY_SECONDS="0",
         **s3_settings(object_store),
     )
     await eventually(lambda: where.get("batch/v1/jobs", "left"), "the left TrainingJob's Job")
@@ -100,6 +107,9 @@ async def test_the_releases_service_account_reconciles_every_kind_unrefused(
     await where.create(SM, served_model("served", model))
     await eventually(lambda: where.get(ISVC, "served"), "the InferenceService", 30)
     await eventually(lambda: where.get(TJ, "fd-gen-1"), "the dataset's TrainingJob", 30)
+    # Someone labels the dataset: the event's version is not the one the operator wrote, so
+    # its reconcile reads the dataset afresh (get).
+    await where.patch(FD, "fd", {"metadata": {"labels": {"team": "vision"}}})
     await change(where, {"minReplicas": 2, "maxReplicas": 2})
     await eventually(lambda: _isvc_replicas(where, 2), "the InferenceService patched")
     await change(where, {"runtime": "deployment"})
@@ -124,6 +134,47 @@ async def test_the_releases_service_account_reconciles_every_kind_unrefused(
     await eventually(lambda: _gone(where, DEPLOYMENTS, "served-predictor"), "Deployment deleted")
     await eventually(lambda: _gone(where, AUTOSCALERS, "served-predictor"), "autoscaler deleted")
     await eventually(lambda: where.get(ISVC, "served"), "the InferenceService again", 30)
+
+    # Several nodes: a JobSet while only JobSet is installed, a TrainJob once Kubeflow Trainer
+    # is (the operator asks the API server each time: KUBELOOP_DISCOVERY_SECONDS=0).
+    await where.create(TJ, training_job("nodes-set", distributed={"numNodes": 2}))
+    await eventually(lambda: where.get(JOBSETS, "nodes-set"), "the JobSet", 30)
+    await eventually(lambda: _recorded(where, "nodes-set"), "the JobSet recorded and looked at")
+    with trainer_installed(plane):
+        await where.create(TJ, training_job("nodes-train", distributed={"numNodes": 2}))
+        await eventually(lambda: where.get(TRAINJOBS, "nodes-train"), "the TrainJob", 30)
+        await eventually(lambda: _recorded(where, "nodes-train"), "the TrainJob looked at")
+
+
+@contextlib.contextmanager
+def trainer_installed(plane: control_plane.ControlPlane) -> Iterator[None]:
+    """Kubeflow Trainer's TrainJob CRD installed, and removed after (the other mode's run
+    starts without it)."""
+    crd = list(control_plane.load_crds([TRAINJOB_CRD]))
+    name = crd[0]["metadata"]["name"]
+    with plane.client() as client:
+        control_plane.install_crds(client, crd)
+    try:
+        yield
+    finally:
+        with plane.client() as client:
+            client.delete(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            deadline = time.monotonic() + 60
+            while (
+                client.get(
+                    f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+                ).status_code
+                != 404
+            ):
+                assert time.monotonic() < deadline, f"CRD {name} not deleted within 60s"
+                time.sleep(0.2)
+
+
+async def _recorded(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    """The TrainingJob's status once it names its trainer and says it is Pending on it."""
+    status = await cluster.get(TJ, name)
+    found = (status or {}).get("status") or {}
+    return found if found.get("jobName") and found.get("phase") == "Pending" else None
 
 
 @pytest.mark.after_envtest

@@ -11,70 +11,26 @@ Every example passes; each broken spec is refused with the rule's message, and t
 from __future__ import annotations
 
 import copy
-import itertools
-import json
 from pathlib import Path
 from typing import Any
 
 import celpy
 import pytest
-from celpy import celtypes
 
 from kubeloop import api, manifests
 from kubeloop.api import crd, validation
+from tests import crd_schema
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RESOURCES = {r.KIND: r for r in (api.TrainingJob, api.FeedbackDataset, api.ServedModel)}
 _ENV = celpy.Environment()
 
 
-def _is_sorted(items: celtypes.ListType) -> celtypes.BoolType:
-    return celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(items)))
-
-
-def _holds(rule: str, value: Any) -> bool:
-    program = _ENV.program(_ENV.compile(rule), functions={"isSorted": _is_sorted})
-    return bool(program.evaluate({"self": celpy.json_to_cel(value)}))
-
-
-def _defaulted(schema: dict[str, Any], value: Any) -> Any:
-    if isinstance(value, dict):
-        out = dict(value)
-        for key, sub in schema.get("properties", {}).items():
-            if key not in out and "default" in sub:
-                out[key] = copy.deepcopy(sub["default"])
-            if key in out:
-                out[key] = _defaulted(sub, out[key])
-        return out
-    if isinstance(value, list) and "items" in schema:
-        return [_defaulted(schema["items"], item) for item in value]
-    return value
-
-
-def _violations(schema: dict[str, Any], value: Any, path: str) -> list[str]:
-    found = [
-        f"{path}: {rule['message']}"
-        for rule in schema.get("x-kubernetes-validations", [])
-        if not _holds(rule["rule"], value)
-    ]
-    if schema.get("x-kubernetes-list-type") == "set":
-        items = [json.dumps(v, sort_keys=True) for v in value]
-        found += [f"{path}: Duplicate value: {v}" for v in sorted(set(items)) if items.count(v) > 1]
-    if isinstance(value, dict):
-        for key, sub in schema.get("properties", {}).items():
-            if key in value:
-                found += _violations(sub, value[key], f"{path}.{key}")
-    elif isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            found += _violations(schema["items"], item, f"{path}[{index}]")
-    return found
-
-
 def apply(manifest: dict[str, Any]) -> list[str]:
     """What the API server's CEL rules and list types say of `manifest`."""
     schema = crd.build_crd(RESOURCES[manifest["kind"]])["spec"]["versions"][0]["schema"]
     root = schema["openAPIV3Schema"]
-    return _violations(root, _defaulted(root, manifest), "")
+    return crd_schema.violations(root, crd_schema.defaulted(root, manifest), "")
 
 
 def _example(kind: str) -> dict[str, Any]:

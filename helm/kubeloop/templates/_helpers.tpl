@@ -63,9 +63,16 @@ Each rule names the code that needs it; tests/envtest/test_chart_rbac.py keeps t
 - apiGroups: [kubeloop.io]
   resources: [trainingjobs/finalizers, feedbackdatasets/finalizers, servedmodels/finalizers]
   verbs: [update]
-# A TrainingJob's trainer: its Job (kopf watches the Jobs too) and pods.
+# A TrainingJob's trainer: its Job (kopf watches the Jobs too) and pods; on several nodes
+# Kubeflow Trainer's TrainJob, or a JobSet (watched once their CRDs exist).
 - apiGroups: [batch]
   resources: [jobs]
+  verbs: [get, list, watch, create]
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [get, list, watch, create]
+- apiGroups: [jobset.x-k8s.io]
+  resources: [jobsets]
   verbs: [get, list, watch, create]
 - apiGroups: [""]
   resources: [pods]

@@ -63,6 +63,8 @@ AUTOSCALERS = Resource("autoscaling", "v2", "horizontalpodautoscalers")
 AUTOSCALERS_V2BETA2 = Resource("autoscaling", "v2beta2", "horizontalpodautoscalers")
 """HorizontalPodAutoscalers on API servers before 1.23, which do not serve autoscaling/v2."""
 INFERENCESERVICES = Resource("serving.kserve.io", "v1beta1", "inferenceservices")
+TRAINJOBS = Resource("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+JOBSETS = Resource("jobset.x-k8s.io", "v1alpha2", "jobsets")
 
 
 class ApiError(RuntimeError):

@@ -165,6 +165,18 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
                 # Events are not retried; the TrainingJob's own handlers are.
                 logger.warning("TrainingJob %s/%s: retried on its next event", namespace, name)
 
+    def engine_changed(*, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        """A TrainJob or JobSet of a TrainingJob with several nodes: its conditions (Complete,
+        Failed, Suspended) are its TrainingJob's news."""
+        for owner in body.metadata.get("ownerReferences") or []:
+            if owner.get("kind") == "TrainingJob" and owner.get("controller"):
+                run_reconcile(rt, "TrainingJob", namespace or "", owner["name"])
+
+    for group, version, plural in ENGINES:  # watched once their CRDs exist
+        kopf.on.event(group, version, plural, labels=jobs, registry=registry, id=plural)(
+            engine_changed
+        )
+
     @kopf.on.event("", "v1", "pods", labels=jobs, registry=registry)
     def pod_changed(
         *,
@@ -183,6 +195,13 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
         trainingjob_name = rt.trainingjob_of(where, str(body.metadata.labels[LABEL_TRAININGJOB]))
         if trainingjob_name is not None:
             run_reconcile(rt, "TrainingJob", where, trainingjob_name)
+
+
+ENGINES = (
+    ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
+    ("jobset.x-k8s.io", "v1alpha2", "jobsets"),
+)
+"""What runs a TrainingJob's several nodes (kubeloop.kube.client.TRAINJOBS, JOBSETS)."""
 
 
 class Poller:

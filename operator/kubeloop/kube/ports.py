@@ -29,10 +29,12 @@ from kubeloop.kube.client import (
     FEEDBACKDATASETS,
     INFERENCESERVICES,
     JOBS,
+    JOBSETS,
     PODS,
     SERVEDMODELS,
     SERVICES,
     TRAININGJOBS,
+    TRAINJOBS,
     ApiError,
     Conflict,
     Resource,
@@ -145,43 +147,67 @@ class KubeObjects:
 
 class KubeTrainer:
     """A TrainingJob's trainer as a batch Job, the TrainingJob manifest in its pod's
-    annotation (mounted by the downward API)."""
+    annotation (mounted by the downward API); several nodes as Kubeflow Trainer's TrainJob,
+    or a JobSet where only JobSet is installed."""
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self.job: Body | None = None
-        """The Job this reconcile saw or created; the Job-event filter remembers it."""
+        """The Job (TrainJob, JobSet) this reconcile saw or created; the event filters
+        remember it, and whose its pods are."""
 
     def observe(self, body: Body, *, recorded: bool = True) -> TrainerObservation:
         namespace, name = common.name_of(body)
         job_name = builders.job_name(name)
-        nodes = ((body.get("spec") or {}).get("distributed") or {}).get("numNodes")
-        problem = trainingjob.multi_node_problem(nodes if isinstance(nodes, int) else 1)
-        if problem is not None:
-            return TrainerObservation(job_name, None, problem)
+        nodes = _num_nodes(body)
+        engine = JOBS if nodes == 1 else self._engine()
+        if engine is None:
+            return TrainerObservation(job_name, None, trainingjob.multi_node_problem(nodes))
         if not recorded:
             return TrainerObservation(job_name, None)  # a GET saved: `start` finds any Job
-        job = self._rt.client.get(JOBS, namespace, job_name)
+        job = self._rt.client.get(engine, namespace, job_name)
         if job is not None and not is_owned_by(job, body):
             problem = (
-                f"a Job named {job_name} exists and does not belong to this TrainingJob; delete "
-                "it or rename the TrainingJob"
+                f"a {job.get('kind') or 'Job'} named {job_name} exists and does not belong to "
+                "this TrainingJob; delete it or rename the TrainingJob"
             )
             return TrainerObservation(job_name, None, problem)
         self.job = job
         if job is None:
             return TrainerObservation(job_name, None)
         pods = self._rt.client.list_objects(PODS, namespace, {LABEL_TRAININGJOB: job_name})
+        if engine != JOBS:  # the first node's pods: its rank 0 writes the result
+            return TrainerObservation(job_name, observations.nodes_state(job, pods))
         pods = [p for p in pods if is_owned_by(p, job) or not job["metadata"].get("uid")]
         return TrainerObservation(job_name, observations.trainer_state(job, pods))
 
     def start(self, tj: TrainingJob, body: Body) -> bool:
-        job = owned(builders.build_job(tj, self._rt.settings), body)
+        engine = JOBS if tj.spec.distributed.num_nodes == 1 else self._engine()
+        if engine == JOBS:
+            child = builders.build_job(tj, self._rt.settings)
+        elif engine == TRAINJOBS:
+            child = builders.build_train_job(tj, self._rt.settings)
+        elif engine == JOBSETS:
+            child = builders.build_jobset(tj, self._rt.settings)
+        else:
+            return False  # neither is installed any more: `observe` says so
         try:
-            self.job = self._rt.client.create(JOBS, tj.metadata.namespace, job)
+            created = self._rt.client.create(engine, tj.metadata.namespace, owned(child, body))
         except Conflict:
             return False
+        self.job = created
         return True
+
+    def _engine(self) -> Resource | None:
+        """What runs several nodes: Kubeflow Trainer's TrainJob, else a JobSet; None when
+        the cluster has neither."""
+        return next((r for r in (TRAINJOBS, JOBSETS) if self._rt.serves(r)), None)
+
+
+def _num_nodes(body: Body) -> int:
+    """The spec's distributed.numNodes, when the API server typed it (else 1)."""
+    nodes = ((body.get("spec") or {}).get("distributed") or {}).get("numNodes")
+    return nodes if isinstance(nodes, int) and nodes > 1 else 1
 
 
 class KubePredictor:

@@ -126,10 +126,10 @@ class Runtime:
             news, self._pods_seen[key] = self._pods_seen.get(key) != seen, seen
         return news
 
-    def serves(self, resource: Resource, ttl_seconds: float = 30.0) -> bool:
-        """Whether the cluster serves `resource`, checked at most every `ttl_seconds`."""
+    def serves(self, resource: Resource) -> bool:
+        """Whether the cluster serves `resource`, asked at most every discovery_seconds."""
         cached = self._serves.get(resource.api_version + resource.plural)
-        if cached is not None and time.monotonic() - cached[1] < ttl_seconds:
+        if cached is not None and time.monotonic() - cached[1] < self.settings.discovery_seconds:
             return cached[0]
         found = self.client.serves(resource)
         self._serves[resource.api_version + resource.plural] = (found, time.monotonic())

@@ -21,6 +21,7 @@ from kubeloop.api.servedmodel import ServedModel
 from kubeloop.api.trainingjob import PodTemplate, Resources, TrainingJob, processes_per_node
 from kubeloop.reconcile import servedmodel, trainingjob
 from kubeloop.reconcile.common import (
+    COMPLETION_INDEX,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     LABEL_NAME,
@@ -38,6 +39,24 @@ MANIFEST_ANNOTATION = "kubeloop.io/trainingjob-manifest"
 """The trainer pod's annotation holding the TrainingJob manifest, which the downward API
 mounts as SPEC_DIR/SPEC_FILE: the Job carries its input, no other object is written."""
 GPU_RESOURCE = "nvidia.com/gpu"
+TRAINJOB_API_VERSION = "trainer.kubeflow.org/v1alpha1"
+TRAINJOB_RUNTIME = "torch-distributed"
+"""Kubeflow Trainer's ClusterTrainingRuntime for PyTorch, installed with it."""
+TRAINJOB_NODE = "node"
+"""The torch-distributed runtime's replicated job and container."""
+TRAINJOB_PATCH_MANAGER = "kubeloop.io/operator"
+_TRAINJOB_POD_FIELDS = (
+    "imagePullSecrets",
+    "nodeSelector",
+    "securityContext",
+    "serviceAccountName",
+    "tolerations",
+    "volumes",
+)
+"""What of the trainer's pod spec a TrainJob's runtime patch may set (besides containers)."""
+JOBSET_API_VERSION = "jobset.x-k8s.io/v1alpha2"
+JOBSET_NODE = "node"
+RENDEZVOUS_PORT = 29500
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
 KSERVE_CONTAINER = "kserve-container"
 INFERENCE_SERVICE_NAME_MAX = 45
@@ -164,23 +183,21 @@ def trainer_env(tj: TrainingJob, defaults: Settings) -> list[dict[str, Any]]:
     return env
 
 
-def build_job(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
-    """The batch/v1 Job running the trainer once on the TrainingJob's spec.
-
-    Template labels and annotations go to the Job and its pod, so a queueing system (Kueue's
-    kueue.x-k8s.io/queue-name) can admit it; GPUs are requested as nvidia.com/gpu limits.
-    """
+def _trainer_pod(
+    tj: TrainingJob, defaults: Settings, command: list[str], container_name: str = "trainer"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trainer pod's (metadata, spec): the manifest in an annotation, mounted by the
+    downward API; a memory-backed /dev/shm for several processes (gloo and NCCL exchange
+    tensors through it)."""
     spec, template = tj.spec, tj.spec.template
-    name = job_name(tj.metadata.name)
-    labels = trainer_labels(tj)
-    processes = processes_per_node(spec)
+    several = processes_per_node(spec) > 1 or spec.distributed.num_nodes > 1
     mounts = [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True}]
-    if processes > 1:  # ranks exchange tensors through shared memory (gloo, NCCL)
+    if several:
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
     container = {
-        "name": "trainer",
+        "name": container_name,
         "image": spec.image or defaults.trainer_image,
-        "command": trainingjob.trainer_command(processes),
+        "command": command,
         "args": trainingjob.trainer_args(f"{SPEC_DIR}/{SPEC_FILE}", trainingjob.RESULT_PATH),
         "env": trainer_env(tj, defaults),
         "resources": _resources(spec.resources),
@@ -195,12 +212,32 @@ def build_job(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
     field_path = f"metadata.annotations['{MANIFEST_ANNOTATION}']"
     items = [{"path": SPEC_FILE, "fieldRef": {"fieldPath": field_path}}]
     pod["volumes"].append({"name": "spec", "downwardAPI": {"items": items}})
-    if processes > 1:
+    if several:
         pod["volumes"].append({"name": "shm", "emptyDir": {"medium": "Memory"}})
-    pod_metadata: dict[str, Any] = {
-        "labels": labels,
+    metadata: dict[str, Any] = {
+        "labels": trainer_labels(tj),
         "annotations": {**template.annotations, MANIFEST_ANNOTATION: manifest_text(tj)},
     }
+    return metadata, pod
+
+
+def _trainer_metadata(tj: TrainingJob) -> dict[str, Any]:
+    annotations = dict(tj.spec.template.annotations) or None
+    return _metadata(
+        job_name(tj.metadata.name), tj.metadata.namespace, trainer_labels(tj), annotations
+    )
+
+
+def build_job(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
+    """The batch/v1 Job running the trainer once on the TrainingJob's spec: one pod, with
+    numProcPerNode processes under torchrun when there are several.
+
+    Template labels and annotations go to the Job and its pod, so a queueing system (Kueue's
+    kueue.x-k8s.io/queue-name) can admit it; GPUs are requested as nvidia.com/gpu limits.
+    """
+    spec = tj.spec
+    command = trainingjob.trainer_command(processes_per_node(spec))
+    pod_metadata, pod = _trainer_pod(tj, defaults, command)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "template": {"metadata": pod_metadata, "spec": pod},
@@ -213,10 +250,105 @@ def build_job(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(
-            name, tj.metadata.namespace, labels, dict(template.annotations) or None
-        ),
+        "metadata": _trainer_metadata(tj),
         "spec": job_spec,
+    }
+
+
+def build_train_job(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
+    """Kubeflow Trainer's TrainJob for several nodes, on its torch-distributed runtime.
+
+    The runtime starts numNodes pods and gives torchrun its rendezvous (PET_NNODES,
+    PET_NODE_RANK, PET_MASTER_ADDR, ...); the trainer part carries image, command, env and
+    resources per node, and a runtime patch (manager kubeloop.io/operator) the pods' labels,
+    the manifest annotation, volumes, scheduling and security contexts.
+    """
+    spec = tj.spec
+    command = trainingjob.trainer_command(processes_per_node(spec), torchrun=[])
+    metadata, pod = _trainer_pod(tj, defaults, command, TRAINJOB_NODE)
+    (container,) = pod["containers"]
+    patched_pod = {
+        "containers": [
+            {
+                "name": TRAINJOB_NODE,
+                "volumeMounts": container["volumeMounts"],
+                "securityContext": container["securityContext"],
+            }
+        ],
+        **{key: pod[key] for key in _TRAINJOB_POD_FIELDS if key in pod},
+    }
+    replicated = {"name": TRAINJOB_NODE, "template": {"spec": {"template": {
+        "metadata": metadata, "spec": patched_pod
+    }}}}  # fmt: skip
+    body: dict[str, Any] = {
+        "runtimeRef": {"name": TRAINJOB_RUNTIME},
+        "trainer": {
+            "image": container["image"],
+            "command": command,
+            "args": container["args"],
+            "env": container["env"],
+            "numNodes": spec.distributed.num_nodes,
+            "numProcPerNode": processes_per_node(spec),
+            "resourcesPerNode": container["resources"],
+        },
+        "runtimePatches": [
+            {
+                "manager": TRAINJOB_PATCH_MANAGER,
+                "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [replicated]}}},
+            }
+        ],
+    }
+    deadline = spec.active_deadline_seconds or defaults.trainer_active_deadline_seconds
+    if deadline is not None:
+        body["activeDeadlineSeconds"] = deadline
+    return {
+        "apiVersion": TRAINJOB_API_VERSION,
+        "kind": "TrainJob",
+        "metadata": _trainer_metadata(tj),
+        "spec": body,
+    }
+
+
+def build_jobset(tj: TrainingJob, defaults: Settings) -> dict[str, Any]:
+    """A JobSet for several nodes where Kubeflow Trainer is not installed: one Indexed Job of
+    numNodes pods, torchrun's rendezvous at pod 0 by its JobSet DNS name, each pod's node
+    rank its completion index."""
+    spec = tj.spec
+    name = job_name(tj.metadata.name)
+    nodes = spec.distributed.num_nodes
+    torchrun = [
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={processes_per_node(spec)}",
+        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        f"--master-addr={name}-{JOBSET_NODE}-0-0.{name}",
+        f"--master-port={RENDEZVOUS_PORT}",
+    ]
+    command = trainingjob.trainer_command(processes_per_node(spec), torchrun=torchrun)
+    pod_metadata, pod = _trainer_pod(tj, defaults, command)
+    index = {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}}
+    pod["containers"][0]["env"].append({"name": "JOB_COMPLETION_INDEX", "valueFrom": index})
+    job_spec: dict[str, Any] = {
+        "parallelism": nodes,
+        "completions": nodes,
+        "completionMode": "Indexed",
+        "backoffLimit": 0,  # a lost node restarts the whole JobSet (failurePolicy)
+        "template": {"metadata": pod_metadata, "spec": pod},
+    }
+    deadline = spec.active_deadline_seconds or defaults.trainer_active_deadline_seconds
+    if deadline is not None:
+        job_spec["activeDeadlineSeconds"] = deadline
+    body: dict[str, Any] = {
+        "network": {"enableDNSHostnames": True},
+        "failurePolicy": {"maxRestarts": spec.backoff_limit},
+        "replicatedJobs": [{"name": JOBSET_NODE, "replicas": 1, "template": {"spec": job_spec}}],
+    }
+    if spec.ttl_seconds_after_finished is not None:
+        body["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return {
+        "apiVersion": JOBSET_API_VERSION,
+        "kind": "JobSet",
+        "metadata": _trainer_metadata(tj),
+        "spec": body,
     }
 
 

@@ -26,6 +26,9 @@ LABEL_TRAININGJOB = "kubeloop.io/trainingjob"
 LABEL_FEEDBACKDATASET = "kubeloop.io/feedbackdataset"
 LABEL_GENERATION = "kubeloop.io/generation"
 LABEL_SERVEDMODEL = "kubeloop.io/servedmodel"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+"""The annotation on an Indexed Job's pod with its index: the node rank of a TrainJob's or a
+JobSet's pod."""
 LABEL_TRACK = "kubeloop.io/track"
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")

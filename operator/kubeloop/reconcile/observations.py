@@ -1,7 +1,7 @@
 """Read Kubernetes children's status into the runtime-neutral observations decisions take.
 
-A batch Job and its pods become a `TrainerState`; an InferenceService or a Deployment
-becomes a `ServingState`. No side effects.
+A batch Job and its pods become a `TrainerState`, as do a TrainJob or a JobSet and theirs; an
+InferenceService or a Deployment becomes a `ServingState`. No side effects.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubeloop.api.training_result import TrainingFailure
+from kubeloop.reconcile.common import COMPLETION_INDEX
 from kubeloop.reconcile.ports import ServingState, TrainerState
 
 TRAINER_CONTAINER = "trainer"
@@ -131,6 +132,29 @@ def trainer_state(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     if int(status.get("ready") or 0) > 0:
         return TrainerState("Running", start)
     return TrainerState("Pending", start)
+
+
+def nodes_state(engine: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> TrainerState:
+    """The trainer's state on several nodes, from a TrainJob's or a JobSet's conditions
+    (Complete or Completed, Failed, Suspended) and the nodes' pods: the result from the first
+    node's (node rank 0, whose rank 0 writes it), a failure's details from any."""
+    status = engine.get("status") or {}
+    conditions = [
+        {**c, "type": "Complete"} if c.get("type") == "Completed" else c
+        for c in status.get("conditions") or []
+    ]
+    starts = [str(s) for p in pods if (s := (p.get("status") or {}).get("startTime"))]
+    job_like = {
+        "spec": {"suspend": (engine.get("spec") or {}).get("suspend")},
+        "status": {"conditions": conditions, "startTime": min(starts, default=None)},
+    }
+    first = [
+        p
+        for p in pods
+        if ((p.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX) == "0"
+    ]
+    done = "Complete" in _true_conditions(job_like["status"])
+    return trainer_state(job_like, first if done else pods)
 
 
 def failure_detail(message: str, limit: int = 1500) -> str:

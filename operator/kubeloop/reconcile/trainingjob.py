@@ -15,6 +15,7 @@ rather than training (and registering) twice; a finished one stays finished.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -49,14 +50,20 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 """Kueue's label naming the LocalQueue that admits a workload (spec.queueName)."""
 
 
-def trainer_command(processes: int, python: str = TRAINER_COMMAND[0]) -> list[str]:
-    """The trainer's command: the entrypoint itself, or torchrun running `processes` ranks of
-    it on this machine (one node: --standalone finds a free rendezvous port)."""
+def trainer_command(
+    processes: int, python: str = TRAINER_COMMAND[0], torchrun: Sequence[str] | None = None
+) -> list[str]:
+    """The trainer's command: the entrypoint itself, or torchrun running it.
+
+    `torchrun`: torchrun's options; None for one node, where --standalone finds a free
+    rendezvous port and `processes` ranks run (one process: no torchrun at all).
+    """
     entrypoint = list(TRAINER_COMMAND[1:])
-    if processes == 1:
-        return [python, *entrypoint]
-    torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    return [python, *torchrun, *entrypoint]
+    if torchrun is None:
+        if processes == 1:
+            return [python, *entrypoint]
+        torchrun = ["--standalone", f"--nproc-per-node={processes}"]
+    return [python, "-m", "torch.distributed.run", *torchrun, *entrypoint]
 
 
 def multi_node_problem(nodes: int) -> str | None:
