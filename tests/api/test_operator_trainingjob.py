@@ -232,7 +232,7 @@ async def test_invalid_spec_is_reported_and_nothing_runs(
     for name, words in (
         ("bad-label", "template.labels"),
         ("bad-dataset", "exactly one of"),
-        ("nodes", "numNodes: 2 needs a multi-node engine (Kubeflow Trainer's TrainJob, or JobSet)"),
+        ("nodes", "numNodes: 2 needs a multi-node engine, Kubeflow Trainer's TrainJob (v2,"),
     ):
         status = await eventually(lambda n=name: status_of(cluster, TJ, n), f"{name}'s status")  # type: ignore[misc]  # default binds the loop variable
         ready = condition(status, "Ready")

@@ -18,7 +18,7 @@ from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import ServedModel
 from kubeloop.api.trainingjob import TrainingJob
 from kubeloop.kube import ports
-from kubeloop.reconcile import builders, servedmodel, trainingjob
+from kubeloop.reconcile import builders, servedmodel
 from kubeloop.reconcile.common import child_name
 from kubeloop.settings import Settings
 
@@ -207,15 +207,6 @@ def test_a_queue_name_is_kueues_label_on_the_job_and_its_pod() -> None:
         "kueue.x-k8s.io/queue-name"
         not in builders.build_job(training_job(), DEFAULTS)["metadata"]["labels"]
     )
-
-
-def test_several_nodes_are_refused_naming_what_they_need() -> None:
-    assert trainingjob.multi_node_problem(1) is None
-    problem = trainingjob.multi_node_problem(4)
-    assert problem is not None
-    assert problem.startswith("distributed.numNodes: 4 needs a multi-node engine")
-    assert "Kubeflow Trainer" in problem
-    assert "JobSet" in problem
 
 
 def test_credentials_are_references_never_values() -> None:

@@ -99,9 +99,10 @@ class Distributed(ApiModel):
     """Training over several processes: Kubeflow Trainer's names (numNodes, numProcPerNode)."""
 
     num_nodes: common.Int32 = Field(default=1, ge=1)
-    """Nodes (pods) training together. The operator runs only 1 for now (several need
-    Kubeflow Trainer or JobSet, which it does not render yet: Ready=False says so); `kubeloop
-    up` runs numNodes x numProcPerNode processes on its one machine."""
+    """Nodes (pods) training together: one runs as a batch Job; several as Kubeflow Trainer's
+    TrainJob (its torch-distributed runtime), or a JobSet where only JobSet is installed
+    (Ready=False says to install one when neither is); `kubeloop up` runs numNodes x
+    numProcPerNode processes on its one machine."""
     num_proc_per_node: int | Literal["auto"] = Field(
         default="auto",
         json_schema_extra=cel_rules(

@@ -66,14 +66,13 @@ def trainer_command(
     return [python, "-m", "torch.distributed.run", *torchrun, *entrypoint]
 
 
-def multi_node_problem(nodes: int) -> str | None:
-    """Why a cluster cannot run distributed.numNodes `nodes` yet; None for one node."""
-    if nodes <= 1:
-        return None
+def multi_node_problem(nodes: int) -> str:
+    """Why a cluster with neither Kubeflow Trainer nor JobSet cannot run `nodes` nodes."""
     return (
-        f"distributed.numNodes: {nodes} needs a multi-node engine (Kubeflow Trainer's "
-        "TrainJob, or JobSet), which this operator does not create yet; set numNodes: 1 and "
-        "numProcPerNode to the GPUs of one node"
+        f"distributed.numNodes: {nodes} needs a multi-node engine, Kubeflow Trainer's TrainJob "
+        "(v2, with its torch-distributed ClusterTrainingRuntime) or JobSet, and this cluster "
+        "serves neither: install one, or set numNodes: 1 and numProcPerNode to the GPUs of "
+        "one node"
     )
 
 
