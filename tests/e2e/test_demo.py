@@ -53,6 +53,15 @@ def test_demo_retrains_on_feedback_and_serves_the_better_version(tmp_path: Path)
     assert gate["slice_deltas"]["new-user"] > 0.2
     assert summary["feedback_to_serving_seconds"] > 0
 
+    # Each TrainingJob's status kept the trainer's last epoch report (read from its log).
+    objects = json.loads((tmp_path / ".kubeloop" / "demo" / "objects.json").read_text())
+    for body in objects:
+        if body["kind"] == "TrainingJob":
+            progress = body["status"]["progress"]
+            assert progress["epoch"] == progress["epochs"] > 0, body["metadata"]["name"]
+            assert progress["percent"] == 100
+            assert "val_accuracy" in progress["metrics"]
+
     with Image.open(summary["plot"]) as plot:
         assert plot.size[0] > 300
     cards = sorted(Path(summary["model_cards"]).glob("*.md"))

@@ -153,6 +153,14 @@ async def run_container(
     return Exit(int(process.returncode or 0), message, output.decode(errors="replace"))
 
 
+async def job_pod(cluster: Cluster, job: str) -> dict[str, Any] | None:
+    """The pod the Job controller made for `job` (it labels them job-name)."""
+    for pod in await cluster.list_objects("v1/pods"):
+        if (pod["metadata"].get("labels") or {}).get("job-name") == job:
+            return pod
+    return None
+
+
 async def report_running(cluster: Cluster, pod: dict[str, Any], ready: bool = False) -> None:
     """The pod's status once its containers started (all ready when `ready`)."""
     now = _now()

@@ -24,7 +24,7 @@ from kubeloop.api.samples import LIVE_ACCURACY
 from kubeloop.local import services
 from kubeloop.storage import ObjectStore
 from tests import helm_chart
-from tests.envtest import audit, control_plane, runs
+from tests.envtest import audit, control_plane, kubelet, runs
 from tests.envtest.conftest import TRAINJOB_CRD
 from tests.envtest.releases import Release
 from tests.feedback_samples import (
@@ -86,6 +86,11 @@ async def test_the_releases_service_account_reconciles_every_kind_unrefused(
         **s3_settings(object_store),
     )
     await eventually(lambda: where.get("batch/v1/jobs", "left"), "the left TrainingJob's Job")
+    # Its pod runs (the test plays its node): the operator reads the trainer's log tail for
+    # the progress (no kubelet answers here, but the request is made).
+    pod = await eventually(lambda: kubelet.job_pod(where, "left"), "the left Job's pod", 30)
+    await kubelet.report_running(where, pod)
+    await eventually(lambda: _phase(where, "left", "Running"), "the left TrainingJob Running")
     await eventually(lambda: _peered(where, release), "the operator's record in its peering")
     for namespace in release.watched[1:]:  # a Role in each watched namespace
         await where.create(TJ, training_job("elsewhere"), namespace)
@@ -168,6 +173,11 @@ def trainer_installed(plane: control_plane.ControlPlane) -> Iterator[None]:
             ):
                 assert time.monotonic() < deadline, f"CRD {name} not deleted within 60s"
                 time.sleep(0.2)
+
+
+async def _phase(cluster: Cluster, name: str, phase: str) -> dict[str, Any] | None:
+    found = ((await cluster.get(TJ, name)) or {}).get("status") or {}
+    return found if found.get("phase") == phase else None
 
 
 async def _recorded(cluster: Cluster, name: str) -> dict[str, Any] | None:

@@ -49,15 +49,20 @@ async def test_stored_as_generated(cluster: Cluster, crd_file: Path) -> None:
 async def test_kubectl_get_shows_the_printer_columns(cluster: Cluster) -> None:
     body = manifest("trainingjob-base")
     await cluster.create(TJ, body)
-    status = {"phase": "Succeeded", "modelVersion": "3", "metrics": {"overall": 0.97}}
+    status = {
+        "phase": "Succeeded",
+        "progress": {"epoch": 30, "epochs": 30, "percent": 100},
+        "modelVersion": "3",
+        "metrics": {"overall": 0.97},
+    }
     await cluster.patch(TJ, body["metadata"]["name"], {"status": status}, "status")
     url = path(TJ, namespace=cluster.namespace)
     async with cluster.http.request("GET", url, headers={"Accept": TABLE}) as response:
         table = await response.json()
     names = [c["name"] for c in table["columnDefinitions"]]
-    assert names == ["Name", "Phase", "Model", "Version", "Accuracy", "Age"]
+    assert names == ["Name", "Phase", "Progress", "Model", "Version", "Accuracy", "Age"]
     (row,) = table["rows"]
-    assert row["cells"][:5] == ["digits-base", "Succeeded", "digits", "3", 0.97]
+    assert row["cells"][:6] == ["digits-base", "Succeeded", 100, "digits", "3", 0.97]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])

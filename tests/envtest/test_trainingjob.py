@@ -61,7 +61,7 @@ async def test_children_status_events_and_garbage_collection(
         cluster.namespace,
     )
     # The real Job controller makes the pod; with no scheduler it stays Pending.
-    pod = await eventually(lambda: job_pod(cluster, "digits-base"), "the Job's pod")
+    pod = await eventually(lambda: kubelet.job_pod(cluster, "digits-base"), "the Job's pod")
     assert pod["status"]["phase"] == "Pending"
 
     await cluster.delete(TJ, "digits-base")
@@ -69,7 +69,7 @@ async def test_children_status_events_and_garbage_collection(
     async def collected() -> bool:
         children = [
             await cluster.get("batch/v1/jobs", "digits-base"),
-            await job_pod(cluster, "digits-base"),
+            await kubelet.job_pod(cluster, "digits-base"),
         ]
         return children == [None, None]
 
@@ -90,7 +90,7 @@ async def test_the_trainer_runs_in_the_pod_and_its_version_reaches_the_status(
     model = f"envtest-{uuid.uuid4().hex[:8]}"
     quick = training_job("digits-quick", registeredModel=model, args={"epochs": 1})
     created = await cluster.create(TJ, quick)
-    pod = await eventually(lambda: job_pod(cluster, "digits-quick"), "the Job's pod")
+    pod = await eventually(lambda: kubelet.job_pod(cluster, "digits-quick"), "the Job's pod")
 
     await kubelet.report_running(cluster, pod)
     await eventually(lambda: _phase_is(cluster, "digits-quick", "Running"), "phase Running")
@@ -120,14 +120,6 @@ async def test_the_trainer_runs_in_the_pod_and_its_version_reaches_the_status(
     await cluster.said("digits-quick", "Started", "Running", "Succeeded")
     # The trainer read the TrainingJob's uid (a retried pod finds its version by it).
     assert version.tags["kubeloop.trainingJobUid"] == created["metadata"]["uid"]
-
-
-async def job_pod(cluster: Cluster, job: str) -> dict[str, Any] | None:
-    """The pod the Job controller made for `job` (it labels them job-name)."""
-    for pod in await cluster.list_objects("v1/pods"):
-        if (pod["metadata"].get("labels") or {}).get("job-name") == job:
-            return pod
-    return None
 
 
 async def _phase_is(cluster: Cluster, name: str, phase: str) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ import typing
 
 import onnxruntime
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kubeloop import selection
@@ -118,6 +118,10 @@ feedback = st.fixed_dictionaries(
 
 @settings(max_examples=150, deadline=None)
 @given(configs, st.none() | feedback)
+@example(  # a class spelt "--": pydantic-settings reads that alone as an empty list
+    {"name": "a", "model_uri": "models:/m@champion"},
+    {"feedback_dataset": "a", "feedback_bucket": "a00", "feedback_prefix": "", "classes": ["--"]},
+)
 def test_rendered_args_parse_back_to_the_same_model(
     options: dict[str, object], feedback_options: dict[str, object] | None
 ) -> None:

@@ -90,6 +90,38 @@ def test_phases_follow_the_trainer_and_events_mark_transitions() -> None:
     assert "version 7" in done.events[0].message
 
 
+LOG = """2026-12-03T07:00:01Z INFO training image-classifier small on cpu (fp32): 10 classes
+2026-12-03T07:00:02Z INFO epoch 1/30 train_loss=1.2000 val_accuracy=0.8000 images_per_second=900.0
+[rank0]:2026-12-03T07:00:03Z INFO epoch 2/30 train_loss=0.5 val_accuracy=0.91 img_s=1800.5
+2026-12-03T07:00:03Z INFO rank 1 of 2: training its shard; rank 0 registers
+"""
+
+
+def test_progress_is_the_last_epoch_line_of_the_trainers_log() -> None:
+    progress = observations.progress_from_log(LOG)
+    assert progress is not None
+    assert (progress.epoch, progress.epochs, progress.percent) == (2, 30, 6)
+    assert progress.metrics == {
+        "train_loss": 0.5,
+        "val_accuracy": 0.91,
+        "img_s": 1800.5,
+    }
+    assert progress.update_time == "2026-12-03T07:00:03Z"
+    assert observations.progress_from_log(LOG.splitlines()[0]) is None  # no epoch yet
+    assert observations.progress_from_log("") is None
+
+
+def test_the_status_keeps_the_last_progress_it_saw() -> None:
+    started = decide(None, 1, None).status
+    progress = observations.progress_from_log(LOG)
+    running = decide(started, 1, TrainerState("Running", "T0", progress=progress)).status
+    assert running.progress == progress
+    unread = decide(running, 1, TrainerState("Running", "T0")).status  # the log unreadable
+    assert unread.progress == progress
+    done = decide(unread, 1, TrainerState("Succeeded", "T0", "T1", result=RESULT)).status
+    assert done.progress == progress
+
+
 def test_a_finished_job_whose_trainer_is_gone_is_not_restarted() -> None:
     done = TrainingJobStatus(phase="Succeeded", model_version="7")
     plan = decide(done, 2, None)

@@ -77,6 +77,10 @@ Each rule names the code that needs it; tests/envtest/test_chart_rbac.py keeps t
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+# The trainer's log tail while it trains: its last epoch line is the TrainingJob's progress.
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 # A FeedbackDataset's storage.secretRef.
 - apiGroups: [""]
   resources: [secrets]

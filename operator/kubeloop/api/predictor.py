@@ -362,7 +362,10 @@ def _flag(name: str) -> str:
 
 def _text(value: object) -> str:
     if isinstance(value, tuple):
-        return ",".join(_text(part) for part in value)
+        text = ",".join(_text(part) for part in value)
+        # pydantic-settings reads a list spelt "--" as empty; the empty part after a comma
+        # is dropped again by the names' parser (_names).
+        return text + "," if text == "--" else text
     if isinstance(value, float):
         text = repr(value)
         return text.removesuffix(".0")  # 5.0 -> "5": the CRD's integers stay as written

@@ -197,6 +197,21 @@ class Metrics(ApiModel):
     """Metric per data slice."""
 
 
+class TrainingProgress(ApiModel):
+    """How far training is, as the trainer's rank 0 reports it after each epoch."""
+
+    epoch: common.Int32 = 0
+    """Epochs finished."""
+    epochs: common.Int32 = 0
+    """Epochs in all."""
+    percent: common.Int32 = Field(default=0, ge=0, le=100)
+    """epoch / epochs, in percent."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """The last epoch's metrics: train_loss, val_<metric>, images_per_second (all ranks)."""
+    update_time: str | None = None
+    """When the trainer reported them (RFC 3339)."""
+
+
 class TrainingJobStatus(ApiModel):
     """Observed state of a TrainingJob."""
 
@@ -212,6 +227,9 @@ class TrainingJobStatus(ApiModel):
     """Registered model version this job produced."""
     metrics: Metrics | None = None
     """Evaluation metrics overall and per slice."""
+    progress: TrainingProgress | None = None
+    """Epoch, total epochs and the last epoch's metrics while it trains (the last report
+    after)."""
     start_time: str | None = None
     """When the trainer started (RFC 3339)."""
     completion_time: str | None = None
@@ -229,6 +247,7 @@ class TrainingJob(CustomResource):
     DESCRIPTION: ClassVar[str] = __doc__ or ""
     PRINTER_COLUMNS: ClassVar[tuple[dict[str, str | int], ...]] = (
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.percent"},
         {"name": "Model", "type": "string", "jsonPath": ".spec.registeredModel"},
         {"name": "Version", "type": "string", "jsonPath": ".status.modelVersion"},
         {"name": "Accuracy", "type": "number", "jsonPath": ".status.metrics.overall"},

@@ -211,6 +211,12 @@ class KubeClient:
             return ((secret or {}).get("stringData") or {}).get(key)
         return base64.b64decode(encoded).decode()
 
+    def pod_log(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        """The last `lines` lines of a container's log."""
+        query = [("container", container), ("tailLines", str(lines))]
+        path = PODS.path(namespace, pod, "log")
+        return self._request("GET", path, query=query, accept="text/plain").decode(errors="replace")
+
     def _call(
         self,
         method: str,
@@ -219,12 +225,24 @@ class KubeClient:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
+        data = self._request(method, path, body, query, content_type)
+        return dict(json.loads(data)) if data else {}
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> bytes:
         try:
             response = self._api.call_api(
                 path,
                 method,
                 query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
+                header_params={"Accept": accept, "Content-Type": content_type},
                 body=body,
                 auth_settings=["BearerToken"],
                 _preload_content=False,
@@ -235,8 +253,7 @@ class KubeClient:
             raise _error(error.status or 0, error.reason or "", error.body) from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise ApiError(0, type(error).__name__, f"{method} {path}: {error}") from error
-        data = response.data
-        return dict(json.loads(data)) if data else {}
+        return bytes(response.data or b"")
 
 
 def _error(status: int, reason: str, body: Any) -> ApiError:

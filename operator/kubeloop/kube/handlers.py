@@ -165,6 +165,24 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
                 # Events are not retried; the TrainingJob's own handlers are.
                 logger.warning("TrainingJob %s/%s: retried on its next event", namespace, name)
 
+    def training(body: kopf.Body, **_: Any) -> bool:
+        return (body.get("status") or {}).get("phase") == "Running"
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        "trainingjobs",
+        interval=rt.settings.poll_seconds,
+        when=training,
+        registry=registry,
+        id="trainingjobs-progress",
+    )
+    def follow_training(*, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+        """A TrainingJob that trains: its progress (the trainer's log) every poll_seconds,
+        which also bounds how often its status is written for it."""
+        poller.context = contextvars.copy_context()
+        run_reconcile(rt, "TrainingJob", namespace or "", name, copy.deepcopy(dict(body)))
+
     def engine_changed(*, body: kopf.Body, namespace: str | None, **_: Any) -> None:
         """A TrainJob or JobSet of a TrainingJob with several nodes: its conditions (Complete,
         Failed, Suspended) are its TrainingJob's news."""

@@ -10,6 +10,7 @@ once rather than applied: its pod template cannot change, and "already exists" i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -20,7 +21,7 @@ from kubeloop.api.common import ApiModel
 from kubeloop.api.errors import Unavailable
 from kubeloop.api.feedbackdataset import Storage
 from kubeloop.api.servedmodel import ServedModel
-from kubeloop.api.trainingjob import TrainingJob
+from kubeloop.api.trainingjob import TrainingJob, TrainingProgress
 from kubeloop.feedback_store import DatasetStore
 from kubeloop.kube.client import (
     AUTOSCALERS,
@@ -41,7 +42,7 @@ from kubeloop.kube.client import (
 )
 from kubeloop.kube.runtime import Runtime
 from kubeloop.reconcile import builders, common, observations, trainingjob
-from kubeloop.reconcile.common import LABEL_TRAININGJOB
+from kubeloop.reconcile.common import COMPLETION_INDEX, LABEL_TRAININGJOB
 from kubeloop.reconcile.ports import (
     Body,
     Deploy,
@@ -176,10 +177,34 @@ class KubeTrainer:
         if job is None:
             return TrainerObservation(job_name, None)
         pods = self._rt.client.list_objects(PODS, namespace, {LABEL_TRAININGJOB: job_name})
-        if engine != JOBS:  # the first node's pods: its rank 0 writes the result
-            return TrainerObservation(job_name, observations.nodes_state(job, pods))
-        pods = [p for p in pods if is_owned_by(p, job) or not job["metadata"].get("uid")]
-        return TrainerObservation(job_name, observations.trainer_state(job, pods))
+        if engine == JOBS:
+            pods = [p for p in pods if is_owned_by(p, job) or not job["metadata"].get("uid")]
+            state = observations.trainer_state(job, pods)
+        else:
+            state = observations.nodes_state(job, pods)
+        if state.phase == "Running":
+            state = dataclasses.replace(state, progress=self._progress(namespace, pods))
+        return TrainerObservation(job_name, state)
+
+    def _progress(self, namespace: str, pods: list[Body]) -> TrainingProgress | None:
+        """The last epoch report in the log of the running pod of rank 0 (the first node's);
+        None when there is none yet or the log cannot be read (no kubelet answering, say)."""
+        for pod in pods:
+            metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
+            index = (metadata.get("annotations") or {}).get(COMPLETION_INDEX, "0")
+            if status.get("phase") != "Running" or index != "0":
+                continue
+            containers = (pod.get("spec") or {}).get("containers") or [{}]
+            container = str(containers[0].get("name") or observations.TRAINER_CONTAINER)
+            try:
+                log = self._rt.client.pod_log(
+                    namespace, metadata["name"], container, observations.PROGRESS_LOG_LINES
+                )
+            except ApiError as error:
+                logger.debug("no progress from pod %s/%s: %s", namespace, metadata["name"], error)
+                return None
+            return observations.progress_from_log(log)
+        return None
 
     def start(self, tj: TrainingJob, body: Body) -> bool:
         engine = JOBS if tj.spec.distributed.num_nodes == 1 else self._engine()

@@ -29,7 +29,8 @@ from kubeloop.api.trainingjob import TrainingJob, processes_per_node
 from kubeloop.local.objects import path_inside
 from kubeloop.local.processes import ProcessTable
 from kubeloop.local.services import log_tail
-from kubeloop.reconcile import builders, trainingjob
+from kubeloop.reconcile import builders, observations, trainingjob
+from kubeloop.reconcile.observations import PROGRESS_LOG_LINES
 from kubeloop.reconcile.ports import Body, TrainerObservation, TrainerState
 
 
@@ -55,8 +56,11 @@ class LocalTrainer:
             return TrainerObservation(name, None)  # none yet, or an earlier object's of that name
         attempt = job["attempts"][-1]
         number, started = int(attempt["n"]), str(attempt["startTime"])
+        log = self._dir(name) / f"attempt-{number}.log"
         if self._processes.alive(_role(name)):
-            return TrainerObservation(name, TrainerState("Running", start_time=started))
+            progress = observations.progress_from_log(log_tail(log, PROGRESS_LOG_LINES))
+            running = TrainerState("Running", start_time=started, progress=progress)
+            return TrainerObservation(name, running)
         if "pid" not in attempt or attempt.get("interrupted"):
             # Never started (killed before), or stopped by `kubeloop up` closing: not a failure.
             self._spawn(name, number)
@@ -74,8 +78,9 @@ class LocalTrainer:
             pass
         else:
             self._processes.forget(_role(name))
+            progress = observations.progress_from_log(log_tail(log, PROGRESS_LOG_LINES))
             return TrainerObservation(
-                name, TrainerState("Succeeded", started, finished, result=text)
+                name, TrainerState("Succeeded", started, finished, result=text, progress=progress)
             )
         failure = TrainingFailure.parse(text)
         code = failure.exit_code if failure else self._processes.exit_code(_role(name))
@@ -87,7 +92,6 @@ class LocalTrainer:
             )
             self._start_attempt(name, number + 1)
             return TrainerObservation(name, TrainerState("Running", start_time=started))
-        log = self._dir(name) / f"attempt-{number}.log"
         how = f"with code {code}" if code is not None else "(it was stopped or crashed)"
         detail = failure.describe() if failure else f"log tail ({log}):\n{log_tail(log, 8)}"
         message = f"the trainer exited {how} after {number} attempt(s): {detail}"

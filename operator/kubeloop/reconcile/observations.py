@@ -7,10 +7,12 @@ InferenceService or a Deployment becomes a `ServingState`. No side effects.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubeloop.api.training_result import TrainingFailure
+from kubeloop.api.trainingjob import TrainingProgress
 from kubeloop.reconcile.common import COMPLETION_INDEX
 from kubeloop.reconcile.ports import ServingState, TrainerState
 
@@ -155,6 +157,39 @@ def nodes_state(engine: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
     ]
     done = "Complete" in _true_conditions(job_like["status"])
     return trainer_state(job_like, first if done else pods)
+
+
+PROGRESS_LOG_LINES = 50
+"""Lines of the trainer's log tail read for its last epoch line."""
+_EPOCH_LINE = re.compile(
+    r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) INFO epoch (?P<epoch>\d+)/(?P<epochs>\d+)"
+    r"(?P<metrics>( \S+=\S+)*)$"
+)
+
+
+def progress_from_log(text: str) -> TrainingProgress | None:
+    """The trainer's progress from its log: the last `epoch N/M name=value ...` line the
+    trainer entrypoint writes after each epoch (rank 0 alone); None before the first."""
+    for line in reversed(text.splitlines()):
+        found = _EPOCH_LINE.search(line.strip())  # after a prefix torchrun may add
+        if found is None:
+            continue
+        epoch, epochs = int(found["epoch"]), int(found["epochs"])
+        metrics = {}
+        for pair in found["metrics"].split():
+            name, _, value = pair.partition("=")
+            try:
+                metrics[name] = float(value)
+            except ValueError:
+                continue
+        return TrainingProgress(
+            epoch=epoch,
+            epochs=epochs,
+            percent=min(100, 100 * epoch // max(epochs, 1)),
+            metrics=metrics,
+            update_time=found["time"],
+        )
+    return None
 
 
 def failure_detail(message: str, limit: int = 1500) -> str:

@@ -17,7 +17,7 @@ from kubeloop.api.common import ApiModel
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec, Storage
 from kubeloop.api.samples import LiveAccuracy, SnapshotManifest
 from kubeloop.api.servedmodel import ServedModel
-from kubeloop.api.trainingjob import Metrics, TrainingJob
+from kubeloop.api.trainingjob import Metrics, TrainingJob, TrainingProgress
 
 Body = dict[str, Any]
 """An object as the runtime stores it: apiVersion, kind, metadata, spec, status."""
@@ -73,6 +73,8 @@ class TrainerState:
     """The same for a person."""
     result: str | None = None
     """The trainer's result text, once it succeeded."""
+    progress: TrainingProgress | None = None
+    """Its last epoch report, when the runtime could read one (its log)."""
 
 
 @dataclass(frozen=True)

@@ -250,6 +250,7 @@ def decide(
 
     new.job_name = trainer_name
     new.start_time = trainer.start_time or old.start_time
+    new.progress = trainer.progress or old.progress
     result = None
     phase: Phase = trainer.phase
     reason, message = trainer.reason, trainer.message

@@ -24,6 +24,7 @@ import argparse
 import collections
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -131,7 +132,8 @@ class _Tail(logging.Handler):
 
 def _logger(level: str) -> tuple[logging.Logger, _Tail]:
     log = logging.getLogger("kubeloop.training")
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime  # RFC 3339 in UTC: the progress lines' times
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(formatter)
