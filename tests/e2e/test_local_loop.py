@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from kubeloop import cli, manifests
 from kubeloop.local import services
@@ -61,6 +62,35 @@ def test_trainer_crash_is_reported_with_its_log_tail(
     assert "exited with code 2" in message
     assert "no-such-plugin" in message  # the trainer's own words, from its log tail
     assert not any("Traceback" in line for line in said)
+
+
+def test_several_nodes_train_here_as_one_under_torchrun(
+    tmp_path: Path, s3_server: services.Service, mlflow_server: services.Service
+) -> None:
+    said: list[str] = []
+    loop = LocalLoop(tmp_path, s3_server.url, mlflow_server.url, say=said.append)
+    job = _example("TrainingJob")
+    job["metadata"]["name"] = "nodes"
+    job["spec"]["registeredModel"] = "local-nodes"
+    job["spec"]["args"]["epochs"] = 3
+    job["spec"]["distributed"] = {"numNodes": 2, "numProcPerNode": 1}
+    try:
+        assert loop.apply(job) == "created"
+        deadline = time.monotonic() + 240
+        while loop.status("TrainingJob", "nodes").get("phase") not in ("Failed", "Succeeded"):
+            assert time.monotonic() < deadline, said
+            loop.step()
+            time.sleep(0.5)
+    finally:
+        loop.close()
+    status = loop.status("TrainingJob", "nodes")
+    assert status["phase"] == "Succeeded", status
+    assert "- TrainingJob/nodes: numNodes 2 runs here as one node with all 2 processes" in said
+    assert status["progress"]["epoch"] == status["progress"]["epochs"] == 3
+    log = (tmp_path / "trainingjobs" / "nodes" / "attempt-1.log").read_text()
+    assert "rank 1 of 2: training its shard" in log
+    versions = MlflowClient(mlflow_server.url).search_model_versions("name = 'local-nodes'")
+    assert [v.version for v in versions] == [status["modelVersion"]]
 
 
 def test_apply_refuses_what_the_api_server_would(

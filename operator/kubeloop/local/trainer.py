@@ -149,7 +149,10 @@ class LocalTrainer:
         command = trainingjob.trainer_command(processes, sys.executable)
         command += trainingjob.trainer_args(str(directory / "trainingjob.yaml"), str(result))
         log = directory / f"attempt-{number}.log"
-        started = self._processes.spawn(_role(name), command, "", log, self._root, self._env)
+        env = dict(self._env)
+        if processes > 1 and LOOPBACK.exists():
+            env["GLOO_SOCKET_IFNAME"] = LOOPBACK.name  # the ranks talk over 127.0.0.1 only
+        started = self._processes.spawn(_role(name), command, "", log, self._root, env)
         job = self._job(name) or {"attempts": [{"n": number, "startTime": format_time(utc_now())}]}
         job["attempts"][-1]["pid"] = started.process.pid
         job["attempts"][-1].pop("interrupted", None)
@@ -168,6 +171,11 @@ class LocalTrainer:
         partial = path.with_suffix(".partial")
         partial.write_text(json.dumps(job))
         partial.replace(path)
+
+
+LOOPBACK = Path("/sys/class/net/lo")
+"""Linux's loopback interface, where a local trainer's ranks meet (gloo binds to the
+hostname's address otherwise)."""
 
 
 def _role(name: str) -> str:
