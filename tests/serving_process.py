@@ -129,3 +129,25 @@ def start_guarded_predictor(workdir: Path, mlflow_url: str, s3_url: str) -> serv
         args=GUARDED_ARGS,
         env={"KUBELOOP_FEEDBACK_TOKEN": TOKEN},
     )
+
+
+def start_reviewing_predictor(
+    workdir: Path,
+    mlflow_url: str,
+    s3_url: str,
+    bucket: str,
+    review_args: Sequence[str],
+    env: dict[str, str] | None = None,
+    dataset: str = "digits-fb",
+    prefix: str = "feedback/digits/",
+) -> services.Service:
+    """A predictor of the shared digits model (`shared_model`) taking feedback for `dataset`
+    into `bucket`, its review queue as `review_args` say."""
+    model = shared_model(mlflow_url)
+    args = [
+        "--feedback-dataset", dataset, "--feedback-bucket", bucket, "--feedback-prefix", prefix,
+        "--classes", ",".join(serving_models.CLASSES), "--input-shape", "8,8", *review_args,
+    ]  # fmt: skip
+    return start_predictor(
+        workdir, f"models:/{model.name}@champion", mlflow_url, s3_url, args=args, env=env
+    )

@@ -47,16 +47,7 @@ def test_trainer_crash_is_reported_with_its_log_tail(
     job = _example("TrainingJob")
     job["metadata"]["name"] = "crashes"
     job["spec"]["plugin"]["name"] = "no-such-plugin"
-    try:
-        assert loop.apply(job) == "created"
-        deadline = time.monotonic() + 120
-        while loop.status("TrainingJob", "crashes").get("phase") not in ("Failed", "Succeeded"):
-            assert time.monotonic() < deadline, said
-            loop.step()
-            time.sleep(0.5)
-    finally:
-        loop.close()
-    status = loop.status("TrainingJob", "crashes")
+    status = _run_to_the_end(loop, job, said, timeout=120)
     assert status["phase"] == "Failed"
     message = " ".join(c["message"] for c in status["conditions"])
     assert "exited with code 2" in message
@@ -74,16 +65,7 @@ def test_several_nodes_train_here_as_one_under_torchrun(
     job["spec"]["registeredModel"] = "local-nodes"
     job["spec"]["args"]["epochs"] = 3
     job["spec"]["distributed"] = {"numNodes": 2, "numProcPerNode": 1}
-    try:
-        assert loop.apply(job) == "created"
-        deadline = time.monotonic() + 240
-        while loop.status("TrainingJob", "nodes").get("phase") not in ("Failed", "Succeeded"):
-            assert time.monotonic() < deadline, said
-            loop.step()
-            time.sleep(0.5)
-    finally:
-        loop.close()
-    status = loop.status("TrainingJob", "nodes")
+    status = _run_to_the_end(loop, job, said, timeout=240)
     assert status["phase"] == "Succeeded", status
     assert "- TrainingJob/nodes: numNodes 2 runs here as one node with all 2 processes" in said
     assert status["progress"]["epoch"] == status["progress"]["epochs"] == 3
@@ -91,6 +73,23 @@ def test_several_nodes_train_here_as_one_under_torchrun(
     assert "rank 1 of 2: training its shard" in log
     versions = MlflowClient(mlflow_server.url).search_model_versions("name = 'local-nodes'")
     assert [v.version for v in versions] == [status["modelVersion"]]
+
+
+def _run_to_the_end(
+    loop: LocalLoop, job: dict[str, Any], said: list[str], timeout: float
+) -> dict[str, Any]:
+    """Apply the TrainingJob `job` and step the loop until it failed or succeeded; its status."""
+    name = job["metadata"]["name"]
+    try:
+        assert loop.apply(job) == "created"
+        deadline = time.monotonic() + timeout
+        while loop.status("TrainingJob", name).get("phase") not in ("Failed", "Succeeded"):
+            assert time.monotonic() < deadline, said
+            loop.step()
+            time.sleep(0.5)
+    finally:
+        loop.close()
+    return loop.status("TrainingJob", name)
 
 
 def test_apply_refuses_what_the_api_server_would(

@@ -25,7 +25,7 @@ from kubeloop.local import services
 from kubeloop.storage import ObjectStore
 from tests import serving_models
 from tests.conftest import ACCESS_KEY, SECRET_KEY
-from tests.serving_process import shared_model, start_predictor
+from tests.serving_process import start_reviewing_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -71,20 +71,16 @@ def test_two_labellers_agree_dispute_adjudicate_and_are_scored_on_gold(
     store.put_bytes(BUCKET, PREFIX + samples.GOLD + "set-1.jsonl", lines.encode())
     gold_label = {g.id: g.label for g in gold}
 
-    model = shared_model(mlflow_server.url)
-    process = start_predictor(
+    process = start_reviewing_predictor(
         tmp_path / "predictor",
-        f"models:/{model.name}@champion",
         mlflow_server.url,
         s3_server.url,
-        args=[
-            "--feedback-dataset", DATASET, "--feedback-bucket", BUCKET,
-            "--feedback-prefix", PREFIX, "--classes", ",".join(serving_models.CLASSES),
-            "--input-shape", "8,8", "--review-overlap", "2", "--review-gold-share", "0.2",
-            "--review-budget", "10",
-        ],
+        BUCKET,
+        ["--review-overlap", "2", "--review-gold-share", "0.2", "--review-budget", "10"],
         env={"KUBELOOP_LABELLER_TOKENS": json.dumps(TOKENS)},
-    )  # fmt: skip
+        dataset=DATASET,
+        prefix=PREFIX,
+    )
     try:
         with httpx.Client(base_url=process.url, timeout=30) as http:
             inputs = serving_models.digit_like_inputs(12, seed=5)

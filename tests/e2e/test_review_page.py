@@ -27,7 +27,7 @@ from kubeloop.local import services
 from kubeloop.storage import ObjectStore
 from tests import serving_models
 from tests.conftest import ACCESS_KEY, SECRET_KEY
-from tests.serving_process import TOKEN, shared_model, start_predictor
+from tests.serving_process import TOKEN, start_reviewing_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -79,19 +79,16 @@ def test_a_labeller_labels_five_predictions_with_the_keyboard(
     assert isinstance(browser, WebDriver)
     store = ObjectStore(s3_server.url, ACCESS_KEY, SECRET_KEY, retries=1)
     store.ensure_bucket(BUCKET)
-    model = shared_model(mlflow_server.url)
-    process = start_predictor(
+    process = start_reviewing_predictor(
         tmp_path / "predictor",
-        f"models:/{model.name}@champion",
         mlflow_server.url,
         s3_server.url,
-        args=[
-            "--feedback-dataset", DATASET, "--feedback-bucket", BUCKET,
-            "--feedback-prefix", PREFIX, "--classes", ",".join(serving_models.CLASSES),
-            "--input-shape", "8,8", "--retrain-threshold", "10",
-        ],
+        BUCKET,
+        ["--retrain-threshold", "10"],
         env={"KUBELOOP_FEEDBACK_TOKEN": TOKEN},
-    )  # fmt: skip
+        dataset=DATASET,
+        prefix=PREFIX,
+    )
     try:
         inputs = serving_models.digit_like_inputs(12, seed=3)
         answer = httpx.post(
@@ -260,18 +257,15 @@ def test_an_adjudicator_settles_a_dispute_on_the_page(
     assert isinstance(browser, WebDriver)
     store = ObjectStore(s3_server.url, ACCESS_KEY, SECRET_KEY, retries=1)
     store.ensure_bucket(ADJUDICATED)
-    model = shared_model(mlflow_server.url)
-    process = start_predictor(
+    process = start_reviewing_predictor(
         tmp_path / "predictor",
-        f"models:/{model.name}@champion",
         mlflow_server.url,
         s3_server.url,
-        args=[
-            "--feedback-dataset", DATASET, "--feedback-bucket", ADJUDICATED,
-            "--feedback-prefix", PREFIX, "--classes", ",".join(serving_models.CLASSES),
-            "--input-shape", "8,8", "--review-overlap", "2",
-        ],
-    )  # fmt: skip
+        ADJUDICATED,
+        ["--review-overlap", "2"],
+        dataset=DATASET,
+        prefix=PREFIX,
+    )
     try:
         inputs = serving_models.digit_like_inputs(3, seed=4)
         predicted = httpx.post(
