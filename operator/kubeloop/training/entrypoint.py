@@ -92,8 +92,8 @@ def _main(argv: Sequence[str] | None) -> int:
             )
             _write(args.result, failure.to_line())
         return code
-    if result is None:  # a rank other than 0: its model is rank 0's
-        return OK
+    if result is None or not plugins.Ranks.from_env().leader:
+        return OK  # a rank other than 0 (or a retry's, which found the version): rank 0 says it
     line = result.to_line()
     if args.result is not None:
         _write(args.result, line)
