@@ -242,6 +242,18 @@ async def test_invalid_spec_is_reported_and_nothing_runs(
     assert await cluster.list_objects("batch/v1/jobs") == []
 
 
+async def test_a_trainjob_name_kubeflow_trainer_refuses_is_said(
+    cluster: Cluster, operator: OperatorFactory
+) -> None:
+    await operator()
+    await cluster.create(TJ, training_job("2-nodes", distributed={"numNodes": 2}))
+    status = await eventually(lambda: status_of(cluster, TJ, "2-nodes"), "its status")
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "starts with a letter, and 2-nodes does not: rename the TrainingJob" in ready["message"]
+    assert await cluster.list_objects("trainer.kubeflow.org/v1alpha1/trainjobs") == []
+
+
 def node_pod(
     trainjob: dict[str, Any], index: int, state: dict[str, Any], phase: str
 ) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from tests.unit.test_builders_kubernetes import DEFAULTS, RICH, training_job, va
 VENDOR = Path(__file__).resolve().parents[1] / "vendor"
 TRAINJOB_CRD = crd_schema.load(VENDOR / "kubeflow-trainer" / "trainer.kubeflow.org_trainjobs.yaml")
 JOBSET_CRD = crd_schema.load(VENDOR / "jobset" / "jobset.x-k8s.io_jobsets.yaml")
+TRAINER = VENDOR / "kubeflow-trainer"
 SHAPES = [(1, 1), (1, 4), (3, 2)]
 """(numNodes, numProcPerNode)"""
 
@@ -67,6 +68,19 @@ def test_a_trainjob_passes_the_templates_scheduling_on() -> None:
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     env = {e["name"] for e in trainjob["spec"]["trainer"]["env"]}
     assert {"HF_TOKEN", "KUBELOOP_MLFLOW_TRACKING_URI", "HOME"} <= env
+
+
+def test_the_runtime_a_trainjob_names_has_the_job_and_container_it_patches() -> None:
+    """Kubeflow Trainer's own torch-distributed ClusterTrainingRuntime, valid for its CRD,
+    is the one TrainJobs name, with the replicated job and container their patch targets."""
+    runtime = crd_schema.load(TRAINER / "torch_distributed.yaml")
+    crd = crd_schema.load(TRAINER / "trainer.kubeflow.org_clustertrainingruntimes.yaml")
+    assert crd_schema.check(crd, runtime) == []
+    assert runtime["metadata"]["name"] == builders.TRAINJOB_RUNTIME
+    (replicated,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert replicated["name"] == builders.TRAINJOB_NODE
+    containers = replicated["template"]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == [builders.TRAINJOB_NODE]
 
 
 def test_the_check_catches_what_the_trainer_crd_refuses() -> None:

@@ -164,6 +164,12 @@ class KubeTrainer:
         engine = JOBS if nodes == 1 else self._engine()
         if engine is None:
             return TrainerObservation(job_name, None, trainingjob.multi_node_problem(nodes))
+        if engine == TRAINJOBS and not job_name[:1].isalpha():
+            problem = (
+                f"Kubeflow Trainer names a TrainJob as an RFC 1035 label, which starts with a "
+                f"letter, and {job_name} does not: rename the TrainingJob"
+            )
+            return TrainerObservation(job_name, None, problem)
         if not recorded:
             return TrainerObservation(job_name, None)  # a GET saved: `start` finds any Job
         job = self._rt.client.get(engine, namespace, job_name)
