@@ -65,6 +65,8 @@ AUTOSCALERS_V2BETA2 = Resource("autoscaling", "v2beta2", "horizontalpodautoscale
 INFERENCESERVICES = Resource("serving.kserve.io", "v1beta1", "inferenceservices")
 TRAINJOBS = Resource("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 JOBSETS = Resource("jobset.x-k8s.io", "v1alpha2", "jobsets")
+ENGINES = (TRAINJOBS, JOBSETS)
+"""What runs a TrainingJob's several nodes, in the order the operator prefers them."""
 
 
 class ApiError(RuntimeError):

@@ -30,7 +30,7 @@ from kubeloop import __version__, metrics
 from kubeloop.api.common import GROUP, VERSION
 from kubeloop.api.errors import Unavailable
 from kubeloop.kube import peering, ports
-from kubeloop.kube.client import ApiError
+from kubeloop.kube.client import ENGINES, ApiError
 from kubeloop.kube.runtime import Runtime
 from kubeloop.reconcile import builders, feedbackdataset, servedmodel, trainingjob
 from kubeloop.reconcile.common import LABEL_TRAININGJOB
@@ -190,10 +190,15 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
             if owner.get("kind") == "TrainingJob" and owner.get("controller"):
                 run_reconcile(rt, "TrainingJob", namespace or "", owner["name"])
 
-    for group, version, plural in ENGINES:  # watched once their CRDs exist
-        kopf.on.event(group, version, plural, labels=jobs, registry=registry, id=plural)(
-            engine_changed
-        )
+    for engine in ENGINES:  # watched once their CRDs exist
+        kopf.on.event(
+            engine.group,
+            engine.version,
+            engine.plural,
+            labels=jobs,
+            registry=registry,
+            id=engine.plural,
+        )(engine_changed)
 
     @kopf.on.event("", "v1", "pods", labels=jobs, registry=registry)
     def pod_changed(
@@ -213,13 +218,6 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
         trainingjob_name = rt.trainingjob_of(where, str(body.metadata.labels[LABEL_TRAININGJOB]))
         if trainingjob_name is not None:
             run_reconcile(rt, "TrainingJob", where, trainingjob_name)
-
-
-ENGINES = (
-    ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
-    ("jobset.x-k8s.io", "v1alpha2", "jobsets"),
-)
-"""What runs a TrainingJob's several nodes (kubeloop.kube.client.TRAINJOBS, JOBSETS)."""
 
 
 class Poller:

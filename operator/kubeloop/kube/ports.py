@@ -27,6 +27,7 @@ from kubeloop.kube.client import (
     AUTOSCALERS,
     AUTOSCALERS_V2BETA2,
     DEPLOYMENTS,
+    ENGINES,
     FEEDBACKDATASETS,
     INFERENCESERVICES,
     JOBS,
@@ -161,7 +162,7 @@ class KubeTrainer:
         namespace, name = common.name_of(body)
         job_name = builders.job_name(name)
         nodes = _num_nodes(body)
-        engine = JOBS if nodes == 1 else self._engine()
+        engine = self._kind(nodes)
         if engine is None:
             return TrainerObservation(job_name, None, trainingjob.multi_node_problem(nodes))
         if engine == TRAINJOBS and not job_name[:1].isalpha():
@@ -213,7 +214,7 @@ class KubeTrainer:
         return None
 
     def start(self, tj: TrainingJob, body: Body) -> bool:
-        engine = JOBS if tj.spec.distributed.num_nodes == 1 else self._engine()
+        engine = self._kind(tj.spec.distributed.num_nodes)
         if engine == JOBS:
             child = builders.build_job(tj, self._rt.settings)
         elif engine == TRAINJOBS:
@@ -229,10 +230,12 @@ class KubeTrainer:
         self.job = created
         return True
 
-    def _engine(self) -> Resource | None:
-        """What runs several nodes: Kubeflow Trainer's TrainJob, else a JobSet; None when
-        the cluster has neither."""
-        return next((r for r in (TRAINJOBS, JOBSETS) if self._rt.serves(r)), None)
+    def _kind(self, nodes: int) -> Resource | None:
+        """What runs the trainer: a batch Job on one node; on several Kubeflow Trainer's
+        TrainJob, else a JobSet (ENGINES); None when the cluster has neither."""
+        if nodes == 1:
+            return JOBS
+        return next((r for r in ENGINES if self._rt.serves(r)), None)
 
 
 def _num_nodes(body: Body) -> int:

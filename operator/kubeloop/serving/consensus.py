@@ -93,7 +93,7 @@ class Consensus:
         keys = self._store.list_keys(self._bucket, f"{self._prefix}{samples.VOTES}{pid}/")
         if len(keys) < self.overlap:
             return Outcome("pending", len(keys), self.overlap)
-        cast = [FeedbackSample.model_validate(self._store.get_json(self._bucket, k)) for k in keys]
+        cast = [FeedbackSample.model_validate(self._get(k)) for k in keys]
         votes = {v.labeller or "": v.label for v in cast}
         verdict = agreement.decide(votes, self.overlap)
         decision = Decision(

@@ -91,12 +91,7 @@ def parse_json(
 ) -> FeedbackRequest:
     """A JSON feedback body; `shape` is the shape one input must have."""
     _check_size(len(body), policy)
-    try:
-        document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise Rejected(400, "bad-json", f"the body is not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise Rejected(400, "bad-json", "the body must be a JSON object")
+    document = _json_object(body, "the body must be a JSON object")
     unknown = sorted(set(document) - _FIELDS)
     if unknown:
         raise Rejected(
@@ -310,12 +305,7 @@ class FeedbackService:
         """Choose the label of a disputed item: `body` is {"label": ...}; the decision."""
         if self.consensus is None:
             raise Rejected(404, "no-overlap", f"{self.policy.dataset} keeps no review votes")
-        try:
-            document = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise Rejected(400, "bad-json", f"the body is not JSON: {error}") from None
-        if not isinstance(document, dict):
-            raise Rejected(400, "bad-json", 'send {"label": CLASS, "labeller": NAME}')
+        document = _json_object(body, 'send {"label": CLASS, "labeller": NAME}')
         fields = _fields(document.get("label"), {"labeller": document.get("labeller")}, self.policy)
         who = adjudicator or fields.labeller
         if who is None:
@@ -501,3 +491,15 @@ def expected_shape(policy: Policy, model_shape: tuple[int, ...] | None) -> tuple
             503, "not-ready", "no model is loaded yet to tell the input shape", retry_after=2
         )
     return model_shape
+
+
+def _json_object(body: bytes, not_an_object: str) -> dict[str, Any]:
+    """`body` as a JSON object; Rejected (400 bad-json) when it is not JSON, or saying
+    `not_an_object` when it is JSON of another kind."""
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise Rejected(400, "bad-json", f"the body is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise Rejected(400, "bad-json", not_an_object)
+    return document

@@ -71,6 +71,7 @@ def _main(argv: Sequence[str] | None) -> int:
     config = settings.load()
     log, tail = _logger(config.log_level)
     job_name = str(args.spec)
+    leader = plugins.Ranks.from_env().leader  # under torchrun, only rank 0 reports
     try:
         job = checks.load_job(args.spec)
         job_name = f"{job.metadata.namespace}/{job.metadata.name}"
@@ -82,7 +83,7 @@ def _main(argv: Sequence[str] | None) -> int:
             log.error("unexpected error", exc_info=error)  # a bug: keep the traceback
             message = f"{type(error).__name__}: {message}"
         print(f"kubeloop trainer: TrainingJob {job_name} failed: {message}", file=sys.stderr)
-        if args.result is not None and plugins.Ranks.from_env().leader:  # one writer
+        if args.result is not None and leader:  # one writer
             failure = TrainingFailure(
                 training_job=job_name,
                 error=type(error).__name__,
@@ -92,7 +93,7 @@ def _main(argv: Sequence[str] | None) -> int:
             )
             _write(args.result, failure.to_line())
         return code
-    if result is None or not plugins.Ranks.from_env().leader:
+    if result is None or not leader:
         return OK  # a rank other than 0 (or a retry's, which found the version): rank 0 says it
     line = result.to_line()
     if args.result is not None:

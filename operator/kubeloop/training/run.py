@@ -75,26 +75,32 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
         base_model = plugins.BaseModel(spec.base_model, parent.version, checkpoint)
         log.info("fine-tuning from %s (version %s)", spec.base_model, parent.version)
     assembled = _load(job, settings, log)
+    epochs: list[dict[str, float]] = []
+
+    def progress(report: plugins.Progress) -> None:
+        epochs.append(dict(report.metrics))
+        shown = " ".join(f"{k}={v:.4f}" for k, v in report.metrics.items())
+        log.info("epoch %d/%d %s", report.epoch, report.epochs, shown)
+
+    metric = spec.evaluation.metric
+    context = plugins.TrainingContext(
+        args=args,
+        datasets=assembled.datasets,
+        metric=metric,
+        base_model=base_model,
+        logger=log,
+        progress=progress if ranks.leader else lambda _: None,  # rank 0 reports the epochs
+        fetch=functools.partial(_fetch, registry, settings),
+        ranks=ranks,
+    )
     if not ranks.leader:
         log.info(
             "rank %d of %d: training its shard; rank 0 registers", ranks.rank, ranks.world_size
         )
-        plugin.train(
-            plugins.TrainingContext(
-                args=args,
-                datasets=assembled.datasets,
-                metric=spec.evaluation.metric,
-                base_model=base_model,
-                logger=log,
-                progress=lambda _: None,
-                fetch=functools.partial(_fetch, registry, settings),
-                ranks=ranks,
-            )
-        )
+        plugin.train(context)
         return None
     for name in assembled.unevaluated:
         log.warning("slice %r is not evaluated: no dataset provides held-out data for it", name)
-    metric = spec.evaluation.metric
     name = job.metadata.name
     run_tags = {TAG_JOB: name, TAG_NAMESPACE: job.metadata.namespace, TAG_PLUGIN: info.name}
     with tracking.Run(settings.mlflow_tracking_uri).start(
@@ -104,23 +110,6 @@ def train_job(job: TrainingJob, settings: Settings, log: logging.Logger) -> Trai
         log.info("MLflow run %s at %s", run.run_id, shown)
         run.log_params(_params(job, info, args.to_wire()))
         run.log_datasets([(part.name, part.source) for part in assembled.lineage])
-        epochs: list[dict[str, float]] = []
-
-        def progress(report: plugins.Progress) -> None:
-            epochs.append(dict(report.metrics))
-            shown = " ".join(f"{k}={v:.4f}" for k, v in report.metrics.items())
-            log.info("epoch %d/%d %s", report.epoch, report.epochs, shown)
-
-        context = plugins.TrainingContext(
-            args=args,
-            datasets=assembled.datasets,
-            metric=metric,
-            base_model=base_model,
-            logger=log,
-            progress=progress,
-            fetch=functools.partial(_fetch, registry, settings),
-            ranks=ranks,
-        )
         started = time.perf_counter()
         trained = plugin.train(context)
         train_seconds = time.perf_counter() - started

@@ -299,18 +299,16 @@ def _batches(
                 yield tensor[batch], on_device[batch]
 
         return in_memory
+    dataset = Streamed(data, targets, preprocessing)
     sampler: torch_data.Sampler[int] = torch_data.RandomSampler(
         range(len(data)), generator=generator
     )
     if ranks.world_size > 1:
         sampler = torch_data.DistributedSampler(
-            Streamed(data, targets, preprocessing),
-            num_replicas=ranks.world_size,
-            rank=ranks.rank,
-            seed=args.seed,
+            dataset, num_replicas=ranks.world_size, rank=ranks.rank, seed=args.seed
         )
     loader = torch_data.DataLoader(
-        Streamed(data, targets, preprocessing),
+        dataset,
         batch_size=args.batch_size,
         sampler=sampler,
         num_workers=runtime.workers,
@@ -324,7 +322,7 @@ def _batches(
             sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
         for inputs, batch_targets, positions in loader:
             if bool((batch_targets < 0).any()):
-                Streamed(data, targets, preprocessing).raise_unreadable(positions, batch_targets)
+                dataset.raise_unreadable(positions, batch_targets)
             yield runtime.inputs(inputs), batch_targets.to(runtime.device, non_blocking=True)
 
     return streamed
