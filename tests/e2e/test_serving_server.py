@@ -107,6 +107,26 @@ def test_v1_round_trip_matches_onnxruntime(served: Served) -> None:
     assert len({p["prediction_id"] for p in predictions}) == 3
 
 
+def test_the_v1_fast_path_answers_as_kserves_route_does(served: Served) -> None:
+    # A JSON body takes serving.fast_path; one without a JSON content type (which kserve
+    # still reads as JSON) goes through FastAPI and kserve's data plane.
+    body = json.dumps({"instances": [X[3].tolist(), X[4].tolist()]}).encode()
+    url = f"{served.url}/v1/models/digits:predict"
+    answers = [
+        httpx.post(url, content=body, headers={"content-type": media})
+        for media in ("application/json", "text/plain")
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/json"
+    fast, framework = (answer.json() for answer in answers)
+    for answer in (fast, framework):  # the ids differ: one per prediction made
+        assert [len(p.pop("prediction_id")) for p in answer["predictions"]] == [26, 26]
+    assert fast == framework
+    metrics = httpx.get(f"{served.url}/metrics").text
+    assert 'kubeloop_predictor_request_seconds_count{protocol="v1"}' in metrics
+
+
 def test_v2_round_trip_with_a_tensor_and_with_pngs(served: Served) -> None:
     request = {
         "id": "req-1",

@@ -134,6 +134,50 @@ def test_k_center_starts_from_labelled_rows() -> None:
     assert sorted(everything.tolist()) == [i for i in range(60) if i not in (0, 20)]
 
 
+def _greedy_k_center(x: np.ndarray, budget: int, labeled: list[int], first: int) -> list[int]:
+    """The textbook greedy k-center in float64: the reference k-center's picks must match."""
+    x = x.astype(np.float64)
+    nearest = np.full(len(x), np.inf)
+    for row in labeled:
+        nearest = np.minimum(nearest, ((x - x[row]) ** 2).sum(axis=1))
+    nearest[labeled] = -np.inf
+    pick = int(np.argmax(nearest)) if labeled else first
+    picked: list[int] = []
+    while len(picked) < budget and nearest[pick] != -np.inf:  # -inf: all picked or labelled
+        picked.append(pick)
+        nearest = np.minimum(nearest, ((x - x[pick]) ** 2).sum(axis=1))
+        nearest[pick] = -np.inf
+        pick = int(np.argmax(nearest))
+    return picked
+
+
+@pytest.mark.parametrize(
+    ("rows", "dims", "budget", "labelled"),
+    [(3_000, 16, 800, 0), (3_000, 16, 800, 300), (2_000, 64, 400, 5), (300, 3, 290, 20)],
+)
+def test_k_center_picks_what_the_textbook_greedy_picks(
+    rows: int, dims: int, budget: int, labelled: int
+) -> None:
+    # Clustered, continuous data (no near ties); budgets past the coarse index's 128 slots,
+    # and the last case runs out of unlabelled rows.
+    rng = np.random.default_rng(rows + dims + labelled)
+    centres = 10 * rng.standard_normal((20, dims))
+    embeddings = _clusters(rows // 20, centres, 1.0, seed=labelled)
+    labeled = sorted(rng.choice(len(embeddings), labelled, replace=False).tolist())
+    p = np.full((len(embeddings), 2), 0.5)
+
+    picked = selection.select("k-center", p, embeddings, budget, seed=3, labeled=labeled)
+
+    first = int(np.random.default_rng(3).integers(len(embeddings)))
+    assert picked.tolist() == _greedy_k_center(embeddings, budget, labeled, first)
+
+
+def test_k_center_with_every_row_labelled_picks_nothing() -> None:
+    embeddings = _clusters(5, np.zeros((2, 2)), 1.0, seed=0)
+    p = np.full((10, 2), 0.5)
+    assert selection.select("k-center", p, embeddings, 3, labeled=list(range(10))).size == 0
+
+
 def test_k_means_offers_one_representative_per_mode() -> None:
     centres = np.array([[0, 0, 0], [50, 0, 0], [0, 50, 0]], dtype=np.float32)
     sizes = [60, 30, 10]

@@ -1,6 +1,7 @@
 """The predictor's HTTP layer in process (serving.asgi): the JSON depth scan, and the body
 limits middleware driven as an ASGI app: declared and chunked bodies over the limit, a
-client that leaves, the bound on bodies held at once, refusals answered redacted."""
+client that leaves, the bound on bodies held at once, refusals answered redacted; and the
+V1 fast path (serving.fast_path): what it answers itself and what it leaves to the app."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop.serving import asgi
+from kubeloop.serving import asgi, fast_path
 from kubeloop.serving.errors import Rejected
 
 Message = dict[str, Any]
@@ -208,3 +209,42 @@ def test_refusals_are_answered_redacted_with_their_headers() -> None:
     }
     assert answer.headers["Retry-After"] == "5"
     assert asgi.answer(Rejected(401, "unauthorized", "no")).headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.asyncio
+async def test_the_v1_fast_path_answers_plain_json_and_leaves_the_rest_to_the_app() -> None:
+    bodies: list[bytes] = []
+
+    async def answer_v1(body: bytes, alone: bool) -> bytes:
+        bodies.append(body)
+        if b"bad" in body:
+            raise ValueError("the framework answers this one")
+        return b'{"predictions": []}'
+
+    def model_of(name: str) -> fast_path.AnswerV1 | None:
+        return answer_v1 if name == "m" else None
+
+    def call(path: str, media: bytes, body: bytes, *extra: tuple[bytes, bytes]) -> Exchange:
+        exchange = Exchange()
+        scope = request(path) | {"headers": [(b"content-type", media), *extra]}
+        middleware = fast_path.V1FastPath(exchange.app, model_of)
+        calls.append(middleware(scope, chunks(body[:3], body[3:]), exchange.send))
+        return exchange
+
+    calls: list[Any] = []
+    fast = call("/v1/models/m:predict", b"application/json; charset=utf-8", b'{"instances": []}')
+    failed = call("/v1/models/m:predict", b"application/json", b'{"bad": 1}')
+    others = [
+        call("/v1/models/m:predict", b"text/plain", b"{}"),  # kserve's route reads it too
+        call("/v1/models/m:predict", b"application/json", b"{}", (b"ce-specversion", b"1.0")),
+        call("/v1/models/other:predict", b"application/json", b"{}"),  # kserve answers 404
+        call("/v2/models/m/infer", b"application/json", b"{}"),
+    ]
+    await asyncio.gather(*calls)
+    assert fast.app_bodies == []
+    assert fast.status == 200
+    assert fast.answer == {"predictions": []}
+    assert bodies == [b'{"instances": []}', b'{"bad": 1}']  # whole, from two chunks
+    assert failed.app_bodies == [b'{"bad": 1}']  # replayed whole
+    assert failed.status == 200
+    assert [exchange.app_bodies for exchange in others] == [[b"{}"]] * 4  # untouched

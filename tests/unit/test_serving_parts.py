@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import threading
 
 import numpy as np
 import onnx
@@ -200,6 +201,26 @@ async def test_micro_batcher_does_not_make_a_lone_caller_wait_for_company() -> N
         answer = await asyncio.wait_for(batcher.submit(rows), timeout=5)
         assert answer.values == pytest.approx(rows)
     assert sizes == [1, 1, 1]
+    await batcher.close()
+
+
+@pytest.mark.asyncio
+async def test_micro_batcher_runs_a_lone_cheap_request_on_the_event_loop() -> None:
+    threads: list[str] = []
+
+    def run(batch: np.ndarray) -> Rows:
+        threads.append(threading.current_thread().name)
+        return Rows(batch, len(threads))
+
+    batcher: MicroBatcher[Rows] = MicroBatcher(
+        run, max_batch_size=8, max_latency_seconds=0, inline_seconds=60.0
+    )
+    rows = np.ones((1, 2), dtype=np.float32)
+    await batcher.submit(rows, alone=True)  # the first run's cost is unknown: the thread
+    await batcher.submit(rows, alone=True)  # cheap and alone: inline
+    await batcher.submit(rows)  # the caller knows of others in flight: a batch
+    here = threading.current_thread().name
+    assert [name == here for name in threads] == [False, True, False]
     await batcher.close()
 
 

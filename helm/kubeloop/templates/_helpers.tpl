@@ -46,14 +46,14 @@ RBAC rules in the namespaces the operator watches (every namespace without watch
 Each rule names the code that needs it; tests/envtest/test_chart_rbac.py keeps them exact.
 */}}
 {{- define "kubeloop.namespacedRules" -}}
-# kopf watches and annotates the three kinds (handler progress, timers' finalizer); kubeloop
-# reads them, and a FeedbackDataset creates the next TrainingJob.
+# kopf watches the three kinds and puts its timer's finalizer on a training TrainingJob;
+# kubeloop reads them, and a FeedbackDataset creates the next TrainingJob.
 - apiGroups: [kubeloop.io]
   resources: [trainingjobs]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [kubeloop.io]
   resources: [feedbackdatasets, servedmodels]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch]
 # Runtime.write_status.
 - apiGroups: [kubeloop.io]
   resources: [trainingjobs/status, feedbackdatasets/status, servedmodels/status]

@@ -1,7 +1,9 @@
 """kopf handlers: thin triggers of the one reconcile per kind in kubeloop.reconcile.
 
-Each kind is reconciled on create, update and resume; FeedbackDatasets and ServedModels also
-on a poll (storage and registry polls, canary steps). A Job's events reconcile the TrainingJob
+Each kind is reconciled on its watch events (the initial listing included, so on resume too),
+except the echo of this process's own last write; FeedbackDatasets and ServedModels also on a
+poll (storage and registry polls, canary steps), and any other object whose reconcile found a
+dependency unavailable at the next poll. A Job's events reconcile the TrainingJob
 that owns it when the Job's status differs from what that TrainingJob's last reconcile saw (or
 the Job is gone). The reconcile runs under a per-object lock on the object as the event or the
 poll's list carried it, unless this process has read or written a different version of it
@@ -20,6 +22,7 @@ import asyncio
 import contextvars
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,6 +80,7 @@ def run_reconcile(
                 return True
             reconcile_ports, trainer = ports.ports(rt)
             RECONCILES[kind](body, reconcile_ports, rt.now())
+            rt.reconciled(kind, namespace, name, body)
             if kind == "TrainingJob":
                 rt.saw_job(namespace, builders.job_name(name), trainer.job)
     except (Unavailable, ApiError) as error:
@@ -97,7 +101,6 @@ def run_reconcile(
 
 def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> None:
     """Register kubeloop's handlers with `registry`."""
-    retry = rt.settings.poll_seconds
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -115,34 +118,42 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
     async def stop_polling(**_: Any) -> None:
         await poller.stop()
 
-    def handler(kind: str) -> Callable[..., None]:
-        def handle(*, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    def reconcile(kind: str, namespace: str, name: str, seen: Body | None = None) -> None:
+        """Reconcile now; when a dependency is unavailable, again at the next poll."""
+        if not run_reconcile(rt, kind, namespace, name, seen):
+            poller.retry(kind, namespace, name)
+
+    def reconcile_on_event(kind: str) -> Callable[..., None]:
+        def handle(
+            *,
+            type: str | None,  # noqa: A002 - kopf's keyword
+            body: kopf.Body,
+            namespace: str | None,
+            name: str,
+            **_: Any,
+        ) -> None:
             poller.context = contextvars.copy_context()
-            if not run_reconcile(rt, kind, namespace or "", name, copy.deepcopy(dict(body))):
-                raise kopf.TemporaryError("a dependency is unavailable", delay=retry)
+            where = namespace or ""
+            if type == "DELETED":
+                metrics.forget(kind, where, name)
+                rt.forget(kind, where, name)
+                return
+            # Under the lock: a reconcile in flight records the version it writes first.
+            with rt.lock(kind, where, name):
+                if rt.handled(kind, where, name, dict(body)):
+                    return  # seen already: the echo of a write, a repeated listing
+            reconcile(kind, where, name, copy.deepcopy(dict(body)))
 
         handle.__name__ = f"reconcile_{kind.lower()}"
         return handle
 
     for kind, plural in PLURALS.items():
-        handle = handler(kind)
-        for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
-            decorator(GROUP, VERSION, plural, registry=registry, id=f"{plural}-reconcile")(handle)
-
-        def deleted(
-            *,
-            type: str,  # noqa: A002 - kopf's keyword
-            namespace: str | None,
-            name: str,
-            kind: str = kind,
-            **_: Any,
-        ) -> None:
-            poller.context = contextvars.copy_context()
-            if type == "DELETED":
-                metrics.forget(kind, namespace or "", name)
-                rt.forget(kind, namespace or "", name)
-
-        kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"{plural}-deleted")(deleted)
+        # A watch-event handler, not kopf's create/update/resume: those store what they
+        # handled in an annotation, one more API request per change, for a decision the
+        # reconcile does not need (it compares the object with the world, not with its past).
+        kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"{plural}-reconcile")(
+            reconcile_on_event(kind)
+        )
 
     jobs = {LABEL_TRAININGJOB: kopf.PRESENT}
 
@@ -161,9 +172,8 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
             # Under the TrainingJob's lock: a reconcile in flight records what it saw first.
             with rt.lock("TrainingJob", namespace or "", owner["name"]):
                 news = type == "DELETED" or rt.job_is_news(namespace or "", name, dict(body))
-            if news and not run_reconcile(rt, "TrainingJob", namespace or "", owner["name"]):
-                # Events are not retried; the TrainingJob's own handlers are.
-                logger.warning("TrainingJob %s/%s: retried on its next event", namespace, name)
+            if news:
+                reconcile("TrainingJob", namespace or "", owner["name"])
 
     def training(body: kopf.Body, **_: Any) -> bool:
         return (body.get("status") or {}).get("phase") == "Running"
@@ -181,14 +191,14 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
         """A TrainingJob that trains: its progress (the trainer's log) every poll_seconds,
         which also bounds how often its status is written for it."""
         poller.context = contextvars.copy_context()
-        run_reconcile(rt, "TrainingJob", namespace or "", name, copy.deepcopy(dict(body)))
+        reconcile("TrainingJob", namespace or "", name, copy.deepcopy(dict(body)))
 
     def engine_changed(*, body: kopf.Body, namespace: str | None, **_: Any) -> None:
         """A TrainJob or JobSet of a TrainingJob with several nodes: its conditions (Complete,
         Failed, Suspended) are its TrainingJob's news."""
         for owner in body.metadata.get("ownerReferences") or []:
             if owner.get("kind") == "TrainingJob" and owner.get("controller"):
-                run_reconcile(rt, "TrainingJob", namespace or "", owner["name"])
+                reconcile("TrainingJob", namespace or "", owner["name"])
 
     for engine in ENGINES:  # watched once their CRDs exist
         kopf.on.event(
@@ -217,12 +227,13 @@ def register(rt: Runtime, registry: kopf.OperatorRegistry, poller: Poller) -> No
             return
         trainingjob_name = rt.trainingjob_of(where, str(body.metadata.labels[LABEL_TRAININGJOB]))
         if trainingjob_name is not None:
-            run_reconcile(rt, "TrainingJob", where, trainingjob_name)
+            reconcile("TrainingJob", where, trainingjob_name)
 
 
 class Poller:
     """Reconciles every FeedbackDataset and ServedModel each poll_seconds while this operator
-    leads: one list per kind and watched namespace, then one reconcile per object."""
+    leads: one list per kind and watched namespace, then one reconcile per object; and, read
+    afresh, each other object whose last reconcile found a dependency unavailable."""
 
     def __init__(
         self, rt: Runtime, namespaces: list[str], leadership: peering.Leadership | None
@@ -233,6 +244,15 @@ class Poller:
         self.context: contextvars.Context | None = None
         """kopf's context, taken from a handler: Events posted from the poll need it."""
         self._task: asyncio.Task[None] | None = None
+        self._retries: set[tuple[str, str, str]] = set()
+        self._guard = threading.Lock()
+
+    def retry(self, kind: str, namespace: str, name: str) -> None:
+        """Reconcile this object again at the next poll (a FeedbackDataset or ServedModel is
+        reconciled at every poll anyway)."""
+        if kind not in POLLED:
+            with self._guard:
+                self._retries.add((kind, namespace, name))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="kubeloop-poll")
@@ -256,6 +276,14 @@ class Poller:
             return  # no handler ran yet: kopf has not started handling (Events need it)
         if self.leadership is not None and not self.leadership.leads(self.rt.client):
             return
+        with self._guard:
+            retries, self._retries = self._retries, set()
+        for kind, where, name in sorted(retries):
+            try:
+                if not self.context.run(run_reconcile, self.rt, kind, where, name):
+                    self.retry(kind, where, name)
+            except Exception as error:  # one object's failure is its own
+                logger.warning("%s %s/%s: %s", kind, where, name, error)
         for kind in POLLED:
             places: list[str | None] = [*self.namespaces] or [None]
             for namespace in places:

@@ -4,6 +4,7 @@ wrote, and what the last TrainingJob reconciles saw."""
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,9 @@ from kubeloop.reconcile import observations
 from kubeloop.registry import Registry
 from kubeloop.settings import Settings
 from kubeloop.storage import ObjectStore
+
+HANDLED_VERSIONS = 4
+"""Versions remembered per object as handled (what it wrote or reconciled from lately)."""
 
 
 @dataclass
@@ -35,6 +39,9 @@ class Runtime:
     _pods_seen: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
     _job_owners: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
     _versions: dict[tuple[str, str, str], str | None] = field(default_factory=dict, init=False)
+    _handled: dict[tuple[str, str, str], collections.deque[str]] = field(
+        default_factory=dict, init=False
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings, client: KubeClient) -> Runtime:
@@ -59,16 +66,39 @@ class Runtime:
             known = self._versions[key]
         return known is not None and known == body.get("metadata", {}).get("resourceVersion")
 
+    def handled(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> bool:
+        """Whether `body` is a version a reconcile in this process has started from or
+        written lately: an event carrying it (the echo of its own write, or the watch's
+        ADDED repeating the initial listing) holds nothing that reconcile has not seen."""
+        version = body.get("metadata", {}).get("resourceVersion")
+        with self._guard:
+            return version is not None and version in self._handled.get((kind, namespace, name), ())
+
+    def reconciled(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """Remember that a reconcile completed from `body`'s version."""
+        self._remember_handled(
+            (kind, namespace, name), body.get("metadata", {}).get("resourceVersion")
+        )
+
+    def _remember_handled(self, key: tuple[str, str, str], version: str | None) -> None:
+        if version is not None:
+            with self._guard:
+                self._handled.setdefault(key, collections.deque(maxlen=HANDLED_VERSIONS)).append(
+                    version
+                )
+
     def saw_version(self, kind: str, namespace: str, name: str, version: str | None) -> None:
         """Remember the resourceVersion this process read or wrote last; None: unknown (a write
         that may or may not have landed), so the next reconcile reads the object afresh."""
         with self._guard:
             self._versions[(kind, namespace, name)] = version
+        self._remember_handled((kind, namespace, name), version)
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         """Drop what is remembered of a deleted object."""
         with self._guard:
             self._versions.pop((kind, namespace, name), None)
+            self._handled.pop((kind, namespace, name), None)
 
     def registry(self) -> Registry:
         with self._guard:

@@ -3,7 +3,8 @@
 Each strategy is one function `(pool, budget, options) -> indices` into the pool, most
 valuable first, at most `budget` of them, never repeating one; `STRATEGIES` maps the names
 of `FeedbackDataset.spec.review.strategy` (plus `time-sampled`) to them. All of them are
-vectorised numpy over the whole pool; nothing here does I/O.
+vectorised numpy over the whole pool (k-center: a numba-compiled loop); nothing here
+does I/O.
 
 What each favours:
 
@@ -28,6 +29,7 @@ What each favours:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -40,8 +42,13 @@ from kubeloop.selection import scores
 Indices = NDArray[np.intp]
 Floats = NDArray[np.floating]
 
-_CENTRE_BLOCK = 64
-"""Labelled rows per block of k-center's initial distances: N x 64 floats at a time."""
+_LEAD = 8
+"""k-center: leading (principal) columns kept beside each row in its centre's segment:
+most rows are ruled out by these alone, without reading the row itself."""
+_CELLS = 128
+"""k-center: the first centres double as a fixed coarse index over the pool; each new
+centre measures its distance to these, and from it bounds its distance to every later
+centre, so most clusters are ruled out without touching their centre."""
 
 
 @dataclass(frozen=True)
@@ -116,45 +123,25 @@ def entropy(pool: Pool, budget: int, options: Options) -> Indices:
 def k_center(pool: Pool, budget: int, options: Options) -> Indices:
     """Greedy k-center (core-set): repeatedly the row farthest from every centre so far.
 
-    O(budget * N * D): one matrix-vector product per pick updates each row's distance to
-    its nearest centre, in place, on one BLAS thread. Without labelled rows the first centre
-    is a random row.
+    The farthest-point (Gonzalez) greedy with triangle-inequality pruning, compiled by
+    numba on one thread (`_k_center_greedy`). Every row remembers its nearest centre;
+    a new centre c can only take row x from centre a if d(a, c) < 2 d(x, a), so whole
+    clusters, and most rows of the rest, are skipped once the radii shrink. Distances are
+    sums of squared differences in float64, so the picks are the textbook greedy's (ties
+    to the lowest row). Memory: the pool once more in float64, plus ~200 bytes a row.
+    Labelled rows are the initial centres and never picked; without them the first
+    centre is a random row.
     """
     x = _embeddings(pool, "k-center")
     n = len(x)
     budget = min(budget, n)
     if budget == 0:
         return np.empty(0, dtype=np.intp)
-    norms = np.einsum("ij,ij->i", x, x)
-    nearest = np.full(n, np.inf, dtype=np.float32)
-    labeled = np.asarray(options.labeled, dtype=np.intp)
-    if labeled.size:
-        _check_indices(labeled, n, "labeled")
-        for start in range(0, labeled.size, _CENTRE_BLOCK):
-            block = labeled[start : start + _CENTRE_BLOCK]
-            distances = _squared_distances(x, norms, x[block], norms[block], options.chunk_rows)
-            np.minimum(nearest, distances.min(axis=1), out=nearest)
-        nearest[labeled] = -np.inf  # never pick a labelled row
-        pick = int(np.argmax(nearest))
-    else:
-        pick = int(np.random.default_rng(options.seed).integers(n))
-    picked = np.empty(budget, dtype=np.intp)
-    distances = np.empty(n, dtype=x.dtype)
-    # One BLAS thread: each pick is one memory-bound matrix-vector product, which more
-    # threads barely speed up on an idle machine and stall on a loaded one (bench/README.md).
-    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-        for step in range(budget):
-            picked[step] = pick
-            np.matmul(x, x[pick], out=distances)
-            distances *= -2.0
-            distances += norms
-            distances += norms[pick]
-            np.minimum(nearest, distances, out=nearest)
-            nearest[pick] = -np.inf  # picked rows stay at -inf: the minimum keeps them there
-            pick = int(np.argmax(nearest))
-            if not np.isfinite(nearest[pick]):  # every row picked or labelled
-                return picked[: step + 1]
-    return picked
+    labeled = np.unique(np.asarray(options.labeled, dtype=np.int64))
+    _check_indices(labeled, n, "labeled")
+    first = -1 if labeled.size else int(np.random.default_rng(options.seed).integers(n))
+    picked = _compiled_k_center()(_principal_axes(x), labeled, first, budget, _CELLS)
+    return picked.astype(np.intp)
 
 
 def k_means(pool: Pool, budget: int, options: Options) -> Indices:
@@ -376,3 +363,356 @@ def _k_means_plus_plus(
         distances = np.maximum(norms - 2.0 * (x @ x[pick]) + norms[pick], 0.0)
         np.minimum(nearest, distances, out=nearest)
     return centroids
+
+
+@functools.cache
+def _compiled_k_center() -> Callable[..., NDArray[np.int64]]:
+    """`_k_center_greedy` compiled by numba, on first use: importing numba takes ~0.4 s,
+    and cache=True keeps the machine code on disk, so compiling is paid once per machine."""
+    import numba
+
+    compiled: Callable[..., NDArray[np.int64]] = numba.njit(
+        cache=True, nogil=True, fastmath={"reassoc", "contract"}
+    )(_k_center_greedy)
+    return compiled
+
+
+def _principal_axes(x: NDArray[np.float32]) -> NDArray[np.float64]:
+    """x centred and rotated onto its principal axes, in float64 (zero columns added up to
+    _LEAD): distances are unchanged up to rounding, and the first columns carry most of
+    them (93% of the digits model's in the first 8 of 64), so a sum of squares over the
+    first _LEAD columns alone rules most rows out."""
+    rows = x.astype(np.float64)
+    rows -= rows.mean(axis=0)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):  # as steady as the rest
+        sample = rows[:: max(1, len(rows) // 50_000)]
+        _, axes = np.linalg.eigh(sample.T @ sample)
+        rotated = rows @ axes[:, ::-1]
+    if rotated.shape[1] < _LEAD:
+        rotated = np.pad(rotated, ((0, 0), (0, _LEAD - rotated.shape[1])))
+    return np.ascontiguousarray(rotated)
+
+
+def _k_center_greedy(
+    x: NDArray[np.float64], labeled: NDArray[np.int64], first: int, budget: int, cells: int
+) -> NDArray[np.int64]:
+    """Farthest-point greedy over the rows of x: up to `budget` picks, in order.
+
+    Written for numba (plain loops, one thread). The labelled rows, then each pick, are
+    added as centres ("slots"). Each row keeps its squared distance to its centre
+    (`nearest`, -inf for centres) and sits in that slot's contiguous segment of
+    `member_*` (with its first _LEAD columns, so most checks read no row of x); each
+    slot keeps its radius (largest distance) and the row that has it, and a tournament
+    tree over the slots yields the farthest row of all (ties: the lowest row), the next
+    pick. Triangle inequality: a new centre c, at distance D from slot a, can only take
+    row x of a if D < 2 d(x, a); so a slot is skipped when D >= 2 radius(a), a row when
+    D >= 2 d(x, a). D itself is bounded first through `cells` coarse centres, the first
+    slots: with g the coarse centre nearest a's row when that index was frozen,
+    D >= |d(c, g) - d(a, g)|, and each coarse cell keeps its slots sorted by d(a, g), so
+    only an annulus of them is read. Distances are sums of squares in float64; every
+    bound keeps a relative slack of 1e-9, so rounding never prunes a row that could
+    change. Rows only ever move to the newest slot, whose segment is appended; when the
+    buffer is full the live segments are copied into a bigger one.
+    """
+    n, dims = x.shape
+    slack = 1.0 + 1e-9
+    slots = labeled.size + budget
+    nearest = np.full(n, np.inf)
+    owner = np.full(n, -1, dtype=np.int64)
+    centre = np.zeros(slots, dtype=np.int64)
+    radius = np.full(slots, -np.inf)
+    far = np.full(slots, n, dtype=np.int64)
+    start = np.zeros(slots, dtype=np.int64)
+    length = np.zeros(slots, dtype=np.int64)
+    capacity = 2 * n + 1024
+    member_row = np.zeros(capacity, dtype=np.int64)
+    member_value = np.zeros(capacity)
+    member_lead = np.zeros((capacity, _LEAD))
+    end = 0
+    leaves = 1
+    while leaves < slots:
+        leaves *= 2
+    tree = np.full(2 * leaves, -1, dtype=np.int64)  # best slot of each subtree, -1 none
+    frozen = False
+    cell_of = np.zeros(n, dtype=np.int64)
+    cell_distance = np.zeros(n)  # to the row's coarse centre, when frozen
+    cell_radius = np.zeros(cells)
+    # Each cell's slots, contiguous and by distance to the cell's centre, in `entry_*`:
+    # entries begin..begin+size of `cell_begin`, room for `cell_room`; slot -> position.
+    cell_begin = np.zeros(cells, dtype=np.int64)
+    cell_size = np.zeros(cells, dtype=np.int64)
+    cell_room = np.zeros(cells, dtype=np.int64)
+    position = np.zeros(slots, dtype=np.int64)
+    entries = 16 * cells
+    entry_slot = np.zeros(entries, dtype=np.int64)
+    entry_distance = np.zeros(entries)
+    entry_radius = np.zeros(entries)
+    entry_point = np.zeros((entries, dims))  # the slot's centre
+    entry_end = 0
+    cell_point = np.zeros((cells, dims))
+    to_cell = np.zeros(cells)
+    candidates = np.zeros(slots + 1, dtype=np.int64)
+    candidate_distance = np.zeros(slots + 1)
+    moved = np.zeros(n, dtype=np.int64)
+    picked = np.zeros(budget, dtype=np.int64)
+    count = 0
+    used = 0
+    while True:
+        if used < labeled.size:
+            c = labeled[used]
+        elif used == 0:
+            c = first
+        else:
+            best = tree[1]
+            if count == budget or best < 0 or radius[best] == -np.inf:
+                break  # budget spent, or every row picked or labelled
+            c = far[best]
+        if used >= labeled.size:
+            picked[count] = c
+            count += 1
+            if count == budget:
+                break
+        s = used
+        used += 1
+        top = tree[1]
+        largest = np.sqrt(radius[top]) if top >= 0 and radius[top] > 0.0 else 0.0
+        point = x[c]
+        a0 = owner[c]
+        d0 = nearest[c]
+        nearest[c] = -np.inf
+        owner[c] = s
+        centre[s] = c
+        # Which slots the new centre may take rows from, with their squared distance to it.
+        found = 0
+        if frozen:
+            for g in range(cells):
+                total = 0.0
+                for k in range(dims):
+                    t = point[k] - cell_point[g, k]
+                    total += t * t
+                to_cell[g] = np.sqrt(total)
+            for g in range(cells):
+                reach = 2.0 * largest * slack
+                if to_cell[g] - cell_radius[g] >= reach:
+                    continue
+                low = cell_begin[g]  # the first entry with distance > to_cell - reach
+                high = low + cell_size[g]
+                while low < high:
+                    middle = (low + high) // 2
+                    if entry_distance[middle] <= to_cell[g] - reach:
+                        low = middle + 1
+                    else:
+                        high = middle
+                for e in range(low, cell_begin[g] + cell_size[g]):
+                    bound = entry_distance[e] - to_cell[g]
+                    if bound >= reach:
+                        break
+                    ra = entry_radius[e]
+                    limit = 4.0 * ra * slack
+                    if ra > 0.0 and bound * bound < limit:
+                        a = entry_slot[e]
+                        if a == a0:
+                            continue
+                        if a < cells:
+                            total = to_cell[a] * to_cell[a]
+                        else:
+                            total = 0.0
+                            for k in range(dims):
+                                t = point[k] - entry_point[e, k]
+                                total += t * t
+                        if total < limit:
+                            candidates[found] = a
+                            candidate_distance[found] = total
+                            found += 1
+        else:
+            for a in range(s):
+                ra = radius[a]
+                if a != a0 and ra > 0.0:
+                    limit = 4.0 * ra * slack
+                    other = x[centre[a]]
+                    total = 0.0
+                    for k in range(dims):
+                        t = point[k] - other[k]
+                        total += t * t
+                    if total < limit:
+                        candidates[found] = a
+                        candidate_distance[found] = total
+                        found += 1
+        if a0 >= 0:
+            candidates[found] = a0
+            candidate_distance[found] = d0
+            found += 1
+        taken = 0
+        if s == 0:  # the first centre takes every row
+            for row in range(n):
+                if row != c:
+                    other = x[row]
+                    total = 0.0
+                    for k in range(dims):
+                        t = other[k] - point[k]
+                        total += t * t
+                    nearest[row] = total
+                    moved[taken] = row
+                    taken += 1
+        for i in range(found):
+            a = candidates[i]
+            between = candidate_distance[i]
+            kept_radius = -np.inf
+            kept_far = n
+            write = start[a]
+            for read in range(start[a], start[a] + length[a]):
+                row = member_row[read]
+                value = member_value[read]
+                if row == c:
+                    continue  # the new centre leaves its old slot
+                total = value
+                if between < 4.0 * value * slack:
+                    total = 0.0
+                    for j in range(_LEAD):
+                        t = member_lead[read, j] - point[j]
+                        total += t * t
+                    if total < value:
+                        rest = 0.0
+                        for k in range(_LEAD, dims):
+                            t = x[row, k] - point[k]
+                            rest += t * t
+                        total += rest
+                if total < value:
+                    nearest[row] = total
+                    moved[taken] = row
+                    taken += 1
+                else:
+                    if write != read:
+                        member_row[write] = row
+                        member_value[write] = value
+                        for k in range(_LEAD):
+                            member_lead[write, k] = member_lead[read, k]
+                    write += 1
+                    if value > kept_radius or (value == kept_radius and row < kept_far):
+                        kept_radius = value
+                        kept_far = row
+            length[a] = write - start[a]
+            radius[a] = kept_radius
+            far[a] = kept_far
+        # The rows c took (in no order): c's segment, at the end of the buffer.
+        if end + taken > capacity:
+            live = 0
+            for a in range(s):
+                live += length[a]
+            capacity = 2 * (live + taken) + 1024
+            old_row, old_value, old_lead = member_row, member_value, member_lead
+            member_row = np.zeros(capacity, dtype=np.int64)
+            member_value = np.zeros(capacity)
+            member_lead = np.zeros((capacity, _LEAD))
+            end = 0
+            for a in range(s):
+                first_member = start[a]
+                start[a] = end
+                for j in range(length[a]):
+                    member_row[end] = old_row[first_member + j]
+                    member_value[end] = old_value[first_member + j]
+                    for k in range(_LEAD):
+                        member_lead[end, k] = old_lead[first_member + j, k]
+                    end += 1
+        start[s] = end
+        length[s] = taken
+        new_radius = -np.inf
+        new_far = n
+        for i in range(taken):
+            row = moved[i]
+            value = nearest[row]
+            owner[row] = s
+            member_row[end] = row
+            member_value[end] = value
+            for k in range(_LEAD):
+                member_lead[end, k] = x[row, k]
+            end += 1
+            if value > new_radius or (value == new_radius and row < new_far):
+                new_radius = value
+                new_far = row
+        radius[s] = new_radius
+        far[s] = new_far
+        # Re-rank the slots that changed in the tournament tree.
+        for i in range(found + 1):
+            a = s if i == found else candidates[i]
+            node = leaves + a
+            tree[node] = a
+            while node > 1:
+                node //= 2
+                left = tree[2 * node]
+                right = tree[2 * node + 1]
+                if right < 0:
+                    tree[node] = left
+                elif (
+                    left < 0
+                    or radius[right] > radius[left]
+                    or (radius[right] == radius[left] and far[right] < far[left])
+                ):
+                    tree[node] = right
+                else:
+                    tree[node] = left
+        if frozen:  # the new slot joins its row's cell, in order
+            g = cell_of[c]
+            if cell_size[g] == cell_room[g]:  # move the cell to the end, with twice the room
+                room = 2 * cell_room[g]
+                if entry_end + room > entries:
+                    entries = 2 * (entry_end + room)
+                    old_slot, old_distance = entry_slot, entry_distance
+                    old_radius, old_point = entry_radius, entry_point
+                    entry_slot = np.zeros(entries, dtype=np.int64)
+                    entry_distance = np.zeros(entries)
+                    entry_radius = np.zeros(entries)
+                    entry_point = np.zeros((entries, dims))
+                    entry_slot[:entry_end] = old_slot[:entry_end]
+                    entry_distance[:entry_end] = old_distance[:entry_end]
+                    entry_radius[:entry_end] = old_radius[:entry_end]
+                    entry_point[:entry_end] = old_point[:entry_end]
+                for i in range(cell_size[g]):
+                    entry_slot[entry_end + i] = entry_slot[cell_begin[g] + i]
+                    entry_distance[entry_end + i] = entry_distance[cell_begin[g] + i]
+                    entry_radius[entry_end + i] = entry_radius[cell_begin[g] + i]
+                    for k in range(dims):
+                        entry_point[entry_end + i, k] = entry_point[cell_begin[g] + i, k]
+                    position[entry_slot[entry_end + i]] = entry_end + i
+                cell_begin[g] = entry_end
+                cell_room[g] = room
+                entry_end += room
+            e = cell_begin[g] + cell_size[g]
+            while e > cell_begin[g] and entry_distance[e - 1] > cell_distance[c]:
+                entry_slot[e] = entry_slot[e - 1]
+                entry_distance[e] = entry_distance[e - 1]
+                entry_radius[e] = entry_radius[e - 1]
+                for k in range(dims):
+                    entry_point[e, k] = entry_point[e - 1, k]
+                position[entry_slot[e]] = e
+                e -= 1
+            entry_slot[e] = s
+            entry_distance[e] = cell_distance[c]
+            for k in range(dims):
+                entry_point[e, k] = point[k]
+            position[s] = e
+            cell_size[g] += 1
+            for i in range(found + 1):  # the radii that changed
+                a = s if i == found else candidates[i]
+                entry_radius[position[a]] = radius[a]
+        elif used == cells:  # freeze the coarse index: the first `cells` slots
+            frozen = True
+            for row in range(n):
+                g = owner[row]
+                distance = np.sqrt(nearest[row]) if nearest[row] > 0.0 else 0.0
+                cell_of[row] = g
+                cell_distance[row] = distance
+                cell_radius[g] = max(cell_radius[g], distance)
+            for g in range(cells):
+                cell_point[g] = x[centre[g]]
+                cell_begin[g] = 16 * g
+                cell_room[g] = 16
+                cell_size[g] = 1
+                entry_slot[16 * g] = g
+                entry_distance[16 * g] = 0.0
+                entry_radius[16 * g] = radius[g]
+                for k in range(dims):
+                    entry_point[16 * g, k] = cell_point[g, k]
+                position[g] = 16 * g
+            entry_end = 16 * cells
+    return picked[:count]

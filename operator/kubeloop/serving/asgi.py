@@ -152,6 +152,16 @@ class _Room:
                 self._freed.notify_all()
 
 
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body, however many messages it comes in."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
 def replay(body: bytes, receive: Receive) -> Receive:
     """A receive() that hands the route the body read already, then what the client sends."""
     sent = False

@@ -6,14 +6,19 @@ arrives until the batch holds `max_batch_size` rows or the first request has wai
 no wait at all), runs the batch in its own thread and hands every request its slice.
 The wait is only worth it under concurrent load: while the last batch served a single
 request, a request that finds the queue empty goes at once (a lone caller would otherwise
-pay the whole `max_latency` on every call: bench/README.md, predictor batch 1). Knows
-nothing of HTTP or of models: `run` maps a batch to something that can be sliced by rows.
+pay the whole `max_latency` on every call: bench/README.md, predictor batch 1). A lone
+request on a cheap model is not worth the hop to the thread at all: when its caller knows
+of no other request in flight, the last run's time per row times its rows is under
+`inline_seconds` and no request waits or runs, it runs at once on the event loop (an 8x8
+digit takes ~0.05 ms; two thread hand-offs cost more). Under concurrent load batches pay.
+Knows nothing of HTTP or of models: `run` maps a batch to something sliceable by rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +57,7 @@ class MicroBatcher(Generic[T]):
         max_batch_size: int,
         max_latency_seconds: float,
         on_batch: Callable[[int], None] | None = None,
+        inline_seconds: float = 0.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
@@ -65,14 +71,24 @@ class MicroBatcher(Generic[T]):
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self._concurrent = False  # the last batch held more than one request
+        self._inline_seconds = inline_seconds
+        self._row_seconds = float("inf")  # per row, of the last run; unknown before the first
+        self._running = False  # a batch is in the inference thread
 
-    async def submit(self, rows: NDArray[np.float32]) -> T:
-        """The output for `rows` (N inputs), computed in some batch with other callers' rows."""
+    async def submit(self, rows: NDArray[np.float32], alone: bool = False) -> T:
+        """The output for `rows` (N inputs), computed in some batch with other callers' rows;
+        `alone`: the caller knows of no other request in flight (then a cheap run is inline)."""
         if self._closed:
             raise BatcherClosed("the predictor is shutting down")
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():  # first call, or a worker that died
             self._worker = loop.create_task(self._work(), name="micro-batcher")
+        inline = alone and self._row_seconds * len(rows) < self._inline_seconds
+        if inline and not self._running and self._queue.empty():
+            output = self._timed_run(rows)
+            if self._on_batch is not None:
+                self._on_batch(len(rows))
+            return output
         request: _Request[T] = _Request(rows, loop.create_future(), loop.time())
         self._queue.put_nowait(request)
         return await request.future
@@ -100,8 +116,9 @@ class MicroBatcher(Generic[T]):
             if not batch:
                 continue
             rows = batch[0].rows if len(batch) == 1 else np.concatenate([r.rows for r in batch])
+            self._running = True
             try:
-                output = await loop.run_in_executor(self._executor, self._run, rows)
+                output = await loop.run_in_executor(self._executor, self._timed_run, rows)
             except asyncio.CancelledError:
                 for request in [*batch, *([held] if held else [])]:
                     if not request.future.done():
@@ -112,6 +129,8 @@ class MicroBatcher(Generic[T]):
                     if not request.future.done():
                         request.future.set_exception(error)
                 continue
+            finally:
+                self._running = False
             self._concurrent = len(batch) > 1
             if self._on_batch is not None:
                 self._on_batch(len(rows))
@@ -121,6 +140,12 @@ class MicroBatcher(Generic[T]):
                 if not request.future.done():
                     request.future.set_result(output.rows(start, stop))
                 start = stop
+
+    def _timed_run(self, rows: NDArray[np.float32]) -> T:
+        started = time.perf_counter()
+        output = self._run(rows)
+        self._row_seconds = (time.perf_counter() - started) / max(1, len(rows))
+        return output
 
     async def _collect(
         self, first: _Request[T], loop: asyncio.AbstractEventLoop

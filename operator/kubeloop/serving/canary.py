@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kubeloop.serving.asgi import BINARY_JSON_LENGTH, replay
+from kubeloop.serving.asgi import BINARY_JSON_LENGTH, read_body, replay
 from kubeloop.serving.v2_routes import VERSIONED
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class CanaryRoutes:
         ):
             await self.app(scope, receive, send)
             return
-        body = await _read(receive)
+        body = await read_body(receive)
         try:
             answer = await self._forward(scope, body)
         except httpx.HTTPError as error:
@@ -99,12 +99,3 @@ class CanaryRoutes:
         query = scope.get("query_string", b"").decode()
         url = f"{self.split.url}{scope['path']}" + (f"?{query}" if query else "")
         return await self._client.post(url, content=body, headers=headers)
-
-
-async def _read(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)

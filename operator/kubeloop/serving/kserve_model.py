@@ -91,6 +91,18 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
         finally:
             metrics.PREDICTOR_REQUEST_SECONDS.labels(protocol).observe(time.perf_counter() - start)
 
+    async def answer_v1(self, body: bytes, alone: bool) -> bytes:
+        """The V1 answer to a JSON body, as JSON: what `predict` answers through kserve's
+        route (serving.fast_path), timed alike; raises what that route would answer. `alone`:
+        no other request is in flight."""
+        start = time.perf_counter()
+        payload = orjson.loads(body)  # its depth was checked by serving.asgi
+        if not isinstance(payload, dict):
+            raise InvalidInput("expected a JSON object with instances (V1) or inputs (V2)")
+        answer = orjson.dumps(await self._predict_v1(payload, alone))
+        metrics.PREDICTOR_REQUEST_SECONDS.labels("v1").observe(time.perf_counter() - start)
+        return answer
+
     async def predict(
         self,
         payload: dict[str, Any] | InferRequest,
@@ -108,13 +120,14 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
             return await self._predict_v1(payload)
         raise InvalidInput("expected a JSON object with instances (V1) or inputs (V2)")
 
-    async def _predict_v1(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _predict_v1(self, payload: dict[str, Any], alone: bool = False) -> dict[str, Any]:
         if "instances" not in payload:
             raise InvalidInput('V1 requests need "instances": a list of inputs')
         answer = await self._answer(
             lambda shape: inputs.instances(
                 payload["instances"], shape, self.max_rows, self.predictor.preprocessing
-            )
+            ),
+            alone,
         )
         probabilities = answer.probabilities.tolist()
         entropy, margin = answer.entropy.tolist(), answer.margin.tolist()
@@ -161,7 +174,9 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
             requested_outputs=request.request_outputs,
         )
 
-    async def _answer(self, decode: Callable[[tuple[int, ...]], inputs.Rows]) -> Answer:
+    async def _answer(
+        self, decode: Callable[[tuple[int, ...]], inputs.Rows], alone: bool = False
+    ) -> Answer:
         try:
             shape = self.predictor.input_shape
             try:
@@ -170,7 +185,7 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
                 if error.reason == inputs.TOO_MANY_ROWS:
                     raise Rejected(413, error.reason, str(error)) from None
                 raise InvalidInput(str(error)) from None
-            return await self.predictor.predict(rows)
+            return await self.predictor.predict(rows, alone)
         except NotLoaded as error:
             raise ModelNotReady(self.name, str(error)) from None
 

@@ -99,6 +99,13 @@ class OnnxModel:
             np.asarray(embeddings, dtype=np.float32).reshape(len(batch), -1),
         )
 
+    def probabilities(self, batch: Array) -> Array:
+        """Probabilities (N, C) of a batch of N inputs, without fetching the embeddings (for
+        what scores uncertainty only, such as least-confidence selection)."""
+        x = np.ascontiguousarray(batch, dtype=np.float32).reshape(len(batch), *self.input_shape)
+        (probabilities,) = self._session.run([PROBABILITIES], {INPUT: x})
+        return np.asarray(probabilities, dtype=np.float32)
+
     def warm_up(self, rows: int) -> int:
         """Run a zero batch of `rows` and of 1, so the first request pays no allocation; C."""
         self.run(np.zeros((1, *self.input_shape), dtype=np.float32))

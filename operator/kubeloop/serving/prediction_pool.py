@@ -167,7 +167,11 @@ class PredictionPool:
             self._allocate(widths, batch.shape)
         n = min(len(batch), self.capacity)
         first = len(batch) - n
-        slots = (self._next + np.arange(n)) % self.capacity
+        slots: slice | NDArray[np.intp] = (
+            slice(self._next, self._next + n)  # contiguous: cheaper to write than an index
+            if self._next + n <= self.capacity
+            else (self._next + np.arange(n)) % self.capacity
+        )
         for old in self._ids[slots]:
             if old is not None:
                 self._slot.pop(old, None)
@@ -180,7 +184,8 @@ class PredictionPool:
         self._probabilities[slots] = batch.probabilities[first:]
         self._embeddings[slots] = batch.embeddings[first:]
         self._inputs[slots] = batch.inputs[first:]
-        self._slot.update(zip(ids, slots.tolist(), strict=True))
+        numbers = range(slots.start, slots.stop) if isinstance(slots, slice) else slots.tolist()
+        self._slot.update(zip(ids, numbers, strict=True))
         self._next = int((self._next + n) % self.capacity)
         self._size = min(self._size + n, self.capacity)
 

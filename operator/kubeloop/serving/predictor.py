@@ -9,6 +9,7 @@ HTTP here: kserve_model.py speaks V1 and V2.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,11 @@ Floats = NDArray[np.float32]
 MAX_LOGGED_INPUT_VALUES = 4096
 """Inputs up to this many values are kept in the pool and the log (the review queue shows
 them, feedback may refer to them by prediction id); bigger ones are logged without input."""
+
+
+INLINE_SECONDS = 0.0005
+"""A request whose rows the serving version ran in less than this (by the last run's time
+per row) runs on the event loop, not in the inference thread (serving.batching)."""
 
 
 class NotLoaded(RuntimeError):
@@ -84,6 +90,7 @@ class Predictor:
             max_batch_size,
             max_latency_seconds,
             on_batch=metrics.PREDICTOR_BATCH_SIZE.observe,
+            inline_seconds=INLINE_SECONDS,
         )
 
     @property
@@ -97,9 +104,10 @@ class Predictor:
         the first load."""
         return self._current().preprocessing
 
-    async def predict(self, rows: Floats) -> Answer:
-        """Classes, probabilities, uncertainty and ids for N rows of `input_shape`."""
-        return await self.batcher.submit(rows)
+    async def predict(self, rows: Floats, alone: bool = False) -> Answer:
+        """Classes, probabilities, uncertainty and ids for N rows of `input_shape`; `alone`:
+        no other request is in flight (serving.batching runs a cheap one inline)."""
+        return await self.batcher.submit(rows, alone)
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -134,9 +142,11 @@ class Predictor:
         for index in np.flatnonzero(counts).tolist():
             label = answer.model.classes[index]
             metrics.PREDICTIONS.labels(label, version).inc(int(counts[index]))
-        entropy = metrics.PREDICTION_ENTROPY.labels(version)
-        for value in scores.normalized_entropy(answer.probabilities).tolist():
-            entropy.observe(value)
+        histogram = metrics.PREDICTION_ENTROPY.labels(version)
+        classes = answer.probabilities.shape[1]
+        scale = 1.0 / math.log(classes) if classes > 1 else 0.0  # scores.normalized_entropy
+        for value in answer.entropy.tolist():
+            histogram.observe(value * scale)
         if self.pool is None and self.log is None:
             return
         batch = PredictionBatch(

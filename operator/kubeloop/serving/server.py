@@ -24,6 +24,7 @@ from typing import Any
 
 import kserve
 import kserve.model_server
+import uvloop
 from fastapi import FastAPI
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
@@ -35,7 +36,7 @@ from kubeloop import redaction
 from kubeloop import settings as kubeloop_settings
 from kubeloop.api.predictor import PredictorConfig, parse_command_line
 from kubeloop.registry import Registry, parse_model_uri
-from kubeloop.serving import asgi, canary, feedback, onnx_model, routes
+from kubeloop.serving import asgi, canary, fast_path, feedback, onnx_model, routes
 from kubeloop.serving.consensus import Consensus
 from kubeloop.serving.errors import Rejected
 from kubeloop.serving.gold import GoldSet
@@ -71,6 +72,11 @@ class _ReadyWhenLoaded(DataPlane):  # type: ignore[misc]  # kserve ships no type
         version = self.served_version(model_name)
         return metadata | {"versions": [version] if version is not None else []}
 
+    def answer_v1(self, model_name: str) -> fast_path.AnswerV1 | None:
+        """The V1 answer of the model registered as `model_name` (serving.fast_path)."""
+        model = self.model_registry.get_models().get(model_name)
+        return model.answer_v1 if isinstance(model, KServeModel) else None
+
     def served_version(self, model_name: str) -> str | None:
         """The registry version `model_name` serves; None when none is loaded."""
         model = self.model_registry.get_models().get(model_name)
@@ -97,7 +103,9 @@ class _RESTServer(RESTServer):  # type: ignore[misc]  # kserve ships no type inf
         # Not kserve's: its TimingMiddleware calls getrusage twice and logs per request, half
         # the predictor's time at batch 1 (bench/README.md); the predictor's own histograms
         # (kubeloop_predictor_request_seconds) time each request. No access log either.
-        # Innermost first: the canary split sees bodies the limits let through.
+        # Innermost first: the fast path answers what the canary split leaves here, the
+        # canary split sees bodies the limits let through.
+        app.add_middleware(fast_path.V1FastPath, model_of=self.dataplane.answer_v1)
         app.add_middleware(canary.CanaryRoutes, split=self._split)
         asgi.add_body_limits(
             app,
@@ -163,7 +171,9 @@ class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships
         # the process: keep it out of the collector's full passes, which otherwise stall every
         # request in flight for ~130 ms (p99 under load, bench/README.md).
         gc.freeze()
-        asyncio.run(self._serve())
+        # uvloop: its event loop does the per-request socket and callback work in C.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(self._serve())
 
     def _body_rules(self) -> list[asgi.BodyRule]:
         service = self._components.feedback
