@@ -7,7 +7,8 @@ directory. The demo times feedback_to_serving_seconds: from the acknowledgement 
 sample that crosses the FeedbackDataset's threshold until the predictor answers the demo
 with the retrained version. Training is the plugin's train step of that retrain
 (trainSeconds in the trainer's result); everything else is orchestration, split with the
-millisecond timestamps of the predictor's and the trainer's logs into:
+demo's threshold time and the timestamps of the predictor's log (milliseconds) and the
+trainer's (whole seconds) into:
 - trigger: threshold sample acknowledged -> the trainer's first log line (the
   FeedbackDataset's poll, the snapshot, the TrainingJob, the trainer process starting);
 - trainer overhead: the trainer's first log line -> model version registered, minus
@@ -26,7 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,11 @@ def measure(summary: dict[str, Any], workdir: Path) -> Result:
     turnaround = summary["feedback_to_serving_seconds"]
     if turnaround is None:
         raise RuntimeError(f"the retrained version was not promoted: {summary['gate']}")
-    result = json.loads((workdir / "trainingjobs" / f"{RETRAIN_JOB}.result.json").read_text())
+    attempt = _last_attempt(workdir / "trainingjobs" / RETRAIN_JOB)
+    result = json.loads(attempt.with_suffix(".result").read_text())
     training = float(result["trainSeconds"])
     status = _status(workdir, RETRAIN_JOB)
-    timeline = _timeline(workdir, str(result["modelVersion"]))
+    timeline = _timeline(workdir, attempt.with_suffix(".log"), str(result["modelVersion"]), summary)
     orchestration = turnaround - training
     phases: dict[str, float] = {}
     if timeline is not None:
@@ -99,36 +101,43 @@ def measure(summary: dict[str, Any], workdir: Path) -> Result:
         config={
             "command": "kubeloop demo --quick --json",
             "retrain": "full fine-tune, 10 epochs (demo --quick), threshold 100 samples",
-            "phases": "from the predictor's and trainer's log timestamps (ms)",
+            "phases": "from the demo's threshold time and the predictor's (ms) and trainer's "
+            "(whole seconds: +-1 s) log timestamps",
         },
     )
 
 
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+_STAMPS = (
+    # The predictor's logging: local time, milliseconds.
+    (re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "), "%Y-%m-%d %H:%M:%S,%f", None),
+    # The trainer's: RFC 3339 in UTC, whole seconds (its progress lines are read that way).
+    (re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) "), "%Y-%m-%dT%H:%M:%SZ", UTC),
+)
 
 
-def _timeline(workdir: Path, version: str) -> tuple[float, float, float, float] | None:
+def _timeline(
+    workdir: Path, trainer_log: Path, version: str, summary: dict[str, Any]
+) -> tuple[float, float, float, float] | None:
     """(threshold sample acknowledged, trainer's first log line, version registered,
-    predictor swapped) as Unix-like seconds from the logs; None when a line is missing."""
+    predictor swapped) as Unix seconds, from the demo's summary and the logs; None when a
+    line is missing."""
     predictor = _stamped(workdir / "predictors" / "digits.log")
-    trainer = _stamped(workdir / "trainingjobs" / f"{RETRAIN_JOB}.log")
+    trainer = _stamped(trainer_log)
     swapped = next(
         (t for t, line in predictor if f"serving digits version {version} " in line), None
     )
-    if swapped is None or not trainer:
-        return None
-    acknowledged = max(
-        (
-            t
-            for t, line in predictor
-            if "POST /v1/feedback/" in line and '" 201' in line and t <= swapped
-        ),
-        default=None,
-    )
     registered = next((t for t, line in trainer if "registered models:/" in line), None)
-    if acknowledged is None or registered is None:
+    if swapped is None or registered is None:
         return None
-    return acknowledged, trainer[0][0], registered, swapped
+    return float(summary["feedback_threshold_time"]), trainer[0][0], registered, swapped
+
+
+def _last_attempt(directory: Path) -> Path:
+    """`attempt-N` (no suffix) of a TrainingJob's latest attempt (kubeloop.local.trainer)."""
+    attempts = sorted(directory.glob("attempt-*.result"), key=lambda p: int(p.stem.split("-")[1]))
+    if not attempts:
+        raise RuntimeError(f"no attempt of {directory.name} left a result in {directory}")
+    return attempts[-1].with_suffix("")
 
 
 def _stamped(path: Path) -> list[tuple[float, str]]:
@@ -137,10 +146,14 @@ def _stamped(path: Path) -> list[tuple[float, str]]:
         return []
     lines = []
     for line in path.read_text(errors="replace").splitlines():
-        match = _STAMP.match(line)
-        if match:
-            moment = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f")
-            lines.append((moment.timestamp(), line))
+        for stamp, layout, zone in _STAMPS:
+            match = stamp.match(line)
+            if match:
+                moment = datetime.strptime(match[1], layout)
+                if zone is not None:
+                    moment = moment.replace(tzinfo=zone)
+                lines.append((moment.timestamp(), line))
+                break
     return lines
 
 

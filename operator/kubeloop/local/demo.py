@@ -192,6 +192,7 @@ def _story(
         feedback_sent=len(labels),
         base_correct_on_feedback=correct,
         feedback_to_serving_seconds=None if served_at is None else served_at - threshold_at,
+        threshold_time=time.time() - (time.monotonic() - threshold_at),
         total_seconds=time.monotonic() - started,
     )
 

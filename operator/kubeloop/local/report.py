@@ -20,9 +20,12 @@ def summary(
     feedback_sent: int,
     base_correct_on_feedback: int,
     feedback_to_serving_seconds: float | None,
+    threshold_time: float,
     total_seconds: float,
 ) -> dict[str, Any]:
-    """The demo's result: versions, gate, timings; writes the plot and the model cards."""
+    """The demo's result: versions, gate, timings (`threshold_time`: Unix time the sample
+    that crossed the retrain threshold was acknowledged); writes the plot and the model
+    cards."""
     latest = loop.registry.latest_version(model)
     versions = []
     cards = workdir / "model-cards"
@@ -61,6 +64,7 @@ def summary(
             "message": gate.get("message"),
         },
         "feedback_to_serving_seconds": feedback_to_serving_seconds,
+        "feedback_threshold_time": threshold_time,
         "total_seconds": total_seconds,
         "plot": str(plot),
         "model_cards": str(cards),

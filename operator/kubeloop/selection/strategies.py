@@ -377,6 +377,13 @@ def _compiled_k_center() -> Callable[..., NDArray[np.int64]]:
     return compiled
 
 
+def compile_k_center() -> None:
+    """Compile k-center's loop now (seconds on a machine without numba's cache of it), so
+    that the first k-center selection does not wait for it."""
+    rows = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    k_center(Pool(rows[:, :2], rows, None), 4, Options())
+
+
 def _principal_axes(x: NDArray[np.float32]) -> NDArray[np.float64]:
     """x centred and rotated onto its principal axes, in float64 (zero columns added up to
     _LEAD): distances are unchanged up to rounding, and the first columns carry most of

@@ -32,7 +32,7 @@ from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
 
-from kubeloop import redaction
+from kubeloop import redaction, selection
 from kubeloop import settings as kubeloop_settings
 from kubeloop.api.predictor import PredictorConfig, parse_command_line
 from kubeloop.registry import Registry, parse_model_uri
@@ -271,6 +271,8 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
             lambda: live.run(stats_seconds),
             lambda: peers.run(sync_seconds),
             lambda: _prepare_storage(store, fb.bucket, live, prediction_log, pool, config),
+            # The review queue's k-center is compiled (numba) now, not in a labeller's request.
+            lambda: asyncio.to_thread(selection.strategies.compile_k_center),
         ]
     predictor = Predictor(
         holder, config.max_batch_size, config.max_latency_ms / 1000, pool, prediction_log
