@@ -1,13 +1,14 @@
 """kopf handlers: thin triggers of the one reconcile per kind in kubeloop.reconcile.
 
 Each kind is reconciled on its watch events (the initial listing included, so on resume too),
-except the echo of this process's own last write; FeedbackDatasets and ServedModels also on a
-poll (storage and registry polls, canary steps), and any other object whose reconcile found a
-dependency unavailable at the next poll. A Job's events reconcile the TrainingJob
-that owns it when the Job's status differs from what that TrainingJob's last reconcile saw (or
-the Job is gone). The reconcile runs under a per-object lock on the object as the event or the
-poll's list carried it, unless this process has read or written a different version of it
-since (then it reads the object afresh), and never branches on what changed.
+except those carrying a version this process wrote or reconciled lately (its own write's
+echo); FeedbackDatasets and ServedModels also on a poll (storage and registry polls, canary
+steps), and any other object whose reconcile found a dependency unavailable at the next
+poll. A Job's events reconcile the TrainingJob that owns it when the Job's status differs
+from what that TrainingJob's last reconcile saw (or the Job is gone). The reconcile runs
+under a per-object lock on the object as the event or the poll's list carried it, unless
+this process has read or written a different version of it since (then it reads the object
+afresh), and never branches on what changed.
 
 No finalizers: nothing outside the cluster needs cleaning when an object goes (its children
 go with it through ownerReferences), so a deletion never waits for a running operator. That is
