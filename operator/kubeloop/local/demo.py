@@ -183,6 +183,11 @@ def _story(
             lambda: _answers(url, example, new_version),
         )
         served_at = time.monotonic()
+        # The predictor may swap between the loop's steps: the summary reads the status.
+        wait.until(
+            f"{served} recording version {new_version} as served",
+            lambda: loop.status("ServedModel", served).get("servingVersion") == new_version,
+        )
     return report.summary(
         loop,
         workdir,
