@@ -57,8 +57,12 @@ def entropy(probabilities: Floats) -> Floats:
 
 def normalized_entropy(probabilities: Floats) -> Floats:
     """Entropy over its maximum log(C), in [0, 1] whatever the number of classes."""
-    classes = np.asarray(probabilities).shape[1]
+    return normalized(entropy(probabilities), np.asarray(probabilities).shape[1])
+
+
+def normalized(nats: Floats, classes: int) -> Floats:
+    """Entropies already computed (`entropy`) over their maximum log(classes)."""
     if classes < 2:
-        return np.zeros(len(probabilities))
-    normalized: Floats = entropy(probabilities) / np.log(classes)
-    return normalized
+        return np.zeros(len(nats))
+    scaled: Floats = np.asarray(nats) / np.log(classes)
+    return scaled

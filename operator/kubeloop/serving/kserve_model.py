@@ -40,6 +40,9 @@ from kubeloop.serving import inputs
 from kubeloop.serving.errors import Rejected
 from kubeloop.serving.predictor import Answer, NotLoaded, Predictor
 
+NOT_AN_OBJECT = "expected a JSON object with instances (V1) or inputs (V2)"
+"""What a body that is JSON but not an object is told, by either route."""
+
 
 class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type information
     """Registered with the ModelServer under the ServedModel's name."""
@@ -98,7 +101,7 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
         start = time.perf_counter()
         payload = orjson.loads(body)  # its depth was checked by serving.asgi
         if not isinstance(payload, dict):
-            raise InvalidInput("expected a JSON object with instances (V1) or inputs (V2)")
+            raise InvalidInput(NOT_AN_OBJECT)
         answer = orjson.dumps(await self._predict_v1(payload, alone))
         metrics.PREDICTOR_REQUEST_SECONDS.labels("v1").observe(time.perf_counter() - start)
         return answer
@@ -118,7 +121,7 @@ class KServeModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type i
                 raise InvalidInput(f"the body is not JSON: {error}") from None
         if isinstance(payload, dict):
             return await self._predict_v1(payload)
-        raise InvalidInput("expected a JSON object with instances (V1) or inputs (V2)")
+        raise InvalidInput(NOT_AN_OBJECT)
 
     async def _predict_v1(self, payload: dict[str, Any], alone: bool = False) -> dict[str, Any]:
         if "instances" not in payload:

@@ -92,8 +92,9 @@ class OnnxModel:
 
     def run(self, batch: Array) -> tuple[Array, Array]:
         """Probabilities (N, C) and embeddings (N, D) of a batch of N inputs."""
-        x = np.ascontiguousarray(batch, dtype=np.float32).reshape(len(batch), *self.input_shape)
-        probabilities, embeddings = self._session.run([PROBABILITIES, EMBEDDING], {INPUT: x})
+        probabilities, embeddings = self._session.run(
+            [PROBABILITIES, EMBEDDING], {INPUT: self._input(batch)}
+        )
         return (
             np.asarray(probabilities, dtype=np.float32),
             np.asarray(embeddings, dtype=np.float32).reshape(len(batch), -1),
@@ -102,9 +103,13 @@ class OnnxModel:
     def probabilities(self, batch: Array) -> Array:
         """Probabilities (N, C) of a batch of N inputs, without fetching the embeddings (for
         what scores uncertainty only, such as least-confidence selection)."""
-        x = np.ascontiguousarray(batch, dtype=np.float32).reshape(len(batch), *self.input_shape)
-        (probabilities,) = self._session.run([PROBABILITIES], {INPUT: x})
+        (probabilities,) = self._session.run([PROBABILITIES], {INPUT: self._input(batch)})
         return np.asarray(probabilities, dtype=np.float32)
+
+    def _input(self, batch: Array) -> Array:
+        """A batch as the session takes it: contiguous float32 of the input shape."""
+        x: Array = np.ascontiguousarray(batch, dtype=np.float32)
+        return x.reshape(len(batch), *self.input_shape)
 
     def warm_up(self, rows: int) -> int:
         """Run a zero batch of `rows` and of 1, so the first request pays no allocation; C."""

@@ -9,7 +9,6 @@ HTTP here: kserve_model.py speaks V1 and V2.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -144,9 +143,8 @@ class Predictor:
             metrics.PREDICTIONS.labels(label, version).inc(int(counts[index]))
         histogram = metrics.PREDICTION_ENTROPY.labels(version)
         classes = answer.probabilities.shape[1]
-        scale = 1.0 / math.log(classes) if classes > 1 else 0.0  # scores.normalized_entropy
-        for value in answer.entropy.tolist():
-            histogram.observe(value * scale)
+        for value in scores.normalized(answer.entropy, classes).tolist():  # computed once
+            histogram.observe(value)
         if self.pool is None and self.log is None:
             return
         batch = PredictionBatch(
