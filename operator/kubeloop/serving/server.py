@@ -54,6 +54,8 @@ from kubeloop.storage import InvalidEndpoint, ObjectStore
 log = logging.getLogger(__name__)
 
 SHUTDOWN_FLUSH_SECONDS = 15.0
+GC_YOUNG_THRESHOLD = 20_000
+"""Net allocations between the collector's young passes (Python's default: 700)."""
 
 Step = Callable[[], Coroutine[Any, Any, None]]
 """A coroutine to start: a background loop or a shutdown step."""
@@ -171,6 +173,10 @@ class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships
         # the process: keep it out of the collector's full passes, which otherwise stall every
         # request in flight for ~130 ms (p99 under load, bench/README.md).
         gc.freeze()
+        # A young collection every 20,000 net allocations, not 700: under 32 callers the
+        # default's collections (and the older generations' they trigger) doubled the p99
+        # (bench/README.md). Requests free what they allocate by reference counting.
+        gc.set_threshold(GC_YOUNG_THRESHOLD)
         # uvloop: its event loop does the per-request socket and callback work in C.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(self._serve())
