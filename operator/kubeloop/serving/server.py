@@ -173,9 +173,9 @@ class PredictorServer(kserve.ModelServer):  # type: ignore[misc]  # kserve ships
         # the process: keep it out of the collector's full passes, which otherwise stall every
         # request in flight for ~130 ms (p99 under load, bench/README.md).
         gc.freeze()
-        # A young collection every 20,000 net allocations, not 700: under 32 callers the
-        # default's collections (and the older generations' they trigger) doubled the p99
-        # (bench/README.md). Requests free what they allocate by reference counting.
+        # Young passes far less often than Python's default: under 32 callers its collections
+        # (and the older generations' they trigger) doubled the p99 (bench/README.md).
+        # Requests free what they allocate by reference counting.
         gc.set_threshold(GC_YOUNG_THRESHOLD)
         # uvloop: its event loop does the per-request socket and callback work in C.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
