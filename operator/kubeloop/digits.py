@@ -19,6 +19,8 @@ as the new user writes it. Feedback for the demo comes from the train split
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -71,12 +73,20 @@ def new_user_feedback(count: int, seed: int = 0) -> tuple[Images, Labels]:
 
 @functools.cache
 def _all() -> tuple[Images, Labels]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (np.asarray(digits.images, dtype=np.float32) / 16.0).astype(np.float32)
-    labels = np.asarray([CLASSES[target] for target in digits.target], dtype=np.str_)
+    rows = np.loadtxt(_bundled_file(), delimiter=",", dtype=np.float32)
+    images = (rows[:, :-1].reshape(-1, HEIGHT, WIDTH) / 16.0).astype(np.float32)
+    labels = np.asarray([CLASSES[int(target)] for target in rows[:, -1]], dtype=np.str_)
     return images, labels
+
+
+def _bundled_file() -> Path:
+    """scikit-learn's digits.csv.gz (64 pixels in 0..16, then the digit, per row), found
+    without importing scikit-learn: `sklearn.datasets` takes ~2 s to import, and what
+    `load_digits` does with the file is one `np.loadtxt`."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the digits ship with scikit-learn, which is not installed")
+    return Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
 
 
 @functools.cache

@@ -21,6 +21,7 @@ from typing import Any
 
 import mlflow
 import mlflow.artifacts
+import mlflow.pyfunc
 import numpy as np
 import onnxruntime
 import pytest
@@ -266,6 +267,8 @@ def test_run_holds_epochs_signature_and_card(
     assert '"name": "input"' in signature["inputs"]
     assert "[-1, 1, 8, 8]" in signature["inputs"]
     assert '"name": "probabilities"' in signature["outputs"]
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().split()
+    assert {line.partition("==")[0] for line in requirements} >= {"onnx", "onnxruntime"}
     card_path = mlflow.artifacts.download_artifacts(
         run_id=base.mlflow_run_id, artifact_path="model_card.md", tracking_uri=registry.tracking_uri
     )

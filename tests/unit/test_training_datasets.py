@@ -93,6 +93,25 @@ def test_the_bundled_digits_provide_both_slices() -> None:
     assert datasets.source_problems(DatasetSource(name="base", uri="builtin://digits")) == []
 
 
+def test_the_bundled_digits_are_scikit_learns_read_without_importing_it() -> None:
+    from sklearn.datasets import load_digits
+
+    expected = load_digits()
+    split_images = [digits.load_split(name)[0] for name in digits.SPLITS]
+    split_labels = [digits.load_split(name)[1] for name in digits.SPLITS]
+    assert sum(len(labels) for labels in split_labels) == len(expected.target)
+    ours = {
+        (image.tobytes(), str(label))
+        for images, labels in zip(split_images, split_labels, strict=True)
+        for image, label in zip(images, labels, strict=True)
+    }
+    theirs = {
+        ((image / 16.0).astype(np.float32).tobytes(), str(target))
+        for image, target in zip(expected.images, expected.target, strict=True)
+    }
+    assert ours == theirs
+
+
 def _image(rng: np.random.Generator, size: tuple[int, int], mode: str, format_: str) -> bytes:
     pixels = rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
     buffer = io.BytesIO()

@@ -1,7 +1,18 @@
-"""`python -m kubeloop.training --spec FILE [--result FILE]`: the training pod's command."""
+"""`python -m kubeloop.training --spec FILE [--result FILE]`: the training pod's command.
 
+Its work done, the process runs its exit handlers (logging's and MLflow's flushes among
+them) and ends without unloading its modules: tearing torch and MLflow down took ~1.5 s, and
+a TrainingJob is not done until its process (its pod) is gone.
+"""
+
+import atexit
+import os
 import sys
 
 from kubeloop.training.entrypoint import main
 
-sys.exit(main())
+code = main()
+atexit._run_exitfuncs()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)

@@ -143,9 +143,16 @@ class Run:
             ),
         )
         proto = onnx.load_from_string(onnx_model)
+        # Named, the requirements are not inferred: inferring runs a Python subprocess that
+        # loads the model (2-3 s of every training) to find what the flavour names anyway.
+        requirements = mlflow.onnx.get_default_pip_requirements()
         info = self._guard(
             lambda: mlflow.onnx.log_model(
-                proto, name=MODEL_NAME, signature=signature, save_as_external_data=False
+                proto,
+                name=MODEL_NAME,
+                signature=signature,
+                save_as_external_data=False,
+                pip_requirements=requirements,
             ),
             "logging the ONNX model",
         )
