@@ -34,6 +34,7 @@ MODULES = {
     "turnaround": "turnaround",
     "gpu": "gpu",
     "training": "training",
+    "replicas": "replicas",
 }
 """Benchmark name: its module in bench/, which has `run(stack, quick)`."""
 NAMES = tuple(MODULES)

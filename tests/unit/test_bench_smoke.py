@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from bench import common, selection
+from kubeloop.storage import ObjectStore
 from tests import serving_models
 
 
@@ -48,3 +49,16 @@ def test_the_gpu_benchmark_s_code_runs_on_the_cpu() -> None:
     ]
     assert all(r["figure"] > 0 for r in results)
     assert all(r["baseline"] > 0 for r in results)
+
+
+def test_the_replicas_benchmark_reports_figure_baseline_and_ratio(
+    object_store: ObjectStore,
+) -> None:
+    from bench import replicas
+
+    settings = replicas.Settings(segments=4, log_objects=1, rounds=1)
+    result = replicas.measure(object_store, settings).to_json()
+    assert result["benchmark"] == "replicas.peer_sync.own_writes"
+    assert result["figure"] > 0
+    assert result["baseline"] > 0
+    assert result["ratio"] > 0

@@ -17,6 +17,7 @@ from kubeloop.serving import feedback
 from kubeloop.serving.live_accuracy import LiveAccuracy
 from kubeloop.serving.prediction_log import PredictionLog
 from kubeloop.serving.prediction_pool import PredictionBatch, PredictionPool
+from kubeloop.serving.replicas import OwnWrites, PeerSync
 from kubeloop.storage import ObjectStore, StorageUnavailable
 from tests.conftest import ACCESS_KEY, SECRET_KEY, unused_url
 from tests.tcp_proxy import TcpProxy
@@ -180,3 +181,51 @@ def test_a_write_retried_after_a_dropped_connection_is_whole(s3_server: services
         assert len(store.get_bytes(BUCKET, key).decode().splitlines()) == 200
     finally:
         proxy.close()
+
+
+class _ReadsRecorded(ObjectStore):
+    """The real store, recording the keys read from it."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        super().__init__(store.endpoint, ACCESS_KEY, SECRET_KEY, retries=1)
+        self.read: list[str] = []
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        self.read.append(key)
+        return super().get_bytes(bucket, key)
+
+
+@pytest.mark.asyncio
+async def test_a_replica_reads_back_only_what_the_others_wrote(object_store: ObjectStore) -> None:
+    object_store.ensure_bucket(BUCKET)
+    prefix = "own-writes-test/"
+    store = _ReadsRecorded(object_store)
+    policy = feedback.Policy("digits", ("0", "1", "2"), (2, 2))
+    live = LiveAccuracy(store, BUCKET, prefix, "tiny")
+    own, pool, theirs_pool = OwnWrites(), PredictionPool(100), PredictionPool(100)
+    mine, theirs = batch(3, start=0), batch(3, start=10)
+    pool.add(mine)
+    theirs_pool.add(theirs)
+    log = PredictionLog(store, BUCKET, prefix, batch_size=10, on_written=own.add)
+    log.append(mine)
+    log.flush()
+    (my_log,) = object_store.list_keys(BUCKET, prefix + samples.PREDICTIONS)
+    fb = feedback.FeedbackService(
+        policy, store, BUCKET, prefix, pool, live, on_written=own.add
+    )  # this replica
+    await fb.submit(feedback.FeedbackRequest("2", None, mine.ids[0], "base"), (2, 2))
+    other_log = PredictionLog(object_store, BUCKET, prefix, batch_size=10)  # another replica
+    other_log.append(theirs)
+    other_log.flush()
+    other_fb = feedback.FeedbackService(policy, object_store, BUCKET, prefix, theirs_pool, live)
+    other_ack = await other_fb.submit(
+        feedback.FeedbackRequest("1", None, theirs.ids[1], None), (2, 2)
+    )
+    assert len(own) == 2  # its log object and its segment
+    peers = PeerSync(store, BUCKET, prefix, pool, log, window_seconds=3600.0, own=own)
+    store.read.clear()
+    assert peers.sync() == 3  # the other replica's predictions
+    assert theirs.ids[1] not in pool.view().ids.tolist()  # labelled there: out of this queue
+    (their_log,) = set(object_store.list_keys(BUCKET, prefix + samples.PREDICTIONS)) - {my_log}
+    assert sorted(store.read) == sorted([their_log, other_ack["key"]])  # nothing of its own
+    assert len(own) == 0  # forgotten once listed

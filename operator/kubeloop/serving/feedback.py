@@ -163,6 +163,7 @@ class FeedbackService:
         write_timeout_seconds: float = 30.0,
         consensus: Consensus | None = None,
         gold: GoldSet | None = None,
+        on_written: Callable[[str], None] | None = None,
     ) -> None:
         self.consensus = consensus
         """Votes, decisions and gold answers; with overlap k > 1 labels are votes until k
@@ -176,6 +177,8 @@ class FeedbackService:
         self._live_accuracy = live_accuracy
         self._find_elsewhere = find_elsewhere
         self._timeout = write_timeout_seconds
+        self._on_written = on_written
+        """Told each segment's key once written (replicas.OwnWrites.add)."""
         self.writer = SegmentWriter(self._put, prefix)
         self._labelled: collections.Counter[tuple[str, str]] = collections.Counter()
         """(labeller, UTC day) -> samples this process stored for them."""
@@ -375,6 +378,8 @@ class FeedbackService:
         except Exception:  # e.g. NoSuchBucket: nobody created it yet
             self._store.ensure_bucket(self.bucket)
             self._store.put_bytes(self.bucket, key, body, "application/x-ndjson")
+        if self._on_written is not None:
+            self._on_written(key)
 
     def reject(self, error: Rejected) -> None:
         """Count a refusal."""

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,7 @@ class PredictionLog:
         batch_size: int = 1000,
         flush_seconds: float = 5.0,
         max_buffered: int = 200_000,
+        on_written: Callable[[str], None] | None = None,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix
@@ -138,6 +140,8 @@ class PredictionLog:
         self.max_buffered = max_buffered
         self.dropped = 0
         self._store = store
+        self._on_written = on_written
+        """Told each key written (replicas.OwnWrites.add: a key its PeerSync need not read)."""
         self._pending: deque[PredictionBatch] = deque()
         self._pending_rows = 0
         self._lock = threading.Lock()
@@ -177,6 +181,8 @@ class PredictionLog:
                 key = samples.predictions_key(self.prefix, str(ULID()))
                 self._store.put_bytes(self.bucket, key, body, "application/x-ndjson")
                 written += len(chunk)
+                if self._on_written is not None:
+                    self._on_written(key)
         except Exception:
             self._requeue(taken, written)
             raise

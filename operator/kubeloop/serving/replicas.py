@@ -5,9 +5,10 @@ dataset's inbox. `PeerSync` reads both back every few seconds: predictions anoth
 made join this one's review pool (so the queue offers every prediction, whichever replica
 answered it, and feedback naming one is judged here), and predictions another replica got
 feedback for leave the queue. It reads what was written since the newest key it read, less
-a rewind that covers writes landing out of order; keys already read are skipped. A prediction
-id this replica does not hold yet is looked for at once (`find`), before feedback naming it is
-refused.
+a rewind that covers writes landing out of order; keys already read are skipped, and so are
+the keys this replica wrote itself (`OwnWrites`: its prediction log and its feedback segments,
+which it already holds). A prediction id this replica does not hold yet is looked for at once
+(`find`), before feedback naming it is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +31,31 @@ REWIND_SECONDS = 120.0
 """How far before the newest key read each sync lists again (writes land out of order)."""
 
 
+class OwnWrites:
+    """Keys this replica wrote and holds already, which its PeerSync does not read back: with
+    one replica, every key it would read. Thread-safe (writes finish in worker threads)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: str) -> None:
+        """`key` is written (acknowledged by S3)."""
+        with self._lock:
+            self._keys[key] = _made(key)
+
+    def claim(self, keys: list[str], listed_since: float) -> set[str]:
+        """Those of `keys` this replica wrote, forgotten now they are listed; also forgets
+        the ones made before `listed_since`, which no listing reaches any more."""
+        with self._lock:
+            own = {key for key in keys if self._keys.pop(key, None) is not None}
+            self._keys = {k: t for k, t in self._keys.items() if t >= listed_since}
+            return own
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class PeerSync:
     """Keeps this replica's review pool up to date with the other replicas'."""
 
@@ -41,6 +67,7 @@ class PeerSync:
         pool: PredictionPool,
         prediction_log: PredictionLog,
         window_seconds: float,
+        own: OwnWrites | None = None,
     ) -> None:
         self._store = store
         self._bucket = bucket
@@ -48,6 +75,7 @@ class PeerSync:
         self._pool = pool
         self._log = prediction_log
         self._window = window_seconds
+        self._own = own if own is not None else OwnWrites()
         self._read: dict[str, float] = {}
         """Keys read, and their ULID's time, within the rewind."""
         started = time.time()  # the warm start read the log before; the rewind covers the rest
@@ -94,7 +122,8 @@ class PeerSync:
                 log.warning("could not read the other replicas' logs: %s", error)
 
     def _new(self, folder: str) -> list[str]:
-        """Keys of `folder` not read yet, from the rewind before the newest one read."""
+        """Keys of `folder` not read yet and not this replica's, from the rewind before the
+        newest one read."""
         now = time.time()
         since = max(self._since[folder] - REWIND_SECONDS, now - self._window)
         floor = str(ULID.from_timestamp(max(0.0, since)))[:10] + "0" * 16
@@ -108,7 +137,8 @@ class PeerSync:
             self._since[folder] = max(self._since[folder], made)
         horizon = min(self._since.values()) - REWIND_SECONDS
         self._read = {k: t for k, t in self._read.items() if t >= horizon}
-        return new
+        own = self._own.claim(new, now - self._window)
+        return [key for key in new if key not in own]
 
     def _mark_reviewed(self, key: str) -> None:
         try:

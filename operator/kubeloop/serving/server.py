@@ -46,7 +46,7 @@ from kubeloop.serving.live_accuracy import LiveAccuracy
 from kubeloop.serving.prediction_log import PredictionLog
 from kubeloop.serving.prediction_pool import PredictionPool
 from kubeloop.serving.predictor import Predictor
-from kubeloop.serving.replicas import PeerSync
+from kubeloop.serving.replicas import OwnWrites, PeerSync
 from kubeloop.serving.review import ReviewQueue
 from kubeloop.serving.v2_routes import V2Routes
 from kubeloop.storage import InvalidEndpoint, ObjectStore
@@ -244,8 +244,14 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
     shutdown: list[Step] = []
     if fb is not None:
         store = ObjectStore.from_settings(settings)
+        own = OwnWrites()
         prediction_log = PredictionLog(
-            store, fb.bucket, fb.prefix, config.log_batch_size, config.log_flush_seconds
+            store,
+            fb.bucket,
+            fb.prefix,
+            config.log_batch_size,
+            config.log_flush_seconds,
+            on_written=own.add,
         )
         live = LiveAccuracy(store, fb.bucket, fb.prefix, registered_model)
         policy = feedback.Policy(
@@ -256,7 +262,7 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
             max_payload_bytes=config.max_payload_bytes,
         )
         peers = PeerSync(
-            store, fb.bucket, fb.prefix, pool, prediction_log, config.warm_start_seconds
+            store, fb.bucket, fb.prefix, pool, prediction_log, config.warm_start_seconds, own
         )
         consensus = Consensus(store, fb.bucket, fb.prefix, fb.dataset, config.review_overlap)
         gold = GoldSet(store, fb.bucket, fb.prefix) if config.review_gold_share > 0 else None
@@ -270,6 +276,7 @@ def build(config: PredictorConfig, settings: kubeloop_settings.Settings) -> Pred
             find_elsewhere=peers.find,
             consensus=consensus,
             gold=gold,
+            on_written=own.add,
         )
         stats_seconds, sync_seconds = config.stats_flush_seconds, config.log_flush_seconds
         background += [
