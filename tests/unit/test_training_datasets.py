@@ -4,6 +4,8 @@ JPEG of mixed sizes and modes), the errors that name what is missing; the bundle
 import base64
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -110,6 +112,10 @@ def test_the_bundled_digits_are_scikit_learns_read_without_importing_it() -> Non
         for image, target in zip(expected.images, expected.target, strict=True)
     }
     assert ours == theirs
+    loaded = "from kubeloop import digits; import sys; digits.load_split('train'); "
+    loaded += "print('sklearn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", loaded], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def _image(rng: np.random.Generator, size: tuple[int, int], mode: str, format_: str) -> bytes:
