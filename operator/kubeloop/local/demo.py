@@ -302,7 +302,7 @@ class _Waiter:
     def until(self, what: str, done: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self._timeout
         with self._spinner(what):
-            while not done():  # what the previous wait's last step did may already suffice
+            while True:
                 self._loop.step()
                 if done():
                     return

@@ -30,9 +30,8 @@ from kubeloop.storage import ObjectStore
 __all__ = ["InvalidManifest", "LocalLoop"]
 
 ACCESS_KEY = SECRET_KEY = "kubeloop"
-ORDER = ("FeedbackDataset", "TrainingJob", "ServedModel")
-"""The order one step reconciles the kinds in, the way the loop flows: a TrainingJob that
-feedback created starts in the same step, and a version it registered is judged in it."""
+ORDER = ("TrainingJob", "ServedModel", "FeedbackDataset")
+"""The order one step reconciles the kinds in: the way the loop flows."""
 RECONCILES: dict[str, Callable[[Body, Ports, datetime], object]] = {
     "TrainingJob": trainingjob.reconcile,
     "FeedbackDataset": feedbackdataset.reconcile,
