@@ -53,12 +53,11 @@ def run(stack: Stack, quick: bool) -> list[Result]:
 def measure(store: ObjectStore, settings: Settings) -> Result:
     """The result for `settings` against the S3 server of `store` (the smoke test's entry)."""
     store.ensure_bucket(BUCKET)
-    rounds = iter(range(2 * settings.rounds))
     log(f"replicas: {settings.rounds} rounds of {settings.segments} segments")
     times = interleaved(
         {
-            "skips own": lambda: _sync(store, settings, next(rounds), skip_own=True),
-            "reads back": lambda: _sync(store, settings, next(rounds), skip_own=False),
+            "skips own": lambda: _sync(store, settings, skip_own=True),
+            "reads back": lambda: _sync(store, settings, skip_own=False),
         },
         settings.rounds,
     )
@@ -84,9 +83,9 @@ def measure(store: ObjectStore, settings: Settings) -> Result:
     )
 
 
-def _sync(store: ObjectStore, settings: Settings, number: int, *, skip_own: bool) -> float:
+def _sync(store: ObjectStore, settings: Settings, *, skip_own: bool) -> float:
     """Write one interval's keys under a fresh prefix, then time one sync."""
-    prefix = f"round-{number}-{ULID()}/"
+    prefix = f"round-{ULID()}/"
     own = OwnWrites() if skip_own else None
     told = own.add if own is not None else None
     pool = PredictionPool(settings.log_objects * PER_LOG_OBJECT)
