@@ -52,8 +52,11 @@ class OwnWrites:
             self._keys = {k: t for k, t in self._keys.items() if t >= listed_since}
             return own
 
-    def __len__(self) -> int:
-        return len(self._keys)
+    def unlisted(self) -> int:
+        """How many keys it holds: written, and not yet listed by a sync. (A count, not
+        `len`: an empty OwnWrites would read as false where `own or ...` is written.)"""
+        with self._lock:
+            return len(self._keys)
 
 
 class PeerSync:
