@@ -4,6 +4,7 @@ reported with its log tail instead of a stack trace."""
 from __future__ import annotations
 
 import copy
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 from kubeloop import cli, manifests
-from kubeloop.local import services
+from kubeloop.local import processes, services
 from kubeloop.local.loop import InvalidManifest, LocalLoop
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "digits"
@@ -75,20 +76,69 @@ def test_several_nodes_train_here_as_one_under_torchrun(
     assert [v.version for v in versions] == [status["modelVersion"]]
 
 
+def test_the_next_training_job_runs_in_the_standby_the_last_one_left(
+    tmp_path: Path, s3_server: services.Service, mlflow_server: services.Service
+) -> None:
+    said: list[str] = []
+    loop = LocalLoop(tmp_path, s3_server.url, mlflow_server.url, say=said.append)
+    jobs = []
+    for name in ("first", "second"):
+        job = _example("TrainingJob")
+        job["metadata"]["name"] = name
+        job["spec"]["registeredModel"] = "local-standby"
+        job["spec"]["args"]["epochs"] = 2
+        jobs.append(job)
+    try:
+        assert _trained(loop, jobs[0], said, timeout=240)["phase"] == "Succeeded"
+        assert any("first: training in a subprocess" in line for line in said)  # none yet
+        loop.step()
+        standby = loop.processes.roles("standby/")
+        assert len(standby) == 1, standby
+        assert loop.processes.alive(standby[0])
+        pid = _pid(loop, standby[0])
+        status = _trained(loop, jobs[1], said, timeout=240)
+        assert status["phase"] == "Succeeded", status
+        log = tmp_path / "trainingjobs" / "second" / "attempt-1.log"
+        assert f"- TrainingJob/second: training in the standby trainer (log: {log})" in said
+        job = json.loads((log.parent / "job.json").read_text())
+        assert job["attempts"][-1]["pid"] == pid
+        assert status["progress"]["epoch"] == 2  # read from the log the standby wrote
+        assert not (tmp_path / "orders").exists() or not list((tmp_path / "orders").iterdir())
+    finally:
+        loop.close()
+    assert not list(processes.marked(tmp_path)), "left running"
+    versions = MlflowClient(mlflow_server.url).search_model_versions("name = 'local-standby'")
+    assert sorted(v.version for v in versions) == ["1", "2"]
+
+
+def _pid(loop: LocalLoop, role: str) -> int:
+    record = loop.processes.record(role)
+    assert record is not None
+    return record.pid
+
+
 def _run_to_the_end(
+    loop: LocalLoop, job: dict[str, Any], said: list[str], timeout: float
+) -> dict[str, Any]:
+    """Apply the TrainingJob `job` and step the loop until it failed or succeeded; its status.
+    The loop is closed afterwards."""
+    try:
+        return _trained(loop, job, said, timeout)
+    finally:
+        loop.close()
+
+
+def _trained(
     loop: LocalLoop, job: dict[str, Any], said: list[str], timeout: float
 ) -> dict[str, Any]:
     """Apply the TrainingJob `job` and step the loop until it failed or succeeded; its status."""
     name = job["metadata"]["name"]
-    try:
-        assert loop.apply(job) == "created"
-        deadline = time.monotonic() + timeout
-        while loop.status("TrainingJob", name).get("phase") not in ("Failed", "Succeeded"):
-            assert time.monotonic() < deadline, said
-            loop.step()
-            time.sleep(0.5)
-    finally:
-        loop.close()
+    assert loop.apply(job) == "created"
+    deadline = time.monotonic() + timeout
+    while loop.status("TrainingJob", name).get("phase") not in ("Failed", "Succeeded"):
+        assert time.monotonic() < deadline, said
+        loop.step()
+        time.sleep(0.5)
     return loop.status("TrainingJob", name)
 
 

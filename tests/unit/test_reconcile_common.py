@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import yaml
+
 from kubeloop.api import conditions
 from kubeloop.api.times import format_time, parse_time
 from kubeloop.kube.ports import merge_patch
-from kubeloop.reconcile.common import child_name, label_problems, set_failing
+from kubeloop.reconcile.common import child_name, label_problems, set_failing, yaml_text
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -22,6 +24,18 @@ def test_merge_patch_sets_changes_and_removes_what_is_gone() -> None:
     }
     assert merge_patch(new, new) == {}
     assert merge_patch({"l": [1, 2]}, {"l": [1]}) == {"l": [1]}
+
+
+def test_yaml_text_is_what_safe_dump_writes() -> None:
+    data = {
+        "z": [1, 2.5, None, True],
+        "a": {"nested": "text: with a colon", "long": "word " * 40, "empty": {}},
+        "unicode": "Zürich ✓",
+        "multi": "two\nlines",
+    }
+    for sort_keys in (True, False):
+        assert yaml_text(data, sort_keys=sort_keys) == yaml.safe_dump(data, sort_keys=sort_keys)
+    assert yaml.safe_load(yaml_text(data)) == data
 
 
 def test_child_names() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from kubeloop.api.errors import Unavailable
 from kubeloop.api.trainingjob import Metrics
 from kubeloop.reconcile import servedmodel, trainingjob
 from kubeloop.reconcile.ports import TrainerState
@@ -48,6 +49,26 @@ def until_done(memory: Memory, key: tuple[str, str, str], reconcile: Any, rounds
             reconcile(memory.objects.items[key], memory.ports, NOW)
         except Crash:
             memory.crashes.at = None
+
+
+def test_a_retrain_waits_for_its_base_models_alias_then_starts_once() -> None:
+    memory = Memory()
+    body = training_job()
+    body["spec"]["baseModel"] = "models:/digits@champion"
+    memory.objects.put(body)
+    key = ("TrainingJob", "default", "tj")
+    for _ in range(2):  # no version has the alias yet: said, and retried by the runtime
+        with pytest.raises(Unavailable, match="no version with alias 'champion' yet"):
+            trainingjob.reconcile(memory.objects.items[key], memory.ports, NOW)
+    status = memory.objects.status("TrainingJob", "tj")
+    assert status["phase"] == "Pending"
+    assert status["conditions"][0]["reason"] == trainingjob.WAITING_FOR_BASE_MODEL
+    assert [e.reason for e in memory.objects.events] == [trainingjob.WAITING_FOR_BASE_MODEL]
+    assert memory.trainer.started == []
+    memory.registry.aliases["champion"] = "1"  # the ServedModel's first promotion
+    trainingjob.reconcile(memory.objects.items[key], memory.ports, NOW)
+    assert memory.trainer.started == ["tj"]
+    assert memory.objects.status("TrainingJob", "tj")["conditions"][0]["reason"] == "Starting"
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["before", "after"])

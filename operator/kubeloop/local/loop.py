@@ -30,8 +30,10 @@ from kubeloop.storage import ObjectStore
 __all__ = ["InvalidManifest", "LocalLoop"]
 
 ACCESS_KEY = SECRET_KEY = "kubeloop"
-ORDER = ("TrainingJob", "ServedModel", "FeedbackDataset")
-"""The order one step reconciles the kinds in: the way the loop flows."""
+ORDER = ("FeedbackDataset", "TrainingJob", "ServedModel")
+"""The order one step reconciles the kinds in, the way the loop flows: a TrainingJob that
+feedback created starts in the same step (once its base model's alias is set), and a
+version it registered is judged in it."""
 RECONCILES: dict[str, Callable[[Body, Ports, datetime], object]] = {
     "TrainingJob": trainingjob.reconcile,
     "FeedbackDataset": feedbackdataset.reconcile,

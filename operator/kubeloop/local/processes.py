@@ -7,6 +7,11 @@ A later `kubeloop up` adopts what a killed one left running (it keeps serving an
 and is stopped by whoever holds the table when it closes); `kubeloop down` stops every process
 a state directory started. The environment marker finds a process started in the instant
 before a kill let its record be written.
+
+A process started ahead of its work (a warm trainer, role standby/...) is handed its role
+later (`hand_over`): its orders, a file naming the new role, are written whole before its
+record moves, so a process found by its marker after a kill between the two is found under
+the role it has taken.
 """
 
 from __future__ import annotations
@@ -82,6 +87,28 @@ class ProcessTable:
         self._save()
         return service
 
+    def orders_file(self, role: str) -> Path:
+        """Where the process started as `role` finds its orders when it is handed another."""
+        return self.state_dir / "orders" / f"{role.replace('/', '-')}.json"
+
+    def hand_over(self, role: str, new_role: str, orders: dict[str, Any], log: Path) -> Tracked:
+        """Give the live process of `role` the role `new_role`: write its orders (with the new
+        role in them) where it waits for them, then move its record; the moved record."""
+        path = self.orders_file(role)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps({**orders, "role": new_role}))
+        partial.replace(path)
+        moved = self._tracked.pop(role)
+        moved.role, moved.log = new_role, str(log)
+        moved.extra["orders"] = str(path)
+        self._tracked[new_role] = moved
+        child = self._children.pop(role, None)
+        if child is not None:
+            self._children[new_role] = child
+        self._save()
+        return moved
+
     def record(self, role: str) -> Tracked | None:
         """The record of `role`, alive or not (until it is forgotten)."""
         return self._tracked.get(role)
@@ -131,6 +158,7 @@ class ProcessTable:
         child = self._children.pop(role, None)
         if tracked is not None and (child is not None or self._matches(tracked)):
             _stop_group(tracked.pid, timeout)
+        _drop_orders(tracked)
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout)
@@ -145,7 +173,7 @@ class ProcessTable:
 
     def forget(self, role: str) -> None:
         """Drop the record of a process that has ended."""
-        self._tracked.pop(role, None)
+        _drop_orders(self._tracked.pop(role, None))
         self._children.pop(role, None)
         self._save()
 
@@ -157,18 +185,25 @@ class ProcessTable:
             r for r, t in self._tracked.items() if r not in self._children and not self._matches(t)
         ]
         for role in dead:
-            del self._tracked[role]
+            _drop_orders(self._tracked.pop(role))
         if dead:
             self._save()
 
     def _adopt_unrecorded(self) -> None:
-        """Record processes that carry this state directory's marker but no record."""
-        for process, role in marked(self.state_dir):
+        """Record processes that carry this state directory's marker but no record (or their
+        record under a role they were handed over from)."""
+        for process, marker_role in marked(self.state_dir):
+            role, orders = marker_role, self.orders_file(marker_role)
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                role = str(json.loads(orders.read_text())["role"])
             if role in self._tracked and self._tracked[role].pid == process.pid:
                 continue
+            for other in [r for r, t in self._tracked.items() if t.pid == process.pid]:
+                del self._tracked[other]  # its record from before the hand-over
             with contextlib.suppress(psutil.Error):
+                extra = {"orders": str(orders)} if role != marker_role else {}
                 self._tracked[role] = Tracked(
-                    role, process.pid, process.create_time(), process.cmdline()
+                    role, process.pid, process.create_time(), process.cmdline(), extra=extra
                 )
         self._save()
 
@@ -177,6 +212,12 @@ class ProcessTable:
         partial = self._file.with_suffix(".partial")
         partial.write_text(json.dumps([asdict(t) for t in self._tracked.values()], indent=1))
         partial.replace(self._file)
+
+
+def _drop_orders(tracked: Tracked | None) -> None:
+    """Remove the orders a process was handed over with, once its record goes."""
+    if tracked is not None and tracked.extra.get("orders"):
+        Path(tracked.extra["orders"]).unlink(missing_ok=True)
 
 
 def _start_time(pid: int) -> float | None:

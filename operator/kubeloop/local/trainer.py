@@ -12,11 +12,17 @@ The process of the running attempt is the process table's role `trainer/NAME`, s
 Like the Job controller, this port starts a failed attempt again while spec.backoffLimit
 allows, except after an invalid spec (exit code 2: no retry can help). A retried attempt never
 registers a second version: the trainer first looks for one tagged with the TrainingJob's uid.
+
+Once a trainer has ended and none runs, a standby (kubeloop.training.standby, role
+standby/trainer-ID) is started, its imports done while nothing trains, and the next
+single-process attempt is handed to it rather than to a new process: the trainer's imports
+then stay out of the next TrainingJob's time.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -48,6 +54,7 @@ class LocalTrainer:
         self._processes = processes
         self._env = env
         self._say = say
+        processes.stop_all(STANDBY)  # an earlier `up`'s, if still there: it ends on its own
 
     def observe(self, body: Body, *, recorded: bool = True) -> TrainerObservation:
         name = body["metadata"]["name"]  # a look is a file read: taken even when not recorded
@@ -78,6 +85,7 @@ class LocalTrainer:
             pass
         else:
             self._processes.forget(_role(name))
+            self._start_standby()
             progress = observations.progress_from_log(log_tail(log, PROGRESS_LOG_LINES))
             return TrainerObservation(
                 name, TrainerState("Succeeded", started, finished, result=text, progress=progress)
@@ -92,6 +100,7 @@ class LocalTrainer:
             )
             self._start_attempt(name, number + 1)
             return TrainerObservation(name, TrainerState("Running", start_time=started))
+        self._start_standby()
         how = f"with code {code}" if code is not None else "(it was stopped or crashed)"
         detail = failure.describe() if failure else f"log tail ({log}):\n{log_tail(log, 8)}"
         message = f"the trainer exited {how} after {number} attempt(s): {detail}"
@@ -133,6 +142,7 @@ class LocalTrainer:
                 self._write_job(name, job)
             self._processes.stop(role)
             stopped.append(name)
+        self._processes.stop_all(STANDBY)
         return stopped
 
     def _start_attempt(self, name: str, number: int) -> None:
@@ -146,18 +156,46 @@ class LocalTrainer:
         result = directory / f"attempt-{number}.result"
         result.unlink(missing_ok=True)
         processes = int((self._job(name) or {}).get("processes") or 1)
-        command = trainingjob.trainer_command(processes, sys.executable)
-        command += trainingjob.trainer_args(str(directory / "trainingjob.yaml"), str(result))
+        args = trainingjob.trainer_args(str(directory / "trainingjob.yaml"), str(result))
         log = directory / f"attempt-{number}.log"
-        env = dict(self._env)
-        if processes > 1 and LOOPBACK.exists():
-            env["GLOO_SOCKET_IFNAME"] = LOOPBACK.name  # the ranks talk over 127.0.0.1 only
-        started = self._processes.spawn(_role(name), command, "", log, self._root, env)
+        standby = self._standby()
+        if processes == 1 and standby is not None:
+            orders = {"argv": args, "log": str(log)}
+            pid = self._processes.hand_over(standby, _role(name), orders, log).pid
+            how = "in the standby trainer"
+        else:
+            command = trainingjob.trainer_command(processes, sys.executable) + args
+            env = dict(self._env)
+            if processes > 1 and LOOPBACK.exists():
+                env["GLOO_SOCKET_IFNAME"] = LOOPBACK.name  # the ranks talk over 127.0.0.1 only
+            pid = self._processes.spawn(_role(name), command, "", log, self._root, env).process.pid
+            how = "in a subprocess"
         job = self._job(name) or {"attempts": [{"n": number, "startTime": format_time(utc_now())}]}
-        job["attempts"][-1]["pid"] = started.process.pid
+        job["attempts"][-1]["pid"] = pid
         job["attempts"][-1].pop("interrupted", None)
         self._write_job(name, job)
-        self._say(f"- TrainingJob/{name}: training in a subprocess (log: {log})")
+        self._say(f"- TrainingJob/{name}: training {how} (log: {log})")
+
+    def _standby(self) -> str | None:
+        """The role of the live standby, if one runs (one that ended is forgotten)."""
+        for role in self._processes.roles(STANDBY):
+            if self._processes.alive(role):
+                return role
+            self._processes.forget(role)
+        return None
+
+    def _start_standby(self) -> None:
+        """Start a standby for the next TrainingJob, unless one runs, or a trainer does (its
+        imports would slow that trainer down)."""
+        if any(self._processes.alive(r) for r in self._processes.roles("trainer/")):
+            return
+        if self._standby() is not None:
+            return
+        role = f"{STANDBY}{secrets.token_hex(4)}"  # its own orders file: its own name
+        orders = str(self._processes.orders_file(role))
+        command = [*trainingjob.trainer_command(1, sys.executable), "--standby", orders]
+        log = self._root / "standby.log"
+        self._processes.spawn(role, command, "", log, self._root, dict(self._env))
 
     def _dir(self, name: str) -> Path:
         return path_inside(self._root, name)
@@ -176,6 +214,10 @@ class LocalTrainer:
 LOOPBACK = Path("/sys/class/net/lo")
 """Linux's loopback interface, where a local trainer's ranks meet (gloo binds to the
 hostname's address otherwise)."""
+
+
+STANDBY = "standby/trainer-"
+"""The start of a standby trainer's role in the process table."""
 
 
 def _role(name: str) -> str:

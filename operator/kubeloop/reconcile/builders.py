@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from kubeloop.api.feedbackdataset import FeedbackDatasetSpec
 from kubeloop.api.servedmodel import ServedModel
 from kubeloop.api.trainingjob import PodTemplate, Resources, TrainingJob, processes_per_node
-from kubeloop.reconcile import servedmodel, trainingjob
+from kubeloop.reconcile import common, servedmodel, trainingjob
 from kubeloop.reconcile.common import (
     COMPLETION_INDEX,
     LABEL_COMPONENT,
@@ -171,7 +169,7 @@ def trainingjob_manifest(tj: TrainingJob) -> dict[str, Any]:
 
 def manifest_text(tj: TrainingJob) -> str:
     """The TrainingJob manifest as the trainer reads it from SPEC_DIR/SPEC_FILE."""
-    return yaml.safe_dump(trainingjob_manifest(tj), sort_keys=False)
+    return common.yaml_text(trainingjob_manifest(tj), sort_keys=False)
 
 
 def trainer_env(tj: TrainingJob, defaults: Settings) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
     reconcile(body, ports, now)
         parse the spec and find its problems       (spec_problems: pure)
         observe the trainer                        (ports.trainer: Job and pods, or a process)
+        not started: is its baseModel alias set?   (ports.registry; if not: wait, retried)
         decide                                     (pure: status, start?, events)
         start the trainer if the plan says so      (idempotent: same name, existing is fine)
         write the status, tell the events          (ports.objects)
@@ -19,17 +20,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import yaml
-
 from kubeloop import metrics
 from kubeloop.api import conditions
 from kubeloop.api.common import ConditionStatus
+from kubeloop.api.errors import Unavailable
+from kubeloop.api.predictor import parse_model_uri
 from kubeloop.api.times import format_time
 from kubeloop.api.training_result import TrainingResult
 from kubeloop.api.trainingjob import Phase, TrainingJob, TrainingJobSpec, TrainingJobStatus
 from kubeloop.reconcile import common
 from kubeloop.reconcile.common import is_dns_subdomain, key_problems, label_problems
-from kubeloop.reconcile.ports import Body, Event, Ports, TrainerState
+from kubeloop.reconcile.ports import Body, Event, Ports, Registry, TrainerState
 
 __all__ = ["TrainerState"]
 
@@ -101,6 +102,8 @@ class Observed:
     """None: not started yet, or gone."""
     problems: tuple[str, ...] = field(default=())
     """Why the spec cannot run: the schema's, the models', spec_problems' and the runtime's."""
+    waiting: str | None = None
+    """Why the trainer cannot start yet, though the spec is fine (base_model_wait)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class TrainingJobPlan:
     """The job reached Succeeded or Failed in this decision (it was not before)."""
     result: TrainingResult | None = None
     """The trainer's result, when this decision read one."""
+    waiting: str | None = None
+    """Why the trainer was not started, to be tried again later (Observed.waiting)."""
 
 
 def reconcile(body: Body, ports: Ports, now: datetime) -> TrainingJobPlan:
@@ -127,10 +132,18 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> TrainingJobPlan:
     def plan(recorded: bool) -> TrainingJobPlan:
         seen = ports.trainer.observe(body, recorded=recorded)
         found = [*problems, seen.problem] if seen.problem is not None else problems
-        observed = Observed(common.generation(body), seen.name, seen.state, tuple(found))
+        waiting = None
+        if tj is not None and seen.state is None and not found:
+            waiting = base_model_wait(tj.spec, ports.registry)
+        generation = common.generation(body)
+        observed = Observed(generation, seen.name, seen.state, tuple(found), waiting)
         return decide(tj.spec if tj is not None else None, status, observed, now)
 
     planned = plan(recorded=status is not None and status.job_name is not None)
+    if planned.waiting is not None:
+        ports.objects.write_status(body, planned.status)
+        ports.objects.emit(body, planned.events)
+        raise Unavailable(planned.waiting, WAITING_FOR_BASE_MODEL)  # the runtime retries it
     if planned.start_trainer and tj is not None and not ports.trainer.start(tj, body):
         # One of that name exists (an interrupted reconcile's, or someone else's): follow it.
         planned = plan(recorded=True)
@@ -143,6 +156,28 @@ def reconcile(body: Body, ports: Ports, now: datetime) -> TrainingJobPlan:
     times = (new.start_time, new.completion_time)
     metrics.observe_training_job(namespace, name, new.phase, times, planned.finished)
     return planned
+
+
+WAITING_FOR_BASE_MODEL = "WaitingForBaseModel"
+
+
+def base_model_wait(spec: TrainingJobSpec, registry: Registry) -> str | None:
+    """Why the trainer must wait for spec.baseModel: an alias no version carries yet (a
+    retrain a FeedbackDataset created before its ServedModel's first promotion, say); None
+    when it can start. A missing version number is the trainer's to refuse: no wait helps."""
+    if spec.base_model is None:
+        return None
+    try:
+        name, version, alias = parse_model_uri(spec.base_model)
+    except ValueError:
+        return None  # admission and the trainer say what is wrong with it
+    if version is not None or alias is None or registry.alias_version(name, alias) is not None:
+        return None
+    return (
+        f"spec.baseModel {spec.base_model}: registered model {name!r} has no version with "
+        f"alias {alias!r} yet; the trainer starts once one has it (a ServedModel's promotion "
+        "sets it), or fix spec.baseModel"
+    )
 
 
 SPEC_MAX_BYTES = 128 * 1024
@@ -187,7 +222,7 @@ def spec_problems(spec: TrainingJobSpec) -> list[str]:
         problems.append(f"template.serviceAccountName: {account!r} is not a valid object name")
     if spec.image is not None and (not spec.image.strip() or any(c.isspace() for c in spec.image)):
         problems.append(f"image: {spec.image!r} is not an image reference")
-    size = len(yaml.safe_dump(spec.to_wire()).encode())
+    size = len(common.yaml_text(spec.to_wire()).encode())
     if size > SPEC_MAX_BYTES:
         problems.append(
             f"the spec takes {size // 1024} KiB as YAML, more than the {SPEC_MAX_BYTES // 1024} "
@@ -207,8 +242,10 @@ def decide(
 
     A finished job stays finished when its trainer disappears (a Job removed by
     ttlSecondsAfterFinished, say), and a running one whose trainer disappears fails: a job is
-    never trained twice. A pending one is started (again). A spec with problems (or none that
-    parses: `spec` None) is not started; the status says InvalidSpec until it is fixed.
+    never trained twice. A pending one is started (again), unless its base model's alias is
+    not set yet: then it waits (WaitingForBaseModel; the runtime tries again). A spec with
+    problems (or none that parses: `spec` None) is not started; the status says InvalidSpec
+    until it is fixed.
     """
     generation, trainer, trainer_name = observed.generation, observed.trainer, observed.trainer_name
     problems = list(observed.problems)
@@ -226,6 +263,14 @@ def decide(
         _set_phase_conditions(new, "InvalidSpec", message, generation, now)
         warning = (Event("Warning", "InvalidSpec", message),) if news else ()
         return TrainingJobPlan(new, events=warning)
+    if trainer is None and observed.waiting is not None and old.phase != "Running":
+        news = conditions.is_news(
+            old.conditions, "Ready", "False", WAITING_FOR_BASE_MODEL, generation
+        )
+        new.phase = "Pending"
+        _set_phase_conditions(new, WAITING_FOR_BASE_MODEL, observed.waiting, generation, now)
+        told = (Event("Normal", WAITING_FOR_BASE_MODEL, observed.waiting),) if news else ()
+        return TrainingJobPlan(new, events=told, waiting=observed.waiting)
     if trainer is None and old.phase == "Running":
         # Running again would train twice (and register twice): say so and stop instead.
         message = (
