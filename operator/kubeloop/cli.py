@@ -85,7 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--mlflow-port", type=int, help="MLflow's port (default: 5000, else free)")
     up.add_argument("--s3-port", type=int, help="the S3 server's port (default: 8333, else free)")
     up.add_argument(
-        "--poll-seconds", type=float, default=2.0, help="seconds between reconciles (default: 2)"
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="seconds between reconciles, fewer when a trainer ends (default: 2)",
     )
     up.set_defaults(run=_run_up)
 

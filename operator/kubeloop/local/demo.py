@@ -311,7 +311,7 @@ class _Waiter:
                         f"{what}: not done after {self._timeout:.0f}s; logs are under "
                         f"{self._loop.state_dir}"
                     )
-                time.sleep(0.5)
+                self._loop.wait(0.5)
 
     @contextmanager
     def _spinner(self, what: str) -> Iterator[None]:

@@ -120,6 +120,11 @@ class LocalLoop:
                 except Unavailable:
                     continue
 
+    def wait(self, seconds: float) -> None:
+        """Wait until the next step: `seconds`, or less when a trainer ends meanwhile (its
+        TrainingJob, and the version it registered, are then the next step's news)."""
+        self.processes.wait(seconds, "trainer/")
+
     def close(self) -> None:
         """Stop the predictors and trainers this state directory runs; objects and data stay.
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -145,6 +146,25 @@ class ProcessTable:
             return child.poll() is None
         tracked = self._tracked.get(role)
         return tracked is not None and _is_running(tracked.pid, tracked.started)
+
+    def wait(self, timeout: float, prefix: str = "") -> None:
+        """Sleep up to `timeout` seconds, less when a live process whose role starts with
+        `prefix` ends meanwhile (it is watched through a pidfd: woken by its exit, not by
+        a poll)."""
+        watched: list[int] = []
+        try:
+            for role in self.roles(prefix):
+                tracked = self._tracked[role]
+                if self.alive(role):  # a child that ended is reaped here, so it is not watched
+                    with contextlib.suppress(OSError):
+                        watched.append(os.pidfd_open(tracked.pid))
+            if watched:
+                select.select(watched, [], [], timeout)
+            else:
+                time.sleep(timeout)
+        finally:
+            for descriptor in watched:
+                os.close(descriptor)
 
     def exit_code(self, role: str) -> int | None:
         """The exit code of a process this table started and saw end; None otherwise."""

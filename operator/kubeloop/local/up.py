@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +104,7 @@ def _reconcile_forever(loop: LocalLoop, console: Console, poll_seconds: float) -
                 announced.add(name)
                 for line in urls(body):
                     console.print(line, markup=False)
-        time.sleep(poll_seconds)
+        loop.wait(poll_seconds)
 
 
 def down(state_dir: Path, console: Console) -> int:

@@ -1,12 +1,14 @@
-"""A standby process handed its role: found under that role after a kill at any point of the
-hand-over, and a standby that lost its parent before its orders came ends instead of waiting.
-Real processes, carrying the process table's marker."""
+"""The local runtime's process table: a standby process handed its role is found under that
+role after a kill at any point of the hand-over; a standby that lost its parent before its
+orders came ends instead of waiting; a wait ends when a watched process does. Real
+processes, carrying the table's marker."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,20 @@ def test_a_standby_takes_orders_written_before_its_parent_went(tmp_path: Path) -
     orders.write_text(json.dumps({"argv": ["--spec", "x"], "log": str(tmp_path / "a.log")}))
     found = standby.wait_for_orders(orders, gone, poll=0.001)
     assert found == standby.Orders(["--spec", "x"], tmp_path / "a.log")
+
+
+def test_a_wait_ends_when_a_watched_process_ends(tmp_path: Path) -> None:
+    table = ProcessTable(tmp_path)
+    short = [sys.executable, "-c", "import time; time.sleep(0.5)"]
+    table.spawn("trainer/short", short, "", tmp_path / "short.log", tmp_path)
+    table.spawn("predictor/long", SLEEPER, "", tmp_path / "long.log", tmp_path)
+    try:
+        started = time.monotonic()
+        table.wait(300, "trainer/")
+        assert time.monotonic() - started < 120, "not woken by the trainer's exit"
+        assert not table.alive("trainer/short")
+        started = time.monotonic()
+        table.wait(0.2, "trainer/")  # nothing left to watch: the whole wait
+        assert time.monotonic() - started >= 0.2
+    finally:
+        table.stop_all()
