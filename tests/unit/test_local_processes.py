@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,3 +69,21 @@ def test_a_wait_ends_when_a_watched_process_ends(tmp_path: Path) -> None:
         assert time.monotonic() - started >= 0.2
     finally:
         table.stop_all()
+
+
+def test_a_standby_warms_up_what_a_trainer_would_do_first() -> None:
+    check = (
+        "import sys\n"
+        "from kubeloop.training import standby\n"
+        "standby.warm_up()\n"
+        "from mlflow.utils import requirements_utils\n"
+        "from mlflow.tracking.context import registry\n"
+        "git = [p for p in registry._run_context_provider_registry if 'Git' in type(p).__name__]\n"
+        "print('torch' in sys.modules, requirements_utils._MODULES_TO_PACKAGES is not None,\n"
+        "      all('git_info' in p._cache for p in git))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True", "True"]
