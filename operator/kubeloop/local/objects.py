@@ -19,6 +19,7 @@ from typing import Any
 from kubeloop.api import validation
 from kubeloop.api.common import ApiModel
 from kubeloop.api.times import format_time, utc_now
+from kubeloop.local import files
 from kubeloop.reconcile.common import spec_body
 from kubeloop.reconcile.ports import Body, Event
 
@@ -138,10 +139,7 @@ class LocalObjects:
         return [copy.deepcopy(b) for k, b in self.items.items() if k[0] == kind]
 
     def _save(self) -> None:
-        self._file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self._file.with_suffix(".partial")
-        partial.write_text(json.dumps(list(self.items.values()), indent=1))
-        partial.replace(self._file)
+        files.write_json(self._file, list(self.items.values()), indent=1)
 
 
 def status_of(body: Body | None) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from kubeloop.local import services
+from kubeloop.local import files, services
 
 OWNER_ENV = "KUBELOOP_LOCAL_OWNER"
 
@@ -96,10 +96,7 @@ class ProcessTable:
         """Give the live process of `role` the role `new_role`: write its orders (with the new
         role in them) where it waits for them, then move its record; the moved record."""
         path = self.orders_file(role)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps({**orders, "role": new_role}))
-        partial.replace(path)
+        files.write_json(path, {**orders, "role": new_role})
         moved = self._tracked.pop(role)
         moved.role, moved.log = new_role, str(log)
         moved.extra["orders"] = str(path)
@@ -228,10 +225,7 @@ class ProcessTable:
         self._save()
 
     def _save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        partial = self._file.with_suffix(".partial")
-        partial.write_text(json.dumps([asdict(t) for t in self._tracked.values()], indent=1))
-        partial.replace(self._file)
+        files.write_json(self._file, [asdict(t) for t in self._tracked.values()], indent=1)
 
 
 def _drop_orders(tracked: Tracked | None) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 from kubeloop.api.times import format_time, utc_now
 from kubeloop.api.training_result import TrainingFailure, TrainingResult
 from kubeloop.api.trainingjob import TrainingJob, processes_per_node
+from kubeloop.local import files
 from kubeloop.local.objects import path_inside
 from kubeloop.local.processes import ProcessTable
 from kubeloop.local.services import log_tail
@@ -205,10 +206,7 @@ class LocalTrainer:
         return dict(json.loads(path.read_text())) if path.exists() else None
 
     def _write_job(self, name: str, job: dict[str, Any]) -> None:
-        path = self._dir(name) / "job.json"
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(job))
-        partial.replace(path)
+        files.write_json(self._dir(name) / "job.json", job)
 
 
 LOOPBACK = Path("/sys/class/net/lo")
